@@ -1,0 +1,24 @@
+"""tapejit: tape-based automatic differentiation with a Numba-jitted interpreter.
+
+    import tapejit as tj
+    x = tj.tensor(2.0, requires_grad=True)
+    y = x**2 + 3*x + 1
+    y.backward()
+    x.grad.item()            # 7.0
+"""
+from .errors import (BackwardError, BranchChangedError, CudaUnavailableError, DTypeError,
+                     InvalidTapeError, NonFiniteError, ShapeError, TapeConsumedError,
+                     TapeFormatError, TapejitError, TraceError)
+from .functions import (abs, absolute, add, all, amax, amin, any, arange, arccos, arcsin, arctan,
+                        arctan2, asarray, clip, concatenate, cos, cosh, divide, dot, e, equal, erf,
+                        exp, exp2, expand_dims, expm1, eye, flip, float64, full, full_like, greater,
+                        greater_equal, hstack, inf, inner, isfinite, isnan, less, less_equal,
+                        linspace, log, log1p, log2, log10, log_softmax, logical_not, logsumexp, matmul,
+                        max, maximum, mean, min, minimum, moveaxis, multiply, nan, ndim, negative,
+                        newaxis, norm, not_equal, ones, ones_like, outer, pi, power, ravel, relu,
+                        reshape, shape, sigmoid, sign, sin, sinh, size, softmax, softplus, sqrt,
+                        square, squeeze, stack, std, stop_gradient, subtract, sum, swapaxes, tan,
+                        tanh, transpose, true_divide, var, vdot, vstack, where, zeros, zeros_like)
+from .tensor import Tensor, as_tensor, is_grad_enabled, no_grad, tensor
+
+__version__ = "0.1.0"

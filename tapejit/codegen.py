@@ -1,0 +1,413 @@
+"""Generate the interpreter sweeps from the opcode table.
+
+Numba compiles each sweep as one function holding one branch per opcode. Writing those
+branches by hand would define every opcode again in each sweep and each target; instead
+this module renders them from ``tapejit.opcodes`` into plain Python source:
+
+- ``tapejit/_sweeps_cpu.py``: sweeps over one point (``v[slot]``) and over a chunk of
+  points laid out ``v[slot, point]`` (the loop over points is innermost, so it runs as
+  SIMD), plus an elementwise kernel for the eager API's constant-only arithmetic;
+- ``tapejit/_sweeps_cuda.py``: the same sweeps for one CUDA thread (``v[slot, t]``).
+
+The generated files are committed so that they can be read, diffed and cached by Numba
+(its cache needs a real source file); ``tests/test_codegen.py`` fails when they are stale.
+Regenerate with ``python -m tapejit.codegen``.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import re
+import sys
+from pathlib import Path
+
+from . import opcodes
+from .opcodes import FIELDS, MATH_NAMES, OPS
+
+HERE = Path(__file__).parent
+CPU_FILE = HERE / "_sweeps_cpu.py"
+CUDA_FILE = HERE / "_sweeps_cuda.py"
+
+_OPERAND_FIELDS = {"a": ("a", "sa"), "b": ("b", "sb"), "d": ("d", "sd")}
+_ACCESSORS = {"V": "v", "G": "g", "T": "dv"}
+_SCRATCH = ("S0", "S1")
+
+
+def table_hash() -> str:
+    text = repr([(op.name, op.arity, op.value, sorted(op.partials.items()), op.forward,
+                  op.reverse, op.tangent) for op in OPS])
+    text += Path(opcodes.__file__).name + Path(__file__).read_text()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------
+# expressions
+# --------------------------------------------------------------------------------------
+class _Rename(ast.NodeTransformer):
+    def __init__(self, mapping):
+        self.mapping = mapping
+
+    def visit_Name(self, node):
+        if node.id in self.mapping:
+            return ast.copy_location(ast.Name(id=self.mapping[node.id], ctx=node.ctx), node)
+        return node
+
+
+_EXPR_NAMES = {"a": "x_a", "b": "x_b", "d": "x_d", "o": "x_o", "c": "c"}
+
+
+def render_expr(expr: str, mapping=None) -> str:
+    """Rename the operand names of a table expression to the sweep's local names."""
+    tree = ast.parse(expr, mode="eval")
+    tree = _Rename(mapping or _EXPR_NAMES).visit(tree)
+    return ast.unparse(tree)
+
+
+def expr_names(expr: str) -> set[str]:
+    return {n.id for n in ast.walk(ast.parse(expr, mode="eval")) if isinstance(n, ast.Name)}
+
+
+# --------------------------------------------------------------------------------------
+# targets: how a slot is addressed
+# --------------------------------------------------------------------------------------
+class Target:
+    """Point: one value per slot. Chunk: P values per slot, loop over points innermost.
+    Thread: one CUDA thread's column ``t`` of ``[slot][point]`` arrays."""
+
+    def __init__(self, kind: str):
+        assert kind in ("point", "chunk", "thread")
+        self.kind = kind
+
+    def slot(self, array: str, index: str) -> str:
+        if self.kind == "point":
+            return f"{array}[{index}]"
+        if self.kind == "chunk":
+            return f"{array}[{index}, p]"
+        return f"{array}[{index}, t]"
+
+    def scratch(self, name: str) -> str:
+        k = _SCRATCH.index(name)
+        return f"tmp[{k}, p]" if self.kind == "chunk" else f"s{k}"
+
+    def per_point(self, lines: list[str], indent: str) -> list[str]:
+        """Wrap statements that touch per-point data in the loop over the chunk."""
+        if self.kind != "chunk":
+            return [indent + ln for ln in lines]
+        return [indent + "for p in range(P):"] + [indent + "    " + ln for ln in lines]
+
+
+def _replace_accessor(line: str, target: Target) -> str:
+    """Rewrite V[...], G[...], T[...] (brackets may nest) and S0/S1 for a target."""
+    out = []
+    i = 0
+    pattern = re.compile(r"\b([VGT])\[")
+    while True:
+        m = pattern.search(line, i)
+        if not m:
+            out.append(line[i:])
+            break
+        out.append(line[i:m.start()])
+        depth, j = 1, m.end()
+        while depth:
+            if line[j] == "[":
+                depth += 1
+            elif line[j] == "]":
+                depth -= 1
+            j += 1
+        inner = _replace_accessor(line[m.end():j - 1], target)
+        out.append(target.slot(_ACCESSORS[m.group(1)], inner))
+        i = j
+    text = "".join(out)
+    for name in _SCRATCH:
+        text = re.sub(rf"\b{name}\b", target.scratch(name), text)
+    return text
+
+
+def render_template(template: str, target: Target, indent: str) -> list[str]:
+    lines = []
+    for raw in template.strip("\n").splitlines():
+        stripped = raw.lstrip(" ")
+        pad = indent + raw[: len(raw) - len(stripped)]
+        per_point = bool(re.search(r"\b([VGT]\[|S0\b|S1\b)", stripped))
+        text = _replace_accessor(stripped, target)
+        if per_point:
+            lines += target.per_point([text], pad)
+        else:
+            lines.append(pad + text)
+    return lines
+
+
+# --------------------------------------------------------------------------------------
+# per-opcode bodies
+# --------------------------------------------------------------------------------------
+def _fields_used(op) -> list[str]:
+    if op.elementwise:
+        used = {"out", "n"}
+        for operand in "abd"[: op.arity]:
+            used |= set(_OPERAND_FIELDS[operand])
+    else:
+        words = set(re.findall(r"\b[a-z]+\b", op.forward + op.reverse + op.tangent))
+        used = {"out", "n"} | (words & set(FIELDS))
+    return [f for f in FIELDS if f in used]
+
+
+def _load_fields(op, indent) -> list[str]:
+    lines = []
+    for f in _fields_used(op):
+        name = "o" if f == "out" else f
+        lines.append(f"{indent}{name} = ins[{FIELDS.index(f)}, i]")
+    if op.elementwise:
+        names = expr_names(op.value) | set().union(*[expr_names(e) for e in op.partials.values()] or [set()])
+        if "c" in names:
+            lines.append(f"{indent}c = cv[i]")
+    else:
+        text = op.forward + op.reverse + op.tangent
+        if re.search(r"\bc\b", text):
+            lines.append(f"{indent}c = cv[i]")
+    return lines
+
+
+def _operand_index(operand: str) -> str:
+    base, stride = _OPERAND_FIELDS[operand]
+    return f"{base} + k * {stride}"
+
+
+def _operand_loads(names, target, slot_fn=None) -> list[str]:
+    lines = []
+    for operand in ("a", "b", "d"):
+        if operand in names:
+            lines.append(f"x_{operand} = {target.slot('v', _operand_index(operand))}")
+    if "o" in names:
+        lines.append(f"x_o = {target.slot('v', 'o + k')}")
+    return lines
+
+
+def elementwise_forward(op, target: Target, indent: str, with_tangent=False) -> list[str]:
+    names = expr_names(op.value)
+    body = _operand_loads(names, target)
+    body.append(f"{target.slot('v', 'o + k')} = {render_expr(op.value)}")
+    if with_tangent:
+        body += _tangent_lines(op, target)
+    lines = [f"{indent}for k in range(n):"]
+    lines += target.per_point(body, indent + "    ")
+    return lines
+
+
+def _tangent_lines(op, target: Target) -> list[str]:
+    terms = []
+    names = set()
+    for operand, expr in op.partials.items():
+        names |= expr_names(expr)
+        terms.append(f"({render_expr(expr)}) * {target.slot('dv', _operand_index(operand))}")
+    body = _operand_loads(names - {"o"}, target)
+    if "o" in names:
+        body.append(f"x_o = {target.slot('v', 'o + k')}")
+    body.append(f"{target.slot('dv', 'o + k')} = {' + '.join(terms) if terms else '0.0'}")
+    return body
+
+
+def elementwise_reverse(op, target: Target, indent: str) -> list[str]:
+    g_out = target.slot("g", "o + k")
+    body = [f"g_o = {g_out}"]
+    if op.partials:
+        names = set().union(*[expr_names(e) for e in op.partials.values()])
+        if target.kind == "chunk":
+            # branch-free so that the loop over points vectorizes
+            body += _operand_loads(names, target)
+            for operand, expr in op.partials.items():
+                dst = target.slot("g", _operand_index(operand))
+                body.append(f"{dst} += (g_o * ({render_expr(expr)})) if g_o != 0.0 else 0.0")
+        else:
+            # azmul: a zero adjoint contributes nothing, even through an infinite partial
+            body.append("if g_o != 0.0:")
+            body += ["    " + ln for ln in _operand_loads(names, target)]
+            for operand, expr in op.partials.items():
+                dst = target.slot("g", _operand_index(operand))
+                body.append(f"    {dst} += g_o * ({render_expr(expr)})")
+    body.append(f"{g_out} = 0.0")
+    lines = [f"{indent}for k in range(n):"]
+    lines += target.per_point(body, indent + "    ")
+    return lines
+
+
+def structural(op, which: str, target: Target, indent: str) -> list[str]:
+    template = getattr(op, which)
+    lines = render_template(template, target, indent) if template else []
+    if which == "reverse":
+        lines.append(f"{indent}for k in range(n):")
+        lines += target.per_point([f"{target.slot('g', 'o + k')} = 0.0"], indent + "    ")
+    return lines
+
+
+# --------------------------------------------------------------------------------------
+# whole sweeps
+# --------------------------------------------------------------------------------------
+def _dispatch(sweep_body, indent: str) -> list[str]:
+    lines = []
+    first = True
+    for code, op in enumerate(OPS):
+        body = sweep_body(op, indent + "    ")
+        if not body:
+            continue
+        kw = "if" if first else "elif"
+        first = False
+        lines.append(f"{indent}{kw} op == {code}:  # {op.name}")
+        lines += body
+    return lines
+
+
+def _forward_body(target, with_tangent=False):
+    def body(op, indent):
+        if op.elementwise:
+            code = elementwise_forward(op, target, indent, with_tangent)
+        else:
+            code = structural(op, "forward", target, indent)
+            if with_tangent:
+                code += structural(op, "tangent", target, indent)
+        if not code:
+            return []
+        return _load_fields(op, indent) + code
+    return body
+
+
+def _reverse_body(target):
+    def body(op, indent):
+        if op.elementwise:
+            code = elementwise_reverse(op, target, indent)
+        elif op.name == "input":
+            return []
+        else:
+            code = structural(op, "reverse", target, indent)
+        return _load_fields(op, indent) + code
+    return body
+
+
+_POINT_ARGS = "ops, ins, cv, consts, idx"
+
+
+def _sweep(name, args, target, body_fn, reverse, decorator, doc):
+    lines = [decorator, f"def {name}({args}):", f'    """{doc}"""']
+    if target.kind == "point":
+        lines += ["    s0 = 0.0", "    s1 = 0.0"]
+    rng = "range(stop - 1, start - 1, -1)" if reverse else "range(start, stop)"
+    lines.append(f"    for i in {rng}:")
+    lines.append("        op = ops[i]")
+    lines += _dispatch(body_fn, "        ")
+    lines.append("")
+    return lines
+
+
+def render_cpu() -> str:
+    point, chunk = Target("point"), Target("chunk")
+    dec = "@njit(**_JIT)"
+    out = [
+        f'"""Generated by tapejit.codegen from tapejit/opcodes.py (table {table_hash()}); do not edit."""',
+        "# ruff: noqa",
+        "import numpy as np",
+        f"from math import {', '.join(MATH_NAMES)}",
+        "from numba import njit",
+        "",
+        "# error_model='numpy': x/0 gives inf or nan as IEEE says, never an exception",
+        "_JIT = dict(cache=True, nogil=True, error_model='numpy')",
+        "",
+        "",
+    ]
+    out += _sweep("forward_point", f"{_POINT_ARGS}, v, start, stop", point, _forward_body(point),
+                  False, dec, "Values of instructions start..stop-1 at one point.")
+    out += ["", ""]
+    out += _sweep("reverse_point", f"{_POINT_ARGS}, v, g, start, stop", point, _reverse_body(point),
+                  True, dec, "Adjoints, instructions stop-1 down to start; consumed adjoints are zeroed.")
+    out += ["", ""]
+    out += _sweep("forward_tangent_point", f"{_POINT_ARGS}, v, dv, start, stop", point,
+                  _forward_body(point, True), False, dec,
+                  "Values and tangents (forward mode) at one point.")
+    out += ["", ""]
+    out += _sweep("forward_chunk", f"{_POINT_ARGS}, v, tmp, P, start, stop", chunk,
+                  _forward_body(chunk), False, dec,
+                  "Values at P points laid out v[slot, point].")
+    out += ["", ""]
+    out += _sweep("reverse_chunk", f"{_POINT_ARGS}, v, g, tmp, P, start, stop", chunk,
+                  _reverse_body(chunk), True, dec,
+                  "Adjoints at P points; consumed adjoint rows are zeroed.")
+    out += ["", ""]
+    out += _sweep("forward_tangent_chunk", f"{_POINT_ARGS}, v, dv, tmp, P, start, stop", chunk,
+                  _forward_body(chunk, True), False, dec,
+                  "Values and tangents at P points.")
+    out += ["", ""]
+    out += _elementwise_kernel()
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _elementwise_kernel() -> list[str]:
+    """Values of one elementwise opcode over flat operands (stride 0 or 1): used by the
+    eager API for arithmetic on constants, which is not recorded."""
+    lines = [
+        "@njit(**_JIT)",
+        "def elementwise_values(op, xa, sa, xb, sb, xd, sd, c, out):",
+        '    """out[k] = op(xa[k*sa], xb[k*sb], xd[k*sd], c)."""',
+        "    n = out.shape[0]",
+    ]
+    first = True
+    for code, op in enumerate(OPS):
+        if not op.elementwise:
+            continue
+        kw = "if" if first else "elif"
+        first = False
+        names = expr_names(op.value)
+        lines.append(f"    {kw} op == {code}:  # {op.name}")
+        lines.append("        for k in range(n):")
+        for operand in ("a", "b", "d"):
+            if operand in names:
+                lines.append(f"            x_{operand} = x{operand}[k * s{operand}]")
+        lines.append(f"            out[k] = {render_expr(op.value)}")
+    lines.append("")
+    return lines
+
+
+def render_cuda() -> str:
+    thread = Target("thread")
+    dec = "@cuda.jit(device=True)"
+    out = [
+        f'"""Generated by tapejit.codegen from tapejit/opcodes.py (table {table_hash()}); do not edit.',
+        "",
+        "Device functions run by one CUDA thread over its column t of [slot][point] arrays.",
+        '"""',
+        "# ruff: noqa",
+        f"from math import {', '.join(MATH_NAMES)}",
+        "from numba import cuda",
+        "",
+        "",
+    ]
+    for name, args, body, rev, doc in [
+        ("forward_thread", f"{_POINT_ARGS}, v, t, start, stop", _forward_body(thread), False,
+         "Values of one point."),
+        ("reverse_thread", f"{_POINT_ARGS}, v, g, t, start, stop", _reverse_body(thread), True,
+         "Adjoints of one point; consumed adjoints are zeroed."),
+        ("forward_tangent_thread", f"{_POINT_ARGS}, v, dv, t, start, stop",
+         _forward_body(thread, True), False, "Values and tangents of one point."),
+    ]:
+        lines = _sweep(name, args, thread, body, rev, dec, doc)
+        # scratch scalars must have the arrays' dtype for float32 kernels
+        lines = [ln.replace("    s0 = 0.0", "    s0 = v[0, t] * 0").replace("    s1 = 0.0", "    s1 = v[0, t] * 0")
+                 for ln in lines]
+        out += lines + ["", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write(check: bool = False) -> bool:
+    """Write the generated files; with check=True only report whether they are current."""
+    current = True
+    for path, text in ((CPU_FILE, render_cpu()), (CUDA_FILE, render_cuda())):
+        old = path.read_text() if path.exists() else None
+        if old != text:
+            current = False
+            if not check:
+                path.write_text(text)
+    return current
+
+
+if __name__ == "__main__":
+    if "--check" in sys.argv:
+        sys.exit(0 if write(check=True) else 1)
+    write()
+    print(f"wrote {CPU_FILE.name} and {CUDA_FILE.name} (table {table_hash()})")

@@ -1,0 +1,365 @@
+"""The one table of opcodes.
+
+Every operation tapejit can record is defined here, once: its name, how many slot
+operands it reads, its value and its partial derivatives. The CPU sweeps (single
+point and batch chunks) and the CUDA kernel are *generated* from this table by
+``tapejit.codegen``; the Python scalar fast path of the eager API evaluates the same
+expressions. A new opcode is one entry here plus ``python -m tapejit.codegen``.
+
+An instruction applies its opcode to a run of ``n`` consecutive output slots::
+
+    out[k] = f(A[a + k*sa], B[b + k*sb], D[d + k*sd], c)      for k < n
+
+where a stride of 0 broadcasts one slot. ``c`` is a float64 immediate.
+
+Elementwise entries give ``value`` and ``partials`` as Python expressions over the
+operand values ``a``, ``b``, ``d``, the immediate ``c`` and the output ``o``. They may
+use the names in ``MATH_NAMES`` and conditional expressions; they must evaluate the
+same way in plain Python (on floats), in Numba on the CPU and in numba-cuda.
+
+Structural entries (reductions, products, data movement) give code templates instead,
+written against ``V[slot]`` (values), ``G[slot]`` (adjoints), ``T[slot]`` (tangents) and
+per-point scratch ``S0``/``S1``; each target rewrites those accessors (``v[slot]`` for
+one point, ``v[slot, p]`` inside a loop over the points of a chunk, ``v[slot, t]`` in a
+CUDA thread). The field meanings of each structural opcode are in its ``fields`` text.
+
+Conventions (each pinned by a test):
+- abs'(0) = 0, sign' = 0, comparisons have no derivative;
+- maximum/minimum (and clip, built from them) split the gradient 0.5/0.5 at ties;
+- sqrt'(0) = +inf, but a zero adjoint contributes nothing even through an infinite
+  partial (CppAD's azmul), so ``where(x > 0, sqrt(x), 0)`` has gradient 0 at x <= 0;
+- d/da a**b = 0 where b == 0; d/db a**b = 0 where a == 0 and b >= 0 (PyTorch's choice);
+- amax sends the gradient to the first maximal element.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: integer fields of an instruction, in row order of ``Tape.ins``
+FIELDS = ("out", "n", "a", "sa", "b", "sb", "d", "sd")
+OUT, N, A, SA, B, SB, D, SD = range(len(FIELDS))
+
+#: functions the expressions may call (all exist in ``math`` and in numba's CPU and CUDA targets)
+MATH_NAMES = (
+    "exp", "expm1", "log", "log1p", "sqrt", "sin", "cos", "tan", "asin", "acos", "atan",
+    "atan2", "sinh", "cosh", "tanh", "erf", "pow",
+)
+
+TWO_OVER_SQRT_PI = "1.1283791670955126"
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    arity: int                      # slot operands read: 0..3 (a, b, d)
+    value: str = ""                 # elementwise value expression
+    partials: dict = field(default_factory=dict)   # operand name -> expression
+    forward: str = ""               # structural: template computing V[o...]
+    reverse: str = ""               # structural: template accumulating G[inputs]
+    tangent: str = ""               # structural: template computing T[o...]
+    fields: str = ""                # structural: what each field means
+    doc: str = ""
+    differentiable: bool = True
+
+    @property
+    def elementwise(self) -> bool:
+        return bool(self.value)
+
+
+def _ew(name, arity, value, doc="", **partials):
+    return OpDef(name=name, arity=arity, value=value, partials=partials, doc=doc,
+                 differentiable=bool(partials))
+
+
+_SIGN = "(1.0 if a > 0.0 else (-1.0 if a < 0.0 else (0.0 if a == 0.0 else a)))"
+
+
+def _max_tie(x, y):
+    return f"(1.0 if {x} > {y} else (0.5 if {x} == {y} else 0.0))"
+
+
+def _min_tie(x, y):
+    return f"(1.0 if {x} < {y} else (0.5 if {x} == {y} else 0.0))"
+
+
+ELEMENTWISE = [
+    # -- data in, data out --------------------------------------------------------
+    _ew("fill", 0, "c", "out = c (a constant broadcast over the run)"),
+    _ew("copy", 1, "a", "out = a (materializes a strided or broadcast operand)", a="1.0"),
+    _ew("stop_gradient", 1, "a", "out = a, with no derivative"),
+    # -- arithmetic on two slots -----------------------------------------------------
+    _ew("add", 2, "a + b", a="1.0", b="1.0"),
+    _ew("sub", 2, "a - b", a="1.0", b="-1.0"),
+    _ew("mul", 2, "a * b", a="b", b="a"),
+    _ew("div", 2, "a / b", a="1.0 / b", b="-o / b"),
+    _ew("pow", 2, "pow(a, b)",
+        a="0.0 if b == 0.0 else b * pow(a, b - 1.0)",
+        b="0.0 if (a == 0.0 and b >= 0.0) else o * log(a)"),
+    _ew("arctan2", 2, "atan2(a, b)", a="b / (a * a + b * b)", b="-a / (a * a + b * b)"),
+    _ew("maximum", 2, "a if (a > b or a != a) else b", a=_max_tie("a", "b"), b=_max_tie("b", "a")),
+    _ew("minimum", 2, "a if (a < b or a != a) else b", a=_min_tie("a", "b"), b=_min_tie("b", "a")),
+    # -- arithmetic with the immediate c ----------------------------------------------
+    _ew("add_c", 1, "a + c", a="1.0"),
+    _ew("mul_c", 1, "a * c", a="c"),
+    _ew("rsub_c", 1, "c - a", "out = c - a", a="-1.0"),
+    _ew("div_c", 1, "a / c", a="1.0 / c"),
+    _ew("rdiv_c", 1, "c / a", "out = c / a", a="-o / a"),
+    _ew("pow_c", 1, "pow(a, c)", a="0.0 if c == 0.0 else c * pow(a, c - 1.0)"),
+    _ew("rpow_c", 1, "pow(c, a)", "out = c ** a", a="0.0 if c == 0.0 else o * log(c)"),
+    _ew("maximum_c", 1, "a if (a > c or a != a) else c", a=_max_tie("a", "c")),
+    _ew("minimum_c", 1, "a if (a < c or a != a) else c", a=_min_tie("a", "c")),
+    # -- one slot ----------------------------------------------------------------------
+    _ew("neg", 1, "-a", a="-1.0"),
+    _ew("square", 1, "a * a", a="2.0 * a"),
+    _ew("sqrt", 1, "sqrt(a)", a="0.5 / o"),
+    _ew("exp", 1, "exp(a)", a="o"),
+    _ew("expm1", 1, "expm1(a)", a="o + 1.0"),
+    _ew("log", 1, "log(a)", a="1.0 / a"),
+    _ew("log1p", 1, "log1p(a)", a="1.0 / (1.0 + a)"),
+    _ew("sin", 1, "sin(a)", a="cos(a)"),
+    _ew("cos", 1, "cos(a)", a="-sin(a)"),
+    _ew("tan", 1, "tan(a)", a="1.0 + o * o"),
+    _ew("arcsin", 1, "asin(a)", a="1.0 / sqrt(1.0 - a * a)"),
+    _ew("arccos", 1, "acos(a)", a="-1.0 / sqrt(1.0 - a * a)"),
+    _ew("arctan", 1, "atan(a)", a="1.0 / (1.0 + a * a)"),
+    _ew("sinh", 1, "sinh(a)", a="cosh(a)"),
+    _ew("cosh", 1, "cosh(a)", a="sinh(a)"),
+    _ew("tanh", 1, "tanh(a)", a="1.0 - o * o"),
+    _ew("abs", 1, "abs(a)", a="(1.0 if a > 0.0 else (-1.0 if a < 0.0 else 0.0))"),
+    _ew("sign", 1, _SIGN),
+    _ew("sigmoid", 1, "1.0 / (1.0 + exp(-a))", a="o * (1.0 - o)"),
+    # log(1 + e^a) without overflow; its derivative sigmoid(a) equals 1 - e^-o
+    _ew("softplus", 1, "(a if a > 0.0 else 0.0) + log1p(exp(-abs(a)))", a="-expm1(-o)"),
+    _ew("erf", 1, "erf(a)", a=f"{TWO_OVER_SQRT_PI} * exp(-a * a)"),
+    # -- comparisons: 1.0 or 0.0, no derivative; a guard is an eq_c whose slot is checked
+    _ew("lt", 2, "1.0 if a < b else 0.0"),
+    _ew("le", 2, "1.0 if a <= b else 0.0"),
+    _ew("gt", 2, "1.0 if a > b else 0.0"),
+    _ew("ge", 2, "1.0 if a >= b else 0.0"),
+    _ew("eq", 2, "1.0 if a == b else 0.0"),
+    _ew("ne", 2, "1.0 if a != b else 0.0"),
+    _ew("lt_c", 1, "1.0 if a < c else 0.0"),
+    _ew("le_c", 1, "1.0 if a <= c else 0.0"),
+    _ew("gt_c", 1, "1.0 if a > c else 0.0"),
+    _ew("ge_c", 1, "1.0 if a >= c else 0.0"),
+    _ew("eq_c", 1, "1.0 if a == c else 0.0"),
+    _ew("ne_c", 1, "1.0 if a != c else 0.0"),
+    # -- select: a is the condition (nonzero = true) ------------------------------------
+    _ew("where", 3, "b if a != 0.0 else d", b="1.0 if a != 0.0 else 0.0", d="0.0 if a != 0.0 else 1.0"),
+]
+
+
+STRUCTURAL = [
+    OpDef(
+        name="input",
+        arity=0,
+        fields="out..out+n are written by the caller before the sweep",
+        doc="an input or parameter of the tape",
+    ),
+    OpDef(
+        name="const",
+        arity=0,
+        fields="b: offset of n values in the constant pool",
+        forward="""
+for k in range(n):
+    V[o + k] = consts[b + k]
+""",
+        tangent="""
+for k in range(n):
+    T[o + k] = 0.0
+""",
+        doc="constants from the pool",
+        differentiable=False,
+    ),
+    OpDef(
+        name="gather",
+        arity=1,
+        fields="a: base slot, b: offset of n slot offsets in the index pool",
+        forward="""
+for k in range(n):
+    s = a + idx[b + k]
+    V[o + k] = V[s]
+""",
+        reverse="""
+for k in range(n):
+    s = a + idx[b + k]
+    G[s] += G[o + k]
+""",
+        tangent="""
+for k in range(n):
+    s = a + idx[b + k]
+    T[o + k] = T[s]
+""",
+        doc="out[k] = V[a + idx[b + k]]: indexing, transpose, broadcast, concatenate",
+    ),
+    OpDef(
+        name="sum",
+        arity=1,
+        fields="n = outer*inner outputs, b = m (length of the summed axis), sb = inner, "
+               "sa = stride of the summed axis (= inner when contiguous)",
+        forward="""
+inner = sb
+for r in range(n // inner):
+    for j in range(inner):
+        V[o + r * inner + j] = 0.0
+        for i in range(b):
+            V[o + r * inner + j] += V[a + (r * b + i) * sa + j]
+""",
+        reverse="""
+inner = sb
+for r in range(n // inner):
+    for j in range(inner):
+        for i in range(b):
+            G[a + (r * b + i) * sa + j] += G[o + r * inner + j]
+""",
+        tangent="""
+inner = sb
+for r in range(n // inner):
+    for j in range(inner):
+        T[o + r * inner + j] = 0.0
+        for i in range(b):
+            T[o + r * inner + j] += T[a + (r * b + i) * sa + j]
+""",
+        doc="sum over the middle axis of an (outer, m, inner) block",
+    ),
+    OpDef(
+        name="amax",
+        arity=1,
+        fields="as sum",
+        forward="""
+inner = sb
+for r in range(n // inner):
+    for j in range(inner):
+        V[o + r * inner + j] = V[a + r * b * sa + j]
+        for i in range(1, b):
+            S0 = V[a + (r * b + i) * sa + j]
+            V[o + r * inner + j] = S0 if (S0 > V[o + r * inner + j] or S0 != S0) else V[o + r * inner + j]
+""",
+        reverse="""
+inner = sb
+for r in range(n // inner):
+    for j in range(inner):
+        S0 = 0.0
+        for i in range(b):
+            S1 = 1.0 if (S0 == 0.0 and V[a + (r * b + i) * sa + j] == V[o + r * inner + j]) else 0.0
+            G[a + (r * b + i) * sa + j] += G[o + r * inner + j] if S1 != 0.0 else 0.0
+            S0 = S0 + S1
+""",
+        tangent="""
+inner = sb
+for r in range(n // inner):
+    for j in range(inner):
+        S0 = 0.0
+        T[o + r * inner + j] = 0.0
+        for i in range(b):
+            S1 = 1.0 if (S0 == 0.0 and V[a + (r * b + i) * sa + j] == V[o + r * inner + j]) else 0.0
+            T[o + r * inner + j] += T[a + (r * b + i) * sa + j] if S1 != 0.0 else 0.0
+            S0 = S0 + S1
+""",
+        doc="maximum over the middle axis; the derivative goes to the first maximal element",
+    ),
+    OpDef(
+        name="affine",
+        arity=1,
+        fields="n rows, sb = m columns of a constant matrix at consts[b], input a with stride sa",
+        forward="""
+for i in range(n):
+    V[o + i] = 0.0
+    for j in range(sb):
+        w = consts[b + i * sb + j]
+        V[o + i] += w * V[a + j * sa]
+""",
+        reverse="""
+for i in range(n):
+    for j in range(sb):
+        w = consts[b + i * sb + j]
+        G[a + j * sa] += w * G[o + i]
+""",
+        tangent="""
+for i in range(n):
+    T[o + i] = 0.0
+    for j in range(sb):
+        w = consts[b + i * sb + j]
+        T[o + i] += w * T[a + j * sa]
+""",
+        doc="out = M @ V[a::sa] with a constant (n, m) matrix M (data-heavy objectives)",
+    ),
+    OpDef(
+        name="matmul",
+        arity=2,
+        fields="(p, q) @ (q, r), both contiguous: n = p*r, sa = q, sb = r",
+        forward="""
+for i in range(n // sb):
+    for j in range(sb):
+        V[o + i * sb + j] = 0.0
+        for k in range(sa):
+            V[o + i * sb + j] += V[a + i * sa + k] * V[b + k * sb + j]
+""",
+        reverse="""
+for i in range(n // sb):
+    for j in range(sb):
+        for k in range(sa):
+            G[a + i * sa + k] += G[o + i * sb + j] * V[b + k * sb + j]
+            G[b + k * sb + j] += G[o + i * sb + j] * V[a + i * sa + k]
+""",
+        tangent="""
+for i in range(n // sb):
+    for j in range(sb):
+        T[o + i * sb + j] = 0.0
+        for k in range(sa):
+            T[o + i * sb + j] += T[a + i * sa + k] * V[b + k * sb + j] + V[a + i * sa + k] * T[b + k * sb + j]
+""",
+        doc="product of two recorded matrices",
+    ),
+    OpDef(
+        name="softmax",
+        arity=1,
+        fields="rows of sb contiguous slots; n = rows*sb",
+        forward="""
+for r in range(n // sb):
+    S0 = V[a + r * sb]
+    for j in range(1, sb):
+        S0 = V[a + r * sb + j] if (V[a + r * sb + j] > S0 or V[a + r * sb + j] != V[a + r * sb + j]) else S0
+    S1 = 0.0
+    for j in range(sb):
+        V[o + r * sb + j] = exp(V[a + r * sb + j] - S0)
+        S1 += V[o + r * sb + j]
+    for j in range(sb):
+        V[o + r * sb + j] = V[o + r * sb + j] / S1
+""",
+        reverse="""
+for r in range(n // sb):
+    S0 = 0.0
+    for j in range(sb):
+        S0 += V[o + r * sb + j] * G[o + r * sb + j]
+    for j in range(sb):
+        G[a + r * sb + j] += V[o + r * sb + j] * (G[o + r * sb + j] - S0)
+""",
+        tangent="""
+for r in range(n // sb):
+    S0 = 0.0
+    for j in range(sb):
+        S0 += V[o + r * sb + j] * T[a + r * sb + j]
+    for j in range(sb):
+        T[o + r * sb + j] = V[o + r * sb + j] * (T[a + r * sb + j] - S0)
+""",
+        doc="softmax along rows; a primitive because its derivative is cheaper than its parts'",
+    ),
+]
+
+OPS: list[OpDef] = ELEMENTWISE + STRUCTURAL
+OPCODE: dict[str, int] = {op.name: i for i, op in enumerate(OPS)}
+BY_CODE: dict[int, OpDef] = dict(enumerate(OPS))
+N_OPS = len(OPS)
+assert N_OPS < 256, "opcodes are stored as uint8"
+assert len(OPCODE) == N_OPS, "opcode names must be unique"
+
+
+class _Codes:
+    """Attribute access to opcodes: ``OP.add``."""
+
+    def __init__(self, table):
+        self.__dict__.update(table)
+
+
+OP = _Codes(OPCODE)

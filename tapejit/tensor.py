@@ -1,0 +1,1105 @@
+"""Tensor: the eager, PyTorch-style front end that records onto a tape.
+
+A Tensor is a strided view of tape slots (base slot, shape, element strides) plus its
+value. Slicing, transposing and broadcasting a scalar make views without recording
+anything; an operation on views records one instruction whose operands are runs
+``base + k*step``; anything a single step cannot describe is first gathered.
+
+Recording is per thread (``_state``). In eager mode an operation records when one of
+its operands requires grad; ``backward()`` runs the Numba reverse sweep over the tape
+and delivers gradients to leaves. Inside ``tj.trace`` every operation on a traced value
+records onto the trace's tape, and Python branches on traced values record guards.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _sweeps_cpu as sweeps
+from .errors import (BackwardError, DTypeError, ShapeError, TapeConsumedError, TapejitError,
+                     TraceError)
+from .opcodes import MATH_NAMES, OP, OPS
+from .tape import Tape
+
+Number = Union[int, float, bool]
+ArrayLike = Union["Tensor", Number, np.ndarray, Sequence]
+
+
+# ----------------------------------------------------------------------------------------
+# per-thread recording state
+# ----------------------------------------------------------------------------------------
+class _State(threading.local):
+    def __init__(self):
+        self.tape: Optional[Tape] = None      # the eager tape of this thread
+        self.trace: Optional[Tape] = None     # the tape of the trace running in this thread
+        self.grad_enabled = True
+        # the tape that records operations on tensors already on it: the trace's while
+        # tracing, else the eager tape while grad is enabled and it is not consumed
+        self.active: Optional[Tape] = None
+        self.capacity = (64, 256)             # size of the last finished tape, to size the next
+        self.adjoints = np.zeros(256)         # reused by backward(): the sweep leaves it zeroed
+
+
+_state = _State()
+
+
+def _refresh_active() -> None:
+    st = _state
+    if st.trace is not None:
+        st.active = st.trace
+    elif st.grad_enabled and st.tape is not None and not st.tape.finished:
+        st.active = st.tape
+    else:
+        st.active = None
+
+
+def _eager_tape() -> Tape:
+    tape = _state.tape
+    if tape is None or tape.finished:
+        # references: _state, the local name, getrefcount's argument (values: the tape and
+        # its memoryview); any live tensor or value view of the tape adds one
+        if tape is not None and sys.getrefcount(tape) <= 3 and sys.getrefcount(tape.values) <= 3:
+            tape.reset()   # nothing holds a tensor of it any more: reuse its buffers
+        else:
+            tape = Tape(*_state.capacity)
+        _state.tape = tape
+        _refresh_active()
+    return tape
+
+
+@contextmanager
+def no_grad():
+    """Within this block nothing is recorded and results do not require grad.
+    (It does not apply inside ``tj.trace``, whose tape must record everything.)"""
+    previous = _state.grad_enabled
+    _state.grad_enabled = False
+    _refresh_active()
+    try:
+        yield
+    finally:
+        _state.grad_enabled = previous
+        _refresh_active()
+
+
+def is_grad_enabled() -> bool:
+    return _state.grad_enabled
+
+
+# ----------------------------------------------------------------------------------------
+# scalar values in plain Python, from the same table expressions as the sweeps
+# ----------------------------------------------------------------------------------------
+_PY_NAMES = {name: getattr(math, name) for name in MATH_NAMES}
+_NP_NAMES = {"exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p, "sqrt": np.sqrt,
+             "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin, "acos": np.arccos,
+             "atan": np.arctan, "atan2": np.arctan2, "sinh": np.sinh, "cosh": np.cosh,
+             "tanh": np.tanh, "pow": np.power, "abs": np.abs,
+             "erf": np.vectorize(math.erf, otypes=[np.float64])}
+
+
+def _compile_value(expr: str, names: dict):
+    return eval(f"lambda a, b, d, c: {expr}", dict(names))  # noqa: S307 - table text only
+
+
+_PY_VALUE = [(_compile_value(op.value, _PY_NAMES), _compile_value(op.value, _NP_NAMES))
+             if op.elementwise else None for op in OPS]
+
+
+def scalar_value(code: int, a: float, b: float = 0.0, d: float = 0.0, c: float = 0.0) -> float:
+    """Value of an elementwise opcode on Python floats, with IEEE results where
+    ``math`` would raise (log(0) = -inf, 1/0 = inf, exp(1000) = inf, sqrt(-1) = nan)."""
+    fast, careful = _PY_VALUE[code]
+    try:
+        return fast(a, b, d, c)
+    except (ValueError, OverflowError, ZeroDivisionError):
+        with np.errstate(all="ignore"):
+            return float(careful(np.float64(a), np.float64(b), np.float64(d), np.float64(c)))
+
+
+# ----------------------------------------------------------------------------------------
+# shapes and strides
+# ----------------------------------------------------------------------------------------
+def _cstrides(shape: tuple) -> tuple:
+    strides = []
+    step = 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+def _size(shape: tuple) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def broadcast_shapes(*shapes: tuple) -> tuple:
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        listed = " and ".join(str(tuple(s)) for s in shapes)
+        raise ShapeError(f"shapes {listed} do not broadcast") from None
+
+
+def _broadcast_strides(shape: tuple, strides: tuple, out_shape: tuple) -> tuple:
+    lead = len(out_shape) - len(shape)
+    result = [0] * lead
+    for size, stride, out_size in zip(shape, strides, out_shape[lead:]):
+        result.append(stride if size == out_size else 0)
+    return tuple(result)
+
+
+def _uniform_step(shape: tuple, strides: tuple) -> Optional[int]:
+    """The step s such that flat element k of this view is at base + k*s, if one exists."""
+    step = None
+    inner = 1
+    for size, stride in zip(reversed(shape), reversed(strides)):
+        if size != 1:
+            if step is None:
+                step = stride // inner if inner else 0
+                if step * inner != stride:
+                    return None
+            elif stride != step * inner:
+                return None
+        inner *= size
+    return 0 if step is None else step
+
+
+def _positions(base: int, shape: tuple, strides: tuple) -> np.ndarray:
+    """Slot of every element of a view, as an int64 array of its shape."""
+    pos = np.full(shape, base, dtype=np.int64)
+    for axis, (size, stride) in enumerate(zip(shape, strides)):
+        if stride and size > 1:
+            ix = [1] * len(shape)
+            ix[axis] = size
+            pos += (np.arange(size, dtype=np.int64) * stride).reshape(ix)
+    return pos
+
+
+def _as_float_array(x) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise DTypeError(f"unsupported dtype {arr.dtype}: tapejit differentiates real numbers "
+                         "(bool, int and float arrays are converted to float64)")
+    return arr.astype(np.float64, copy=False)
+
+
+# ----------------------------------------------------------------------------------------
+# the Tensor
+# ----------------------------------------------------------------------------------------
+_new = object.__new__
+
+
+class Tensor:
+    """An n-dimensional array that records the operations applied to it.
+
+    Create one with ``tj.tensor(data, requires_grad=...)``; operate on it with Python
+    operators and the numpy-named functions of ``tapejit``.
+    """
+
+    # A tensor on a tape sets only _value, _tape, _base, _shape, _strides, _bool: the
+    # others are read only for tensors off tape (constants and leaves).
+    __slots__ = ("_value", "_tape", "_base", "_strides", "_shape", "_bool", "_rg", "_grad",
+                 "_leaf_serial", "_leaf_base", "__weakref__")
+    __array_priority__ = 1000
+
+    # -- construction --------------------------------------------------------------------
+    def __init__(self, data: ArrayLike, requires_grad: bool = False):
+        if type(data) is float or type(data) is int:
+            self._value = float(data)
+            self._tape = None
+            self._base = self._leaf_serial = self._leaf_base = 0
+            self._shape = self._strides = ()
+            self._bool = False
+            self._rg = requires_grad is True or bool(requires_grad)
+            self._grad = None
+            return
+        else:
+            if isinstance(data, Tensor):
+                data = np.asarray(data._value, dtype=np.bool_ if data._bool else np.float64)
+            is_bool = isinstance(data, (bool, np.bool_)) or np.asarray(data).dtype == np.bool_
+            arr = _as_float_array(data)
+            _init_constant(self, arr.copy() if arr.ndim else float(arr), arr.shape, is_bool)
+        if requires_grad:
+            self.requires_grad = True
+
+    # -- basic properties ------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self._shape
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    @property
+    def size(self) -> int:
+        return _size(self._shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.bool_) if self._bool else np.dtype(np.float64)
+
+    @property
+    def T(self) -> "Tensor":
+        return self.transpose()
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._tape is not None or self._rg
+
+    @requires_grad.setter
+    def requires_grad(self, flag: bool) -> None:
+        if self._tape is not None:
+            raise TapejitError("requires_grad can only be changed on leaf tensors; use detach()")
+        if flag and self._bool:
+            raise DTypeError("a boolean tensor cannot require grad")
+        self._rg = bool(flag)
+
+    @property
+    def grad(self) -> Optional["Tensor"]:
+        """Accumulated gradient of a leaf (None until a backward() reaches it)."""
+        return getattr(self, "_grad", None)
+
+    @grad.setter
+    def grad(self, value) -> None:
+        self._grad = value if value is None or isinstance(value, Tensor) else Tensor(value)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._tape is None
+
+    def __len__(self) -> int:
+        if not self._shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self._shape[0]
+
+    def __iter__(self) -> Iterator["Tensor"]:
+        if not self._shape:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self._shape[0]))
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    # -- values ------------------------------------------------------------------------------
+    def _check_readable(self, what: str) -> None:
+        if self._tape is not None and self._tape is _state.trace:
+            raise TraceError(
+                f"{what} of a traced value: the trace records operations, not numbers. "
+                "Keep it a tensor, or use tj.where(cond, a, b) instead of a Python branch on it")
+
+    def numpy(self) -> np.ndarray:
+        """The value as a numpy array (a copy: tensors are immutable)."""
+        self._check_readable("numpy()")
+        arr = np.array(self._value, dtype=np.float64)
+        return arr.astype(np.bool_) if self._bool else arr
+
+    def item(self) -> float:
+        if self._tape is None and not self._shape:
+            return bool(self._value) if self._bool else self._value
+        self._check_readable("item()")
+        if self.size != 1:
+            raise ShapeError(f"item() needs a tensor with one element, this one has shape {self._shape}")
+        value = self._value if not self._shape else float(np.asarray(self._value).reshape(-1)[0])
+        return bool(value) if self._bool else float(value)
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def __float__(self) -> float:
+        self._check_readable("float()")
+        return float(self.item())
+
+    def __int__(self) -> int:
+        self._check_readable("int()")
+        return int(self.item())
+
+    def __array__(self, dtype=None, copy=None):
+        self._check_readable("conversion to a numpy array")
+        arr = self.numpy()
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __bool__(self) -> bool:
+        if self.size != 1:
+            raise ShapeError(f"the truth value of a tensor of shape {self._shape} is ambiguous; "
+                             "use tj.where, .any() or .all()")
+        value = bool(np.asarray(self._value).reshape(-1)[0]) if self._shape else bool(self._value)
+        tape = self._tape
+        if tape is not None and tape is _state.trace:
+            _record_guard(tape, self, value)
+        return value
+
+    def __repr__(self) -> str:
+        if self._tape is not None and self._tape is _state.trace:
+            return f"tensor(<traced>, shape={self._shape})"
+        body = np.array2string(np.asarray(self.numpy()), separator=", ", prefix="tensor(")
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        return f"tensor({body}{extra})"
+
+    # -- autograd -------------------------------------------------------------------------
+    def detach(self) -> "Tensor":
+        """The same value, cut from the tape: no gradient flows through it."""
+        if self._tape is not None and self._tape is _state.trace:
+            return _elementwise(OP.stop_gradient, (self,), bool_out=self._bool)
+        return _constant(self._value, self._shape, self._bool)
+
+    def backward(self, gradient: Optional[ArrayLike] = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+        ``gradient`` seeds the adjoint of a non-scalar tensor (the vector of a
+        vector-Jacobian product). The tape is consumed unless ``retain_graph=True``."""
+        _backward(self, gradient, retain_graph)
+
+    # -- arithmetic ----------------------------------------------------------------------
+    # Each operator first tries the scalar fast path (a 0-d tensor on the recording tape
+    # with a Python number or another such tensor), which records without numpy calls.
+    def __add__(self, other):
+        if type(other) in _PYNUM:
+            return _add_c(self, other)
+        return _binary(OP.add, OP.add_c, OP.add_c, self, other) if type(other) is not Tensor else _add(self, other)
+
+    def __radd__(self, other):
+        if type(other) in _PYNUM:
+            return _add_c(self, other)
+        return _binary(OP.add, OP.add_c, OP.add_c, other, self)
+
+    def __sub__(self, other):
+        if type(other) in _PYNUM:
+            return _add_c(self, -other)
+        return _binary(OP.sub, None, OP.rsub_c, self, other) if type(other) is not Tensor else _sub(self, other)
+
+    def __rsub__(self, other):
+        if type(other) in _PYNUM:
+            return _rsub_c(self, other)
+        return _binary(OP.sub, None, OP.rsub_c, other, self)
+
+    def __mul__(self, other):
+        if type(other) in _PYNUM:
+            return _mul_c(self, other)
+        return _binary(OP.mul, OP.mul_c, OP.mul_c, self, other) if type(other) is not Tensor else _mul(self, other)
+
+    def __rmul__(self, other):
+        if type(other) in _PYNUM:
+            return _mul_c(self, other)
+        return _binary(OP.mul, OP.mul_c, OP.mul_c, other, self)
+
+    def __truediv__(self, other):
+        if type(other) in _PYNUM:
+            return _div_c(self, other)
+        return _binary(OP.div, OP.div_c, OP.rdiv_c, self, other) if type(other) is not Tensor else _div(self, other)
+
+    def __rtruediv__(self, other):
+        if type(other) in _PYNUM:
+            return _rdiv_c(self, other)
+        return _binary(OP.div, OP.div_c, OP.rdiv_c, other, self)
+
+    def __pow__(self, other):
+        if type(other) in _PYNUM:
+            # numpy's fast powers: x*x is pow(x, 2) correctly rounded, and far cheaper
+            if other == 2:
+                return _square(self)
+            return _pow_c(self, other)
+        return _binary(OP.pow, OP.pow_c, OP.rpow_c, self, other)
+
+    def __rpow__(self, other):
+        if type(other) in _PYNUM:
+            return _rpow_c(self, other)
+        return _binary(OP.pow, OP.pow_c, OP.rpow_c, other, self)
+
+    def __neg__(self):
+        return _neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _elementwise(OP.abs, (self,))
+
+    def __matmul__(self, other):
+        from .functions import matmul
+        return matmul(self, other)
+
+    def __rmatmul__(self, other):
+        from .functions import matmul
+        return matmul(other, self)
+
+    # comparisons give boolean tensors with no derivative
+    def __lt__(self, other):
+        return _compare(OP.lt, OP.lt_c, OP.gt_c, self, other)
+
+    def __le__(self, other):
+        return _compare(OP.le, OP.le_c, OP.ge_c, self, other)
+
+    def __gt__(self, other):
+        return _compare(OP.gt, OP.gt_c, OP.lt_c, self, other)
+
+    def __ge__(self, other):
+        return _compare(OP.ge, OP.ge_c, OP.le_c, self, other)
+
+    def __eq__(self, other):
+        return _compare(OP.eq, OP.eq_c, OP.eq_c, self, other)
+
+    def __ne__(self, other):
+        return _compare(OP.ne, OP.ne_c, OP.ne_c, self, other)
+
+    def __invert__(self):
+        if not self._bool:
+            raise DTypeError("~ is defined for boolean tensors only")
+        return _elementwise(OP.eq_c, (self,), 0.0, bool_out=True)
+
+    def __and__(self, other):
+        return _logical(OP.mul, OP.mul_c, self, other)
+
+    __rand__ = __and__
+
+    def __or__(self, other):
+        return _logical(OP.maximum, OP.maximum_c, self, other)
+
+    __ror__ = __or__
+
+    # -- shape ----------------------------------------------------------------------------
+    def __getitem__(self, key) -> "Tensor":
+        return _getitem(self, key)
+
+    def __setitem__(self, key, value):
+        raise TapejitError("tensors are immutable: build a new one with tj.where or "
+                           "tj.concatenate instead of assigning into it")
+
+    def reshape(self, *shape) -> "Tensor":
+        from .functions import reshape
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return reshape(self, shape)
+
+    def flatten(self) -> "Tensor":
+        return self.reshape(-1)
+
+    ravel = flatten
+
+    def transpose(self, *axes) -> "Tensor":
+        from .functions import transpose
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return transpose(self, axes or None)
+
+    def sum(self, axis=None, keepdims: bool = False) -> "Tensor":
+        from .functions import sum as _sum
+        return _sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims: bool = False) -> "Tensor":
+        from .functions import mean
+        return mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims: bool = False) -> "Tensor":
+        from .functions import amax
+        return amax(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims: bool = False) -> "Tensor":
+        from .functions import amin
+        return amin(self, axis=axis, keepdims=keepdims)
+
+    def dot(self, other) -> "Tensor":
+        from .functions import dot
+        return dot(self, other)
+
+    def any(self) -> "Tensor":
+        from .functions import any as _any
+        return _any(self)
+
+    def all(self) -> "Tensor":
+        from .functions import all as _all
+        return _all(self)
+
+    # -- numpy interoperability ----------------------------------------------------------
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        from .functions import UFUNCS
+        fn = UFUNCS.get(ufunc.__name__)
+        if method != "__call__" or fn is None or kwargs.get("out") is not None:
+            return NotImplemented
+        kwargs.pop("out", None)
+        return fn(*inputs, **kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        from .functions import ARRAY_FUNCTIONS
+        fn = ARRAY_FUNCTIONS.get(func.__name__)
+        if fn is None:
+            return NotImplemented
+        return fn(*args, **kwargs)
+
+
+def _init_constant(t: Tensor, value, shape: tuple, is_bool: bool) -> None:
+    t._value = value
+    t._tape = None
+    t._base = 0
+    t._strides = _cstrides(shape)
+    t._shape = shape
+    t._bool = is_bool
+    t._rg = False
+    t._grad = None
+    t._leaf_serial = 0
+    t._leaf_base = 0
+
+
+def _constant(value, shape: tuple, is_bool: bool = False) -> Tensor:
+    t = _new(Tensor)
+    _init_constant(t, value, shape, is_bool)
+    return t
+
+
+def _on_tape(tape: Tape, base: int, strides: tuple, shape: tuple, value, is_bool: bool) -> Tensor:
+    t = _new(Tensor)
+    t._value = value
+    t._tape = tape
+    t._base = base
+    t._strides = strides
+    t._shape = shape
+    t._bool = is_bool
+    return t
+
+
+# ----------------------------------------------------------------------------------------
+# scalar fast paths: a 0-d operand on the recording tape, recorded without numpy
+# ----------------------------------------------------------------------------------------
+_PYNUM = frozenset((float, int))
+
+
+def _is_scalar_leaf(x: Tensor) -> bool:
+    """A 0-d leaf that requires grad, used where the eager tape records."""
+    return x._tape is None and x._rg and not x._shape and _state.trace is None and _state.grad_enabled
+
+
+def _fast_with_number(code: int):
+    """x op c for a 0-d tensor x and a Python number c."""
+    value_of = _PY_VALUE[code][0]
+
+    def apply(x: Tensor, c):
+        tape = x._tape
+        if tape is not _state.active or tape is None or x._shape:
+            if not _is_scalar_leaf(x):
+                return _elementwise(code, (x,), float(c))
+            tape = _eager_tape()
+            _bind_leaf(x, tape)
+        try:
+            value = value_of(x._value, 0.0, 0.0, c)
+        except (ValueError, OverflowError, ZeroDivisionError):
+            value = scalar_value(code, x._value, 0.0, 0.0, float(c))
+        i = tape.n_ins
+        if i == tape.ins_capacity:
+            tape._grow_ins()
+        out = tape.n_slots
+        if out == tape.slot_capacity:
+            tape._grow_slots(out + 1)
+        tape._mv_ops[i] = code
+        f = tape._mv_ins
+        f[0][i] = out
+        f[2][i] = x._base if x._tape is tape else x._leaf_base
+        tape._mv_cv[i] = c
+        tape._mv_values[out] = value
+        tape.n_ins = i + 1
+        tape.n_slots = out + 1
+        t = _new(Tensor)
+        t._value = value
+        t._tape = tape
+        t._base = out
+        t._shape = t._strides = ()
+        t._bool = False
+        return t
+    return apply
+
+
+def _fast_unary(code: int):
+    value_of = _PY_VALUE[code][0]
+
+    def apply(x):
+        tape = x._tape if type(x) is Tensor else None
+        if tape is not _state.active or tape is None or x._shape:
+            if type(x) is not Tensor or not _is_scalar_leaf(x):
+                return _elementwise(code, (x,))
+            tape = _eager_tape()
+            _bind_leaf(x, tape)
+        try:
+            value = value_of(x._value, 0.0, 0.0, 0.0)
+        except (ValueError, OverflowError, ZeroDivisionError):
+            value = scalar_value(code, x._value)
+        i = tape.n_ins
+        if i == tape.ins_capacity:
+            tape._grow_ins()
+        out = tape.n_slots
+        if out == tape.slot_capacity:
+            tape._grow_slots(out + 1)
+        tape._mv_ops[i] = code
+        f = tape._mv_ins
+        f[0][i] = out
+        f[2][i] = x._base if x._tape is tape else x._leaf_base
+        tape._mv_values[out] = value
+        tape.n_ins = i + 1
+        tape.n_slots = out + 1
+        t = _new(Tensor)
+        t._value = value
+        t._tape = tape
+        t._base = out
+        t._shape = t._strides = ()
+        t._bool = False
+        return t
+    return apply
+
+
+def _fast_binary(code: int):
+    """x op y for two 0-d tensors."""
+    value_of = _PY_VALUE[code][0]
+
+    def apply(x: Tensor, y: Tensor):
+        tape = x._tape
+        if tape is None or tape is not _state.active or y._tape is not tape or x._shape or y._shape:
+            if x._shape or y._shape or not (x._tape is None or x._tape is _state.active) \
+                    or not (y._tape is None or y._tape is _state.active) \
+                    or (x._tape is None and not _is_scalar_leaf(x)) or (y._tape is None and not _is_scalar_leaf(y)):
+                return _elementwise(code, (x, y))
+            tape = _eager_tape()
+            if x._tape is None:
+                _bind_leaf(x, tape)
+            if y._tape is None:
+                _bind_leaf(y, tape)
+        try:
+            value = value_of(x._value, y._value, 0.0, 0.0)
+        except (ValueError, OverflowError, ZeroDivisionError):
+            value = scalar_value(code, x._value, y._value)
+        i = tape.n_ins
+        if i == tape.ins_capacity:
+            tape._grow_ins()
+        out = tape.n_slots
+        if out == tape.slot_capacity:
+            tape._grow_slots(out + 1)
+        tape._mv_ops[i] = code
+        f = tape._mv_ins
+        f[0][i] = out
+        f[2][i] = x._base if x._tape is tape else x._leaf_base
+        f[4][i] = y._base if y._tape is tape else y._leaf_base
+        tape._mv_values[out] = value
+        tape.n_ins = i + 1
+        tape.n_slots = out + 1
+        t = _new(Tensor)
+        t._value = value
+        t._tape = tape
+        t._base = out
+        t._shape = t._strides = ()
+        t._bool = False
+        return t
+    return apply
+
+
+_add_c = _fast_with_number(OP.add_c)
+_mul_c = _fast_with_number(OP.mul_c)
+_rsub_c = _fast_with_number(OP.rsub_c)
+_div_c = _fast_with_number(OP.div_c)
+_rdiv_c = _fast_with_number(OP.rdiv_c)
+_pow_c = _fast_with_number(OP.pow_c)
+_rpow_c = _fast_with_number(OP.rpow_c)
+_add = _fast_binary(OP.add)
+_sub = _fast_binary(OP.sub)
+_mul = _fast_binary(OP.mul)
+_div = _fast_binary(OP.div)
+_neg = _fast_unary(OP.neg)
+_square = _fast_unary(OP.square)
+
+
+def tensor(data: ArrayLike, requires_grad: bool = False) -> Tensor:
+    """A new leaf tensor holding a float64 copy of ``data`` (bool stays bool)."""
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def as_tensor(x: ArrayLike) -> Tensor:
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+# ----------------------------------------------------------------------------------------
+# which tape records an operation
+# ----------------------------------------------------------------------------------------
+def _recording_tape(args) -> Optional[Tape]:
+    trace = _state.trace
+    if trace is not None:
+        for x in args:
+            if type(x) is Tensor and x._tape is trace:
+                return trace
+        return None
+    if not _state.grad_enabled:
+        return None
+    tape = None
+    for x in args:
+        if type(x) is not Tensor:
+            continue
+        t = x._tape
+        if t is not None:
+            if t.finished:
+                raise TapeConsumedError(
+                    "this tensor was computed on a tape already consumed by backward(); "
+                    "recompute it, call backward(retain_graph=True), or use .detach()")
+            if t is not _state.tape:
+                raise TapejitError("this tensor was recorded in another thread (recording is per "
+                                   "thread); detach() it to use its value here")
+            tape = t
+        elif x._rg and tape is None:
+            tape = _eager_tape()
+    return tape
+
+
+def _slot_view(x, tape: Tape):
+    """(base, strides, shape) of an operand on ``tape``, recording what it needs."""
+    if type(x) is Tensor:
+        if x._tape is tape:
+            return x._base, x._strides, x._shape
+        if x._tape is None and x._rg and _state.trace is None:
+            return _bind_leaf(x, tape), x._strides, x._shape
+        value, shape = x._value, x._shape
+    else:
+        value = _as_float_array(x)
+        shape = value.shape
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.size == 1:
+        base = tape.emit(OP.fill, 1, c=float(arr.reshape(-1)[0]))
+        tape.values[base] = float(arr.reshape(-1)[0])
+        return base, (0,) * len(shape), shape
+    offset = tape.add_consts(arr)
+    base = tape.emit(OP.const, arr.size, b=offset)
+    tape.values[base: base + arr.size] = arr.reshape(-1)
+    return base, _cstrides(shape), shape
+
+
+def _bind_leaf(x: Tensor, tape: Tape) -> int:
+    """Record a leaf as an input of this tape, once per tape."""
+    if x._leaf_serial == tape.serial:
+        return x._leaf_base
+    if x._shape:
+        n = x.size
+        base = tape.emit(OP.input, n)
+        tape.values[base: base + n] = np.asarray(x._value).reshape(-1)
+    else:
+        base = tape.emit_scalar(OP.input, 0, 0, 0, 0.0, x._value)
+    tape.leaves.append((x, base))
+    x._leaf_serial = tape.serial
+    x._leaf_base = base
+    return base
+
+
+def _run_last(tape: Tape) -> None:
+    """Compute the values of the instruction just recorded, with the replay's own code."""
+    i = tape.n_ins - 1
+    sweeps.forward_point(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, i, i + 1)
+
+
+def _result(tape: Tape, base: int, shape: tuple, is_bool: bool) -> Tensor:
+    if shape:
+        value = tape.values[base: base + _size(shape)].reshape(shape)
+        value.flags.writeable = False
+    else:
+        value = float(tape.values[base])
+    return _on_tape(tape, base, _cstrides(shape), shape, value, is_bool)
+
+
+def _run_of(tape: Tape, view, out_shape: tuple) -> tuple:
+    """(base, step) addressing an operand broadcast to out_shape, gathering if needed."""
+    base, strides, shape = view
+    bstrides = _broadcast_strides(shape, strides, out_shape)
+    step = _uniform_step(out_shape, bstrides)
+    if step is not None:
+        return base, step
+    offsets = _positions(0, out_shape, bstrides).reshape(-1)
+    return _gather(tape, base, offsets), 1
+
+
+def _gather(tape: Tape, base: int, offsets: np.ndarray) -> int:
+    start = tape.add_index(offsets)
+    out = tape.emit(OP.gather, offsets.size, a=base, b=start)
+    _run_last(tape)
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# elementwise operations
+# ----------------------------------------------------------------------------------------
+def _is_number(x) -> bool:
+    return type(x) in (float, int, bool) or isinstance(x, (np.floating, np.integer, np.bool_))
+
+
+def _is_scalar_operand(x) -> bool:
+    return (type(x) is Tensor and not x._shape) or type(x) in (float, int, bool)
+
+
+def _binary(code: int, code_c: Optional[int], code_rc: int, x, y) -> Tensor:
+    """x op y, using the immediate form of the opcode when one side is a Python number."""
+    if _is_number(y) and code_c is not None and type(x) is Tensor:
+        return _elementwise(code_c, (x,), float(y))
+    if _is_number(x) and type(y) is Tensor:
+        return _elementwise(code_rc, (y,), float(x))
+    return _elementwise(code, (x, y))
+
+
+def _compare(code: int, code_c: int, code_rc: int, x, y) -> Tensor:
+    if _is_number(y) and type(x) is Tensor:
+        return _elementwise(code_c, (x,), float(y), bool_out=True)
+    if _is_number(x) and type(y) is Tensor:
+        return _elementwise(code_rc, (y,), float(x), bool_out=True)
+    return _elementwise(code, (x, y), bool_out=True)
+
+
+def _logical(code: int, code_c: int, x, y) -> Tensor:
+    for t in (x, y):
+        if isinstance(t, Tensor) and not t._bool:
+            raise DTypeError("&, | are defined for boolean tensors only")
+    if _is_number(y):
+        return _elementwise(code_c, (x,), float(bool(y)), bool_out=True)
+    return _elementwise(code, (x, y), bool_out=True)
+
+
+def _elementwise(code: int, args: tuple, c: float = 0.0, bool_out: bool = False) -> Tensor:
+    tape = _recording_tape(args)
+    if tape is None:
+        return _constant_elementwise(code, args, c, bool_out)
+    if all(_is_scalar_operand(x) for x in args):
+        return _record_scalar(tape, code, args, c, bool_out)
+    return _record_elementwise(tape, code, args, c, bool_out)
+
+
+def _scalar_slot(x, tape: Tape) -> tuple:
+    """(slot, value) of a 0-d operand."""
+    if type(x) is Tensor:
+        if x._tape is tape:
+            return x._base, x._value
+        if x._tape is None and x._rg and _state.trace is None:
+            return _bind_leaf(x, tape), x._value
+        value = float(x._value)
+    else:
+        value = float(x)
+    return tape.emit_scalar(OP.fill, 0, 0, 0, value, value), value
+
+
+def _record_scalar(tape: Tape, code: int, args: tuple, c: float, bool_out: bool) -> Tensor:
+    slots = [0, 0, 0]
+    vals = [0.0, 0.0, 0.0]
+    for k, x in enumerate(args):
+        slots[k], vals[k] = _scalar_slot(x, tape)
+    value = scalar_value(code, vals[0], vals[1], vals[2], c)
+    out = tape.emit_scalar(code, slots[0], slots[1], slots[2], c, value)
+    return _on_tape(tape, out, (), (), value, bool_out)
+
+
+def _record_elementwise(tape: Tape, code: int, args: tuple, c: float, bool_out: bool) -> Tensor:
+    views = [_slot_view(x, tape) for x in args]
+    out_shape = broadcast_shapes(*[v[2] for v in views]) if views else ()
+    runs = [_run_of(tape, v, out_shape) for v in views] + [(0, 0)] * (3 - len(views))
+    n = _size(out_shape)
+    (a, sa), (b, sb), (d, sd) = runs
+    out = tape.emit(code, n, a, sa, b, sb, d, sd, c)
+    _run_last(tape)
+    return _result(tape, out, out_shape, bool_out)
+
+
+def _constant_elementwise(code: int, args: tuple, c: float, bool_out: bool) -> Tensor:
+    """Arithmetic on values that require no grad: computed, not recorded."""
+    values = []
+    for x in args:
+        if type(x) is Tensor:
+            values.append(x._value)
+        elif type(x) in (float, int, bool):
+            values.append(float(x))
+        else:
+            values.append(_as_float_array(x))
+    if all(type(v) is float for v in values):
+        padded = values + [0.0] * (3 - len(values))
+        return _constant(scalar_value(code, *padded, c), (), bool_out)
+    arrays = [np.asarray(v, dtype=np.float64) for v in values]
+    out_shape = broadcast_shapes(*[a.shape for a in arrays]) if arrays else ()
+    flat = []
+    for arr in arrays:
+        if arr.size == 1:
+            flat.append((arr.reshape(1), 0))
+        else:
+            flat.append((np.ascontiguousarray(np.broadcast_to(arr, out_shape)).reshape(-1), 1))
+    flat += [(np.zeros(1), 0)] * (3 - len(flat))
+    out = np.empty(_size(out_shape), np.float64)
+    (xa, sa), (xb, sb), (xd, sd) = flat
+    sweeps.elementwise_values(code, xa, sa, xb, sb, xd, sd, c, out)
+    value = out.reshape(out_shape) if out_shape else float(out[0])
+    return _constant(value, out_shape, bool_out)
+
+
+# ----------------------------------------------------------------------------------------
+# guards: Python control flow on traced values
+# ----------------------------------------------------------------------------------------
+def _record_guard(tape: Tape, t: Tensor, value: bool) -> None:
+    """Record that the replay must see the same truth value as the trace did."""
+    if t._bool:
+        cond = t
+    else:
+        cond = _elementwise(OP.ne_c, (t.reshape(()) if t._shape else t,), 0.0, bool_out=True)
+    cond = cond.reshape(()) if cond._shape else cond
+    slot = tape.emit_scalar(OP.eq_c, cond._base, 0, 0, 1.0 if value else 0.0, 1.0)
+    tape.guards.append(slot)
+
+
+# ----------------------------------------------------------------------------------------
+# indexing
+# ----------------------------------------------------------------------------------------
+def _basic_index(shape: tuple, strides: tuple, key: tuple):
+    """Offset, shape and strides of a view under basic indexing (ints, slices, None, ...)."""
+    if sum(k is Ellipsis for k in key) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    n_real = sum(1 for k in key if k is not None and k is not Ellipsis)
+    if n_real > len(shape):
+        raise IndexError(f"too many indices for a tensor of dimension {len(shape)}")
+    expanded = []
+    for k in key:
+        if k is Ellipsis:
+            expanded += [slice(None)] * (len(shape) - n_real)
+        else:
+            expanded.append(k)
+    expanded += [slice(None)] * (len(shape) - sum(1 for k in expanded if k is not None))
+    offset, out_shape, out_strides = 0, [], []
+    axis = 0
+    for k in expanded:
+        if k is None:
+            out_shape.append(1)
+            out_strides.append(0)
+            continue
+        size, stride = shape[axis], strides[axis]
+        if isinstance(k, slice):
+            start, stop, step = k.indices(size)
+            length = len(range(start, stop, step))
+            offset += start * stride if length else 0
+            out_shape.append(length)
+            out_strides.append(stride * step)
+        else:
+            i = int(k)
+            if not -size <= i < size:
+                raise IndexError(f"index {i} is out of bounds for axis {axis} with size {size}")
+            offset += (i % size) * stride
+        axis += 1
+    return offset, tuple(out_shape), tuple(out_strides)
+
+
+def _getitem(t: Tensor, key) -> Tensor:
+    if not isinstance(key, tuple):
+        key = (key,)
+    key = tuple(_index_value(k) for k in key)
+    tape = _recording_tape((t,))
+    if tape is None:
+        value = np.asarray(t._value)[key]
+        value = value if value.ndim else float(value)
+        return _constant(value, np.shape(value), t._bool)
+    base, strides, shape = _slot_view(t, tape)
+    if all(k is None or k is Ellipsis or isinstance(k, slice) or _is_int(k) for k in key):
+        offset, shape, strides = _basic_index(shape, strides, key)
+        value = np.asarray(t._value)[key]
+        value = value if value.ndim else float(value)
+        return _on_tape(tape, base + offset, strides, shape, value, t._bool)
+    positions = _positions(base, shape, strides)[key]
+    return _gather_positions(tape, positions, t._bool)
+
+
+def _gather_positions(tape: Tape, positions: np.ndarray, is_bool: bool) -> Tensor:
+    shape = positions.shape
+    out = _gather(tape, 0, positions.reshape(-1))
+    return _result(tape, out, shape, is_bool)
+
+
+def _is_int(k) -> bool:
+    return isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_))
+
+
+def _index_value(k):
+    if isinstance(k, Tensor):
+        if k._tape is not None or k._rg:
+            raise TapejitError("indexing with a recorded tensor is not supported: the index must "
+                               "be a constant (use tj.where for data-dependent selection)")
+        arr = np.asarray(k._value)
+        return arr.astype(bool) if k._bool else arr.astype(np.int64)
+    if isinstance(k, list):
+        arr = np.asarray(k)
+        return arr
+    return k
+
+
+# ----------------------------------------------------------------------------------------
+# backward
+# ----------------------------------------------------------------------------------------
+def _backward(t: Tensor, gradient, retain_graph: bool) -> None:
+    tape = t._tape
+    if tape is None:
+        if not t._rg:
+            raise BackwardError("backward() on a tensor that does not require grad")
+        _accumulate(t, _seed(t, gradient))
+        return
+    if tape is _state.trace:
+        raise TraceError("backward() inside tj.trace: the trace's Function computes gradients (f.grad)")
+    if tape.finished:
+        raise TapeConsumedError("backward() through a tape that was already consumed by an earlier "
+                                "backward(); pass retain_graph=True to the first call to keep it")
+    g = _state.adjoints
+    if len(g) < tape.n_slots:
+        g = _state.adjoints = np.zeros(max(tape.n_slots, 2 * len(g)))
+    last = tape.n_ins
+    if not t._shape and gradient is None:
+        g[t._base] = 1.0
+    else:
+        seed = _seed(t, gradient)
+        if t._shape:
+            np.add.at(g, _positions(t._base, t._shape, t._strides).reshape(-1), seed.reshape(-1))
+        else:
+            g[t._base] = seed
+    if last > 64:
+        # instructions after the one that wrote t cannot influence it
+        last = int(np.searchsorted(tape.ins[0, :last], t._base + _max_offset(t), side="right"))
+    sweeps.reverse_point(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last)
+    # the sweep zeroes every adjoint it consumes; inputs are read, then zeroed here
+    for leaf, base in tape.leaves:
+        if leaf._shape:
+            n = _size(leaf._shape)
+            _accumulate(leaf, g[base: base + n].reshape(leaf._shape).copy())
+            g[base: base + n] = 0.0
+        else:
+            _accumulate(leaf, float(g[base]))
+            g[base] = 0.0
+    if not retain_graph:
+        tape.finished = True
+        if tape is _state.tape:
+            _state.capacity = (max(64, tape.n_ins), max(256, tape.n_slots))
+            _refresh_active()
+
+
+def _max_offset(t: Tensor) -> int:
+    return sum((s - 1) * st for s, st in zip(t._shape, t._strides) if st > 0 and s > 0)
+
+
+def _seed(t: Tensor, gradient):
+    if gradient is None:
+        if t.size != 1:
+            raise BackwardError(f"backward() on a tensor of shape {t._shape} needs a gradient "
+                                "argument of that shape (grad is implied only for scalars)")
+        return np.ones(t._shape) if t._shape else 1.0
+    g = np.asarray(gradient._value if isinstance(gradient, Tensor) else gradient, dtype=np.float64)
+    if g.shape != t._shape:
+        raise ShapeError(f"gradient has shape {g.shape} but the tensor has shape {t._shape}")
+    return g if t._shape else float(g)
+
+
+def _accumulate(leaf: Tensor, grad) -> None:
+    old = leaf._grad
+    if not leaf._shape:
+        grad = float(grad) if old is None else old._value + grad
+        t = _new(Tensor)
+        t._value = grad
+        t._tape = None
+        t._base = t._leaf_serial = t._leaf_base = 0
+        t._shape = t._strides = ()
+        t._bool = t._rg = False
+        t._grad = None
+        leaf._grad = t
+    else:
+        leaf._grad = _constant(np.array(grad) if old is None else old._value + grad, leaf._shape)

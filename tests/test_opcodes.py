@@ -1,0 +1,213 @@
+"""Walk the whole opcode table: values against numpy/scipy, partials against central
+differences, both through the Python scalar path and the Numba sweeps."""
+import math
+
+import numpy as np
+import pytest
+import scipy.special as sp
+
+import tapejit as tj
+from tapejit.opcodes import OPCODE, OPS
+from tapejit.tensor import _elementwise, scalar_value
+
+rng = np.random.default_rng(0)
+
+
+def U(lo, hi):
+    return lambda n: rng.uniform(lo, hi, n)
+
+
+def away_from_zero(n):
+    return rng.choice([-1.0, 1.0], n) * rng.uniform(0.3, 2.5, n)
+
+
+ANY = U(-2.5, 2.5)
+POS = U(0.2, 3.0)
+
+# name -> (numpy reference f(a, b, d, c), samplers for the operands, immediate)
+REFERENCE = {
+    "fill": (lambda a, b, d, c: np.full_like(a, c), [], 1.75),
+    "copy": (lambda a, b, d, c: a, [ANY], 0.0),
+    "stop_gradient": (lambda a, b, d, c: a, [ANY], 0.0),
+    "add": (lambda a, b, d, c: a + b, [ANY, ANY], 0.0),
+    "sub": (lambda a, b, d, c: a - b, [ANY, ANY], 0.0),
+    "mul": (lambda a, b, d, c: a * b, [ANY, ANY], 0.0),
+    "div": (lambda a, b, d, c: a / b, [ANY, away_from_zero], 0.0),
+    "pow": (lambda a, b, d, c: np.power(a, b), [POS, ANY], 0.0),
+    "arctan2": (lambda a, b, d, c: np.arctan2(a, b), [away_from_zero, away_from_zero], 0.0),
+    "maximum": (lambda a, b, d, c: np.maximum(a, b), [ANY, ANY], 0.0),
+    "minimum": (lambda a, b, d, c: np.minimum(a, b), [ANY, ANY], 0.0),
+    "add_c": (lambda a, b, d, c: a + c, [ANY], 1.3),
+    "mul_c": (lambda a, b, d, c: a * c, [ANY], -2.1),
+    "rsub_c": (lambda a, b, d, c: c - a, [ANY], 0.7),
+    "div_c": (lambda a, b, d, c: a / c, [ANY], 3.0),
+    "rdiv_c": (lambda a, b, d, c: c / a, [away_from_zero], 1.5),
+    "pow_c": (lambda a, b, d, c: np.power(a, c), [POS], 2.7),
+    "rpow_c": (lambda a, b, d, c: np.power(c, a), [ANY], 1.9),
+    "maximum_c": (lambda a, b, d, c: np.maximum(a, c), [ANY], 0.25),
+    "minimum_c": (lambda a, b, d, c: np.minimum(a, c), [ANY], 0.25),
+    "neg": (lambda a, b, d, c: -a, [ANY], 0.0),
+    "square": (lambda a, b, d, c: np.square(a), [ANY], 0.0),
+    "sqrt": (lambda a, b, d, c: np.sqrt(a), [POS], 0.0),
+    "exp": (lambda a, b, d, c: np.exp(a), [ANY], 0.0),
+    "expm1": (lambda a, b, d, c: np.expm1(a), [ANY], 0.0),
+    "log": (lambda a, b, d, c: np.log(a), [POS], 0.0),
+    "log1p": (lambda a, b, d, c: np.log1p(a), [U(-0.8, 3.0)], 0.0),
+    "sin": (lambda a, b, d, c: np.sin(a), [ANY], 0.0),
+    "cos": (lambda a, b, d, c: np.cos(a), [ANY], 0.0),
+    "tan": (lambda a, b, d, c: np.tan(a), [U(-1.3, 1.3)], 0.0),
+    "arcsin": (lambda a, b, d, c: np.arcsin(a), [U(-0.9, 0.9)], 0.0),
+    "arccos": (lambda a, b, d, c: np.arccos(a), [U(-0.9, 0.9)], 0.0),
+    "arctan": (lambda a, b, d, c: np.arctan(a), [ANY], 0.0),
+    "sinh": (lambda a, b, d, c: np.sinh(a), [ANY], 0.0),
+    "cosh": (lambda a, b, d, c: np.cosh(a), [ANY], 0.0),
+    "tanh": (lambda a, b, d, c: np.tanh(a), [ANY], 0.0),
+    "abs": (lambda a, b, d, c: np.abs(a), [away_from_zero], 0.0),
+    "sign": (lambda a, b, d, c: np.sign(a), [away_from_zero], 0.0),
+    "sigmoid": (lambda a, b, d, c: sp.expit(a), [U(-8, 8)], 0.0),
+    "softplus": (lambda a, b, d, c: np.logaddexp(0.0, a), [U(-8, 8)], 0.0),
+    "erf": (lambda a, b, d, c: sp.erf(a), [ANY], 0.0),
+    "lt": (lambda a, b, d, c: (a < b) * 1.0, [ANY, ANY], 0.0),
+    "le": (lambda a, b, d, c: (a <= b) * 1.0, [ANY, ANY], 0.0),
+    "gt": (lambda a, b, d, c: (a > b) * 1.0, [ANY, ANY], 0.0),
+    "ge": (lambda a, b, d, c: (a >= b) * 1.0, [ANY, ANY], 0.0),
+    "eq": (lambda a, b, d, c: (a == b) * 1.0, [ANY, ANY], 0.0),
+    "ne": (lambda a, b, d, c: (a != b) * 1.0, [ANY, ANY], 0.0),
+    "lt_c": (lambda a, b, d, c: (a < c) * 1.0, [ANY], 0.1),
+    "le_c": (lambda a, b, d, c: (a <= c) * 1.0, [ANY], 0.1),
+    "gt_c": (lambda a, b, d, c: (a > c) * 1.0, [ANY], 0.1),
+    "ge_c": (lambda a, b, d, c: (a >= c) * 1.0, [ANY], 0.1),
+    "eq_c": (lambda a, b, d, c: (a == c) * 1.0, [ANY], 0.1),
+    "ne_c": (lambda a, b, d, c: (a != c) * 1.0, [ANY], 0.1),
+    "where": (lambda a, b, d, c: np.where(a != 0, b, d), [lambda n: (rng.uniform(size=n) < 0.5) * 1.0, ANY, ANY], 0.0),
+}
+
+ELEMENTWISE = [op for op in OPS if op.elementwise]
+
+
+def test_every_elementwise_opcode_has_a_reference():
+    missing = [op.name for op in ELEMENTWISE if op.name not in REFERENCE]
+    assert not missing, f"opcodes without a test reference: {missing}"
+
+
+def _operands(name, n=7):
+    _, samplers, c = REFERENCE[name]
+    return [s(n) for s in samplers], c
+
+
+@pytest.mark.parametrize("op", ELEMENTWISE, ids=lambda op: op.name)
+def test_values_match_numpy(op):
+    ref, _, _ = REFERENCE[op.name]
+    args, c = _operands(op.name)
+    padded = args + [np.zeros(7)] * (3 - len(args))
+    expected = ref(*padded, c) if args else np.full(1, c)
+    # the Numba sweep, through a recorded array operation
+    xs = [tj.tensor(a, requires_grad=True) for a in args]
+    with np.errstate(all="ignore"):
+        got = _elementwise(OPCODE[op.name], tuple(xs), c).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
+    # arithmetic on constants (not recorded) runs the generated elementwise kernel
+    if args:
+        with np.errstate(all="ignore"):
+            const = _elementwise(OPCODE[op.name], tuple(tj.tensor(a) for a in args), c)
+        assert not const.requires_grad
+        np.testing.assert_allclose(const.numpy(), expected, rtol=1e-13, atol=1e-15)
+    # the Python scalar path, point by point
+    for k in range(len(expected) if args else 1):
+        vals = [float(a[k]) for a in args] + [0.0] * (3 - len(args))
+        assert scalar_value(OPCODE[op.name], *vals, c) == pytest.approx(expected[k], rel=1e-13, abs=1e-15)
+
+
+@pytest.mark.parametrize("op", [op for op in ELEMENTWISE if op.arity], ids=lambda op: op.name)
+def test_partials_match_central_differences(op):
+    ref, _, _ = REFERENCE[op.name]
+    args, c = _operands(op.name)
+    code = OPCODE[op.name]
+    xs = [tj.tensor(a, requires_grad=True) for a in args]
+    out = _elementwise(code, tuple(xs), c)
+    out.backward(np.ones(out.shape))
+    for j, x in enumerate(xs):
+        if op.name == "where" and j == 0:
+            expected = np.zeros_like(args[0])          # the condition has no derivative
+        elif op.partials.get("abd"[j]) is None:
+            expected = np.zeros_like(args[j])
+        else:
+            h = 1e-6 * np.maximum(1.0, np.abs(args[j]))
+            hi = [a.copy() for a in args]
+            lo = [a.copy() for a in args]
+            hi[j] += h
+            lo[j] -= h
+            pad = [np.zeros(7)] * (3 - len(args))
+            expected = (ref(*hi, *pad, c) - ref(*lo, *pad, c)) / (2 * h)
+        np.testing.assert_allclose(x.grad.numpy(), expected, rtol=2e-6, atol=1e-7,
+                                   err_msg=f"d {op.name} / d {'abd'[j]}")
+
+
+@pytest.mark.parametrize("op", [op for op in ELEMENTWISE if op.arity], ids=lambda op: op.name)
+def test_scalar_path_gradient_equals_array_path(op):
+    args, c = _operands(op.name, n=3)
+    code = OPCODE[op.name]
+    xs = [tj.tensor(a, requires_grad=True) for a in args]
+    _elementwise(code, tuple(xs), c).backward(np.ones(3))
+    for k in range(3):
+        ss = [tj.tensor(float(a[k]), requires_grad=True) for a in args]
+        _elementwise(code, tuple(ss), c).backward()
+        for x, s in zip(xs, ss):
+            assert s.grad.item() == pytest.approx(x.grad.numpy()[k], rel=1e-14, abs=1e-300)
+
+
+# ---- conventions, each pinned ---------------------------------------------------------------
+def grad_of(fn, x):
+    t = tj.tensor(x, requires_grad=True)
+    fn(t).backward()
+    return t.grad.item()
+
+
+def test_abs_derivative_at_zero_is_zero():
+    assert grad_of(tj.abs, 0.0) == 0.0
+
+
+def test_maximum_and_minimum_split_ties():
+    a = tj.tensor(1.5, requires_grad=True)
+    b = tj.tensor(1.5, requires_grad=True)
+    tj.maximum(a, b).backward()
+    assert (a.grad.item(), b.grad.item()) == (0.5, 0.5)
+    assert grad_of(lambda x: tj.minimum(x, 1.5), 1.5) == 0.5
+    assert grad_of(lambda x: tj.clip(x, 0.0, 1.0), 1.0) == 0.5
+
+
+def test_sqrt_derivative_at_zero_is_infinite():
+    assert grad_of(tj.sqrt, 0.0) == math.inf
+
+
+def test_nan_safe_where_gives_zero_gradient_at_and_below_zero():
+    for x0 in (0.0, -1.0, -4.0):
+        assert grad_of(lambda x: tj.where(x > 0, tj.sqrt(x), 0.0), x0) == 0.0
+    assert grad_of(lambda x: tj.where(x > 0, tj.sqrt(x), 0.0), 4.0) == pytest.approx(0.25)
+    x = tj.tensor([-1.0, 0.0, 4.0], requires_grad=True)
+    tj.sum(tj.where(x > 0, tj.sqrt(x), 0.0)).backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 0.0, 0.25])
+
+
+def test_power_conventions_follow_pytorch():
+    # d/da a**0 = 0 (not 0 * inf); d/db a**b at a = 0, b >= 0 is 0 (not 0 * -inf)
+    a = tj.tensor(0.0, requires_grad=True)
+    b = tj.tensor(0.0, requires_grad=True)
+    (a ** b).backward()
+    assert (a.grad.item(), b.grad.item()) == (0.0, 0.0)
+    assert grad_of(lambda x: x ** 0.0, 0.0) == 0.0
+
+
+def test_amax_sends_gradient_to_first_maximum():
+    x = tj.tensor([1.0, 3.0, 3.0, 2.0], requires_grad=True)
+    tj.amax(x).backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 1.0, 0.0, 0.0])
+
+
+def test_ieee_results_in_scalar_path():
+    assert scalar_value(OPCODE["log"], 0.0) == -math.inf
+    assert math.isnan(scalar_value(OPCODE["log"], -1.0))
+    assert math.isnan(scalar_value(OPCODE["sqrt"], -1.0))
+    assert scalar_value(OPCODE["exp"], 710.0) == math.inf
+    assert scalar_value(OPCODE["div"], 1.0, 0.0) == math.inf
+    assert math.isnan(scalar_value(OPCODE["pow"], -8.0, 1.0 / 3.0))
