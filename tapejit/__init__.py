@@ -19,6 +19,7 @@ from .functions import (abs, absolute, add, all, amax, amin, any, arange, arccos
                         reshape, shape, sigmoid, sign, sin, sinh, size, softmax, softplus, sqrt,
                         square, squeeze, stack, std, stop_gradient, subtract, sum, swapaxes, tan,
                         tanh, transpose, true_divide, var, vdot, vstack, where, zeros, zeros_like)
+from .function import Function, grad, trace, value_and_grad
 from .tensor import Tensor, as_tensor, is_grad_enabled, no_grad, tensor
 
 __version__ = "0.1.0"

@@ -1,0 +1,149 @@
+"""The batch engine: one tape replayed at many points on all cores.
+
+Values are laid out ``[slot][point]`` over a chunk of points, so every instruction runs
+a SIMD loop over the chunk (tape outer, points inner). Each worker owns one workspace
+for all its chunks, and the reverse sweep zeroes adjoint rows as it consumes them, so a
+workspace is reused without clearing it. Memory is the workspaces plus the results,
+never batch size times tape length.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ._sweeps_cpu import forward_chunk, forward_tangent_chunk, reverse_chunk
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+#: workspace budget per worker (values and adjoints), in bytes
+WORKSPACE_BYTES = 4 << 20
+#: below this many instruction-points a batch runs on the calling thread
+SERIAL_WORK = 200_000
+
+MODE_VALUES, MODE_GRAD, MODE_VJP, MODE_JVP = 0, 1, 2, 3
+
+
+def chunk_size(n_slots: int, batch: int) -> int:
+    """Points per chunk: the largest power of two whose workspace fits the budget,
+    between 8 and 1024, and no more than the batch needs."""
+    fit = WORKSPACE_BYTES // (16 * max(n_slots, 1))
+    chunk = 8
+    while chunk * 2 <= min(fit, 1024):
+        chunk *= 2
+    return max(1, min(chunk, batch))
+
+
+@njit(**_JIT)
+def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, n_slots, in_pos, param_pos,
+                param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode):
+    """Chunks worker, worker + n_workers, ... of the batch.
+
+    mode 0: values; 1: values and gradient of out_pos[0]; 2: values and u^T J with the
+    rows of ``seeds`` as u (vector-Jacobian products); 3: values and J v with the rows
+    of ``seeds`` as tangents v (Jacobian-vector products, written to grads).
+    """
+    B = X.shape[0]
+    n_ins = ops.shape[0]
+    n_in = in_pos.shape[0]
+    n_out = out_pos.shape[0]
+    n_chunks = (B + chunk - 1) // chunk
+    v = np.empty((n_slots, chunk))
+    tmp = np.empty((2, chunk))
+    g = np.zeros((n_slots if mode > 0 else 1, chunk))
+    for ci in range(worker, n_chunks, n_workers):
+        p0 = ci * chunk
+        P = min(chunk, B - p0)
+        for j in range(n_in):
+            s = in_pos[j]
+            for p in range(P):
+                v[s, p] = X[p0 + p, j]
+        for j in range(param_pos.shape[0]):
+            s = param_pos[j]
+            value = param_vals[j]
+            for p in range(P):
+                v[s, p] = value
+        if mode == 3:
+            # tangents of the inputs; everything else is computed from them
+            for j in range(n_in):
+                s = in_pos[j]
+                for p in range(P):
+                    g[s, p] = seeds[p0 + p, j]
+            for j in range(param_pos.shape[0]):
+                s = param_pos[j]
+                for p in range(P):
+                    g[s, p] = 0.0
+            forward_tangent_chunk(ops, ins, cv, consts, idx, v, g, tmp, P, 0, n_ins)
+        else:
+            forward_chunk(ops, ins, cv, consts, idx, v, tmp, P, 0, n_ins)
+        for m in range(n_out):
+            s = out_pos[m]
+            for p in range(P):
+                vals[p0 + p, m] = v[s, p]
+        for p in range(P):
+            valid[p0 + p] = True
+        for q in range(guard_pos.shape[0]):
+            s = guard_pos[q]
+            for p in range(P):
+                if v[s, p] != 1.0:
+                    valid[p0 + p] = False
+        if mode == 3:
+            for m in range(n_out):
+                s = out_pos[m]
+                for p in range(P):
+                    grads[p0 + p, m] = g[s, p]
+        elif mode > 0:
+            if mode == 1:
+                s = out_pos[0]
+                for p in range(P):
+                    g[s, p] += 1.0
+            else:
+                for m in range(n_out):
+                    s = out_pos[m]
+                    for p in range(P):
+                        g[s, p] += seeds[p0 + p, m]
+            reverse_chunk(ops, ins, cv, consts, idx, v, g, tmp, P, 0, n_ins)
+            # inputs and parameters are not consumed by the sweep: read, then clear
+            for j in range(n_in):
+                s = in_pos[j]
+                for p in range(P):
+                    grads[p0 + p, j] = g[s, p]
+                    g[s, p] = 0.0
+            for j in range(param_pos.shape[0]):
+                s = param_pos[j]
+                for p in range(P):
+                    g[s, p] = 0.0
+
+
+@njit(parallel=True, **_JIT)
+def _run_parallel(n_workers, ops, ins, cv, consts, idx, n_slots, in_pos, param_pos, param_vals,
+                  out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode):
+    for worker in prange(n_workers):
+        _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, n_slots, in_pos, param_pos,
+                    param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode)
+
+
+def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seeds=None,
+        chunk=None, threads=None):
+    """Replay ``arrays`` at the rows of X (B, n_in). Returns (values (B, n_out),
+    derivatives (B, n_in) or (B, n_out) for JVP, valid (B,))."""
+    B = X.shape[0]
+    n_out = len(out_pos)
+    vals = np.empty((B, n_out))
+    width = n_out if mode == MODE_JVP else len(in_pos)
+    grads = np.empty((B, width) if mode else (0, 0))
+    valid = np.ones(B, np.bool_)
+    if B == 0:
+        return vals, grads, valid
+    if seeds is None:
+        seeds = np.zeros((0, 0))
+    chunk = chunk or chunk_size(arrays.n_slots, B)
+    n_chunks = -(-B // chunk)
+    workers = min(threads or numba.get_num_threads(), n_chunks)
+    args = (arrays.ops, arrays.ins, arrays.cv, arrays.consts, arrays.idx, arrays.n_slots, in_pos,
+            param_pos, param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode)
+    if workers <= 1 or B * max(len(arrays), 1) < SERIAL_WORK:
+        _run_chunks(0, 1, *args)
+    else:
+        _run_parallel(workers, *args)
+    return vals, grads, valid

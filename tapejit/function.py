@@ -1,0 +1,428 @@
+"""Record once, replay many: ``tj.trace`` and the ``Function`` it returns.
+
+A trace runs the user's Python function once on example values, recording every
+operation on traced values onto a fresh tape. The finished, validated tape is then
+replayed by the Numba sweeps at new points, one at a time or in batches, with no Python
+per operation and nothing compiled per function.
+
+Python control flow on traced values records guards; a replay where a guard flips
+raises ``BranchChangedError`` (or masks or retraces those points, for batches).
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from . import _sweeps_cpu as sweeps
+from . import batch as batch_engine
+from .errors import BranchChangedError, ShapeError, TapejitError, TraceError
+from .opcodes import OP, OPS
+from .tape import Tape, TapeArrays, validate
+from .tensor import (Tensor, _as_float_array, _cstrides, _gather, _on_tape, _positions,
+                     _refresh_active, _size, _state, _uniform_step)
+
+BRANCH_MODES = ("raise", "mask", "retrace")
+
+
+class Function:
+    """A finished tape with its inputs, parameters, output and guards.
+
+    ``f(x)`` gives the value at a new point, ``f.grad(x)`` the gradient,
+    ``f.batch(X)`` / ``f.batch_grad(X)`` the same at every row of X.
+    """
+
+    def __init__(self, arrays: TapeArrays, inputs: Sequence[tuple], params: Sequence[tuple],
+                 param_values: Sequence[np.ndarray], output: tuple, guards: Sequence[int],
+                 fn: Optional[Callable] = None):
+        validate(arrays)
+        self.arrays = arrays
+        self.inputs = [(int(b), tuple(s)) for b, s in inputs]
+        self.params = [(int(b), tuple(s)) for b, s in params]
+        self.param_values = [np.asarray(p, np.float64) for p in param_values]
+        self.output = (int(output[0]), tuple(output[1]))
+        self.guards = np.asarray(guards, np.int64)
+        self.fn = fn
+        self._check_layout()
+        self._setup()
+
+    def _check_layout(self) -> None:
+        n = self.arrays.n_slots
+        for base, shape in self.inputs + self.params + [self.output]:
+            if base < 0 or base + _size(shape) > n:
+                raise TapejitError(f"slot range [{base}, {base + _size(shape)}) outside the tape's {n} slots")
+        if self.guards.size and (self.guards.min() < 0 or self.guards.max() >= n):
+            raise TapejitError("guard slot outside the tape")
+        if len(self.param_values) != len(self.params):
+            raise TapejitError("one value is needed per parameter")
+
+    def _setup(self) -> None:
+        def positions(ranges):
+            parts = [np.arange(b, b + _size(s), dtype=np.int64) for b, s in ranges]
+            return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        self.in_pos = positions(self.inputs)
+        self.param_pos = positions(self.params)
+        self.out_pos = positions([self.output])
+        self._local = threading.local()
+        self._variants: list[Function] = []
+
+    # -- sizes ---------------------------------------------------------------------------
+    @property
+    def n_inputs(self) -> int:
+        return int(self.in_pos.size)
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.out_pos.size)
+
+    @property
+    def n_slots(self) -> int:
+        return self.arrays.n_slots
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    @property
+    def input_shapes(self) -> list:
+        return [s for _, s in self.inputs]
+
+    @property
+    def output_shape(self) -> tuple:
+        return self.output[1]
+
+    def summary(self, file=None) -> str:
+        """An opcode histogram: instructions and slots written per opcode."""
+        counts = Counter()
+        elements = Counter()
+        for op, n in zip(self.arrays.ops, self.arrays.ins[1]):
+            counts[OPS[op].name] += 1
+            elements[OPS[op].name] += int(n)
+        lines = [f"Function: {self.n_inputs} inputs, {self.n_outputs} outputs, {len(self)} instructions, "
+                 f"{self.n_slots} slots, {len(self.guards)} guards, {self.arrays.nbytes} bytes of tape",
+                 f"{'opcode':<16}{'instructions':>14}{'slots':>14}"]
+        for name, count in counts.most_common():
+            lines.append(f"{name:<16}{count:>14}{elements[name]:>14}")
+        text = "\n".join(lines)
+        print(text, file=file)
+        return text
+
+    def __repr__(self) -> str:
+        return (f"<tapejit.Function {self.n_inputs} -> {self.output_shape or 'scalar'}, "
+                f"{len(self)} instructions>")
+
+    # -- pickling: arrays and layout only ----------------------------------------------
+    def __getstate__(self):
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_local", "_variants", "fn")}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.fn = None
+        validate(self.arrays)
+        self._check_layout()
+        self._local = threading.local()
+        self._variants = []
+
+    # -- argument handling ---------------------------------------------------------------
+    def _flat_inputs(self, xs: tuple) -> np.ndarray:
+        if len(xs) != len(self.inputs):
+            raise TapejitError(f"this Function takes {len(self.inputs)} input(s), got {len(xs)}")
+        parts = []
+        for k, (x, (_, shape)) in enumerate(zip(xs, self.inputs)):
+            arr = _as_float_array(x)
+            if arr.shape != shape:
+                raise ShapeError(f"input {k} has shape {arr.shape}, the trace was recorded with {shape}")
+            parts.append(arr.reshape(-1))
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def _flat_params(self, params) -> np.ndarray:
+        if params is None:
+            values = self.param_values
+        else:
+            if len(params) != len(self.params):
+                raise TapejitError(f"this Function takes {len(self.params)} parameter(s), got {len(params)}")
+            values = []
+            for k, (p, (_, shape)) in enumerate(zip(params, self.params)):
+                arr = _as_float_array(p)
+                if arr.shape != shape:
+                    raise ShapeError(f"parameter {k} has shape {arr.shape}, the trace was recorded with {shape}")
+                values.append(arr)
+        parts = [np.ravel(v) for v in values]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def _batch_inputs(self, Xs: tuple) -> np.ndarray:
+        if len(Xs) != len(self.inputs):
+            raise TapejitError(f"this Function takes {len(self.inputs)} input(s), got {len(Xs)}")
+        parts = []
+        B = None
+        for k, (X, (_, shape)) in enumerate(zip(Xs, self.inputs)):
+            arr = _as_float_array(X)
+            if arr.shape[1:] != shape or arr.ndim != len(shape) + 1:
+                raise ShapeError(f"batch input {k} has shape {arr.shape}; expected (B, *{shape})")
+            if B is not None and arr.shape[0] != B:
+                raise ShapeError("batch inputs disagree on the batch size")
+            B = arr.shape[0]
+            parts.append(arr.reshape(B, _size(shape)))
+        X = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+        return np.ascontiguousarray(X)
+
+    def _split(self, flat: np.ndarray, batch: Optional[int] = None):
+        """Per-input arrays from a flat vector (or (B, n) matrix)."""
+        out = []
+        k = 0
+        for _, shape in self.inputs:
+            n = _size(shape)
+            part = flat[..., k:k + n]
+            out.append(part.reshape(shape if batch is None else (batch,) + shape))
+            k += n
+        return out[0] if len(out) == 1 else tuple(out)
+
+    # -- single point ----------------------------------------------------------------------
+    def _workspace(self):
+        ws = getattr(self._local, "ws", None)
+        if ws is None:
+            ws = (np.zeros(self.n_slots), np.zeros(self.n_slots))
+            self._local.ws = ws
+        return ws
+
+    def _forward(self, xs: tuple, params) -> np.ndarray:
+        v, g = self._workspace()
+        v[self.in_pos] = self._flat_inputs(xs)
+        if self.param_pos.size:
+            v[self.param_pos] = self._flat_params(params)
+        sweeps.forward_point(*self.arrays.sweep_args, v, 0, len(self.arrays))
+        if self.guards.size and not np.all(v[self.guards] == 1.0):
+            flipped = int(np.sum(v[self.guards] != 1.0))
+            raise BranchChangedError(
+                f"{flipped} Python branch(es) taken while tracing go the other way at this point; "
+                "retrace there (tj.grad does this for you) or use tj.where to record both branches")
+        return v
+
+    def _value(self, v):
+        out = v[self.out_pos]
+        return float(out[0]) if not self.output_shape else out.reshape(self.output_shape).copy()
+
+    def __call__(self, *xs, params=None):
+        """The value at a new point (a float, or an array for vector outputs)."""
+        return self._value(self._forward(xs, params))
+
+    def _scalar_output(self, what: str) -> None:
+        if self.n_outputs != 1:
+            raise TapejitError(f"{what} needs a scalar output; this Function returns shape "
+                               f"{self.output_shape}: use vjp or jacobian")
+
+    def _reverse(self, seed) -> np.ndarray:
+        v, g = self._workspace()
+        g[self.out_pos] += seed
+        sweeps.reverse_point(*self.arrays.sweep_args, v, g, 0, len(self.arrays))
+        grad = g[self.in_pos].copy()
+        g[self.in_pos] = 0.0
+        if self.param_pos.size:
+            g[self.param_pos] = 0.0
+        return grad
+
+    def value_and_grad(self, *xs, params=None):
+        """(value, gradient) at a new point; the gradient has the inputs' shapes."""
+        self._scalar_output("value_and_grad")
+        v = self._forward(xs, params)
+        value = self._value(v)
+        return value, self._split(self._reverse(1.0))
+
+    def grad(self, *xs, params=None):
+        """The gradient at a new point (a tuple of arrays for several inputs)."""
+        return self.value_and_grad(*xs, params=params)[1]
+
+    def vjp(self, *xs, u, params=None):
+        """(value, u^T J): the vector-Jacobian product for a vector output."""
+        v = self._forward(xs, params)
+        value = self._value(v)
+        seed = _as_float_array(u)
+        if seed.shape != self.output_shape:
+            raise ShapeError(f"u has shape {seed.shape}, the output has shape {self.output_shape}")
+        return value, self._split(self._reverse(seed.reshape(-1)))
+
+    # -- batches -----------------------------------------------------------------------------
+    def _run_batch(self, Xs, params, mode, on_branch_change, seeds=None):
+        if on_branch_change not in BRANCH_MODES:
+            raise TapejitError(f"on_branch_change must be one of {BRANCH_MODES}, got {on_branch_change!r}")
+        X = self._batch_inputs(Xs)
+        vals, derivs, valid = batch_engine.run(
+            self.arrays, self.in_pos, self.param_pos, self._flat_params(params), self.out_pos,
+            self.guards, X, mode, seeds=seeds)
+        if not valid.all():
+            if on_branch_change == "raise":
+                bad = np.flatnonzero(~valid)
+                raise BranchChangedError(
+                    f"{bad.size} of {len(valid)} points take a different Python branch than the trace "
+                    f"(first at index {bad[0]}); pass on_branch_change='mask' or 'retrace'")
+            if on_branch_change == "retrace":
+                self._retrace_points(X, params, mode, seeds, vals, derivs, valid)
+        return vals, derivs, valid
+
+    def _retrace_points(self, X, params, mode, seeds, vals, derivs, valid) -> None:
+        """Fill in the points whose branches differ, with traces recorded at such points."""
+        if self.fn is None:
+            raise BranchChangedError("points take another branch and this Function has no Python "
+                                     "function to retrace (it was loaded or unpickled)")
+        todo = np.flatnonzero(~valid)
+        candidates = list(self._variants)
+        while todo.size:
+            if not candidates:
+                point = self._split(X[todo[0]])
+                point = point if isinstance(point, tuple) else (point,)
+                variant = trace(self.fn, *point, params=tuple(self._param_arrays(params)))
+                self._variants.append(variant)
+                candidates = [variant]
+            variant = candidates.pop(0)
+            sub_seeds = seeds[todo] if seeds is not None and len(seeds) else seeds
+            v2, d2, ok = batch_engine.run(
+                variant.arrays, variant.in_pos, variant.param_pos,
+                variant._flat_params(self._param_arrays(params)), variant.out_pos, variant.guards,
+                np.ascontiguousarray(X[todo]), mode, seeds=sub_seeds)
+            done = todo[ok]
+            vals[done] = v2[ok]
+            if mode:
+                derivs[done] = d2[ok]
+            valid[done] = True
+            todo = todo[~ok]
+
+    def _param_arrays(self, params):
+        return self.param_values if params is None else [_as_float_array(p) for p in params]
+
+    def _batch_values(self, vals, B):
+        return vals[:, 0] if not self.output_shape else vals.reshape((B,) + self.output_shape)
+
+    def batch(self, *Xs, params=None, on_branch_change: str = "raise"):
+        """Values at every row: X of shape (B, *input shape) -> (B,) or (B, *output shape)."""
+        vals, _, valid = self._run_batch(Xs, params, batch_engine.MODE_VALUES, on_branch_change)
+        out = self._batch_values(vals, len(valid))
+        return (out, valid) if on_branch_change == "mask" else out
+
+    def batch_value_and_grad(self, *Xs, params=None, on_branch_change: str = "raise"):
+        """(values (B,), gradients (B, *input shape)) at every row."""
+        self._scalar_output("batch_value_and_grad")
+        vals, grads, valid = self._run_batch(Xs, params, batch_engine.MODE_GRAD, on_branch_change)
+        B = len(valid)
+        out = (vals[:, 0], self._split(grads, B))
+        return out + (valid,) if on_branch_change == "mask" else out
+
+    def batch_grad(self, *Xs, params=None, on_branch_change: str = "raise"):
+        """Gradients (B, *input shape) at every row."""
+        out = self.batch_value_and_grad(*Xs, params=params, on_branch_change=on_branch_change)
+        return (out[1], out[2]) if on_branch_change == "mask" else out[1]
+
+    def batch_vjp(self, *Xs, U, params=None, on_branch_change: str = "raise"):
+        """(values, u_b^T J(x_b)) for every row b, U of shape (B, *output shape)."""
+        U = _as_float_array(U)
+        B = U.shape[0] if U.ndim else 0
+        if U.shape[1:] != self.output_shape:
+            raise ShapeError(f"U has shape {U.shape}; expected (B, *{self.output_shape})")
+        seeds = np.ascontiguousarray(U.reshape(B, -1))
+        vals, grads, valid = self._run_batch(Xs, params, batch_engine.MODE_VJP, on_branch_change, seeds)
+        out = (self._batch_values(vals, len(valid)), self._split(grads, len(valid)))
+        return out + (valid,) if on_branch_change == "mask" else out
+
+
+# ------------------------------------------------------------------------------------------
+# tracing
+# ------------------------------------------------------------------------------------------
+def _input_tensor(tape: Tape, value) -> Tensor:
+    arr = _as_float_array(value)
+    n = arr.size
+    base = tape.emit(OP.input, n)
+    tape.values[base: base + n] = arr.reshape(-1)
+    if arr.shape:
+        v = tape.values[base: base + n].reshape(arr.shape)
+        v.flags.writeable = False
+    else:
+        v = float(arr)
+    return _on_tape(tape, base, _cstrides(arr.shape), arr.shape, v, False)
+
+
+def _output_block(tape: Tape, out) -> tuple:
+    """(base, shape) of the output as a contiguous run of slots, recording a copy if needed."""
+    if isinstance(out, Tensor) and out._tape is tape:
+        shape = out._shape
+        if _uniform_step(shape, out._strides) == 1 or _size(shape) == 1:
+            if _size(shape) == 1 or _uniform_step(shape, out._strides) == 1:
+                return out._base, shape
+        base = _gather(tape, 0, _positions(out._base, shape, out._strides).reshape(-1))
+        return base, shape
+    if isinstance(out, (tuple, list)):
+        raise TraceError("the traced function must return one tensor (stack several outputs "
+                         "with tj.stack or tj.concatenate)")
+    # an output that does not depend on the inputs: a constant block
+    value = np.asarray(out._value if isinstance(out, Tensor) else _as_float_array(out), np.float64)
+    offset = tape.add_consts(value)
+    base = tape.emit(OP.const, value.size, b=offset)
+    tape.values[base: base + value.size] = value.reshape(-1)
+    return base, value.shape
+
+
+def trace(fn: Callable, *example_args, params: Sequence = (), optimize: bool = True) -> Function:
+    """Record ``fn(*example_args, *params)`` once and return a replayable Function.
+
+    ``example_args`` are the differentiable inputs (arrays or floats); ``params`` are
+    inputs that can change at replay (``f.grad(x, params=...)``) without re-recording
+    and are not differentiated (CppAD's dynamic parameters)."""
+    if not example_args:
+        raise TapejitError("trace needs at least one example input")
+    tape = Tape()
+    previous = _state.trace
+    _state.trace = tape
+    _refresh_active()
+    try:
+        inputs = [_input_tensor(tape, a) for a in example_args]
+        param_ts = [_input_tensor(tape, p) for p in params]
+        out = fn(*inputs, *param_ts)
+        out_block = _output_block(tape, out)
+    finally:
+        _state.trace = previous
+        _refresh_active()
+    f = Function(tape.arrays(), [(t._base, t._shape) for t in inputs],
+                 [(t._base, t._shape) for t in param_ts],
+                 [_as_float_array(p) for p in params], out_block, tape.guards, fn=fn)
+    return f
+
+
+# ------------------------------------------------------------------------------------------
+# JAX-style sugar
+# ------------------------------------------------------------------------------------------
+class _Traced:
+    """Traces ``fn`` on the first call per input shapes, then replays; a branch change
+    retraces at that point and remembers the new trace too."""
+
+    def __init__(self, fn: Callable, with_value: bool):
+        self.fn = fn
+        self.with_value = with_value
+        self.cache: dict = {}
+        self.__wrapped__ = fn
+        self.__doc__ = getattr(fn, "__doc__", None)
+
+    def __call__(self, *xs):
+        key = tuple(np.shape(x) for x in xs)
+        candidates = self.cache.setdefault(key, [])
+        for f in candidates:
+            try:
+                return self._apply(f, xs)
+            except BranchChangedError:
+                continue
+        f = trace(self.fn, *xs)
+        candidates.append(f)
+        return self._apply(f, xs)
+
+    def _apply(self, f: Function, xs):
+        value, grad = f.value_and_grad(*xs)
+        return (value, grad) if self.with_value else grad
+
+
+def grad(fn: Callable) -> Callable:
+    """``grad(fn)(x)``: the gradient of a scalar function, traced once per input shape."""
+    return _Traced(fn, with_value=False)
+
+
+def value_and_grad(fn: Callable) -> Callable:
+    """``value_and_grad(fn)(x)`` -> (value, gradient), traced once per input shape."""
+    return _Traced(fn, with_value=True)
