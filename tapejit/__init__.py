@@ -6,7 +6,11 @@
     y.backward()
     x.grad.item()            # 7.0
 """
-from .errors import (BackwardError, BranchChangedError, CudaUnavailableError, DTypeError,
+from . import _numba_cache
+
+_numba_cache.refresh()
+
+from .errors import (BackwardError, BranchChangedError, CudaUnavailableError, DTypeError,  # noqa: E402
                      InvalidTapeError, NonFiniteError, ShapeError, TapeConsumedError,
                      TapeFormatError, TapejitError, TraceError)
 from .functions import (abs, absolute, add, all, amax, amin, any, arange, arccos, arcsin, arctan,

@@ -75,11 +75,11 @@ class Target:
     Thread: one CUDA thread's column ``t`` of ``[slot][point]`` arrays."""
 
     def __init__(self, kind: str):
-        assert kind in ("point", "chunk", "thread")
+        assert kind in ("point", "vector", "chunk", "thread")
         self.kind = kind
 
     def slot(self, array: str, index: str) -> str:
-        if self.kind == "point":
+        if self.kind in ("point", "vector"):
             return f"{array}[{index}]"
         if self.kind == "chunk":
             return f"{array}[{index}, p]"
@@ -190,7 +190,57 @@ def elementwise_forward(op, target: Target, indent: str, with_tangent=False) -> 
         body += _tangent_lines(op, target)
     lines = [f"{indent}for k in range(n):"]
     lines += target.per_point(body, indent + "    ")
+    if target.kind == "point":
+        return _scalar_case(body, target, indent) + lines
+    if target.kind == "vector":
+        return _contiguous_case(op, body, indent, reverse=False) + lines
     return lines
+
+
+def _contiguous_case(op, body: list[str], indent: str, reverse: bool) -> list[str]:
+    """All operands unit-stride: index row views from 0 so that Numba drops its
+    negative-index fix-ups and LLVM vectorizes the loop (with runtime alias checks)."""
+    operands = "abd"[: op.arity]
+    if not operands:
+        return []
+    cond = " and ".join(f"s{x} == 1" for x in operands)
+    views = [f"y{x} = v[{x}:{x} + n]" for x in operands] + ["y_o = v[o:o + n]"]
+    if reverse:
+        views += [f"h{x} = g[{x}:{x} + n]" for x in operands] + ["h_o = g[o:o + n]"]
+    loop = []
+    for ln in body:
+        ln = re.sub(r"\bv\[([abd]) \+ k \* s[abd]\]", r"y\1[k]", ln)
+        ln = re.sub(r"\bg\[([abd]) \+ k \* s[abd]\]", r"h\1[k]", ln)
+        ln = ln.replace("v[o + k]", "y_o[k]").replace("g[o + k]", "h_o[k]")
+        loop.append(ln)
+    if reverse:
+        loop = _branch_free(loop)
+    out = [f"{indent}if {cond}:"] + [f"{indent}    {ln}" for ln in views]
+    out += [f"{indent}    for k in range(n):"] + [f"{indent}        {ln}" for ln in loop]
+    return out + [f"{indent}    continue"]
+
+
+def _branch_free(lines: list[str]) -> list[str]:
+    """Rewrite the azmul branch 'if g_o != 0.0: acc += g_o * p' as a select."""
+    out = []
+    for ln in lines:
+        if ln.strip() == "if g_o != 0.0:":
+            continue
+        if ln.startswith("    "):
+            ln = ln[4:]
+            m = re.match(r"(\S+) \+= g_o \* (.*)$", ln)
+            if m:
+                ln = f"{m.group(1)} += (g_o * {m.group(2)}) if g_o != 0.0 else 0.0"
+        out.append(ln)
+    return out
+
+
+def _scalar_case(body: list[str], target: Target, indent: str) -> list[str]:
+    """For one point, a run of length 1 (a scalar tape) skips the loop: interpreter
+    overhead per instruction is what scalar tapes pay."""
+    single = [re.sub(r"\bk \* s[abd]\b", "0", ln).replace(" + k]", "]").replace("o + k", "o") for ln in body]
+    single = [re.sub(r"\b([abd]) \+ 0\b", r"\1", ln) for ln in single]
+    return [f"{indent}if n == 1:"] + [indent + "    " + ln for ln in single] + [f"{indent}    continue"]
 
 
 def _tangent_lines(op, target: Target) -> list[str]:
@@ -227,6 +277,10 @@ def elementwise_reverse(op, target: Target, indent: str) -> list[str]:
     body.append(f"{g_out} = 0.0")
     lines = [f"{indent}for k in range(n):"]
     lines += target.per_point(body, indent + "    ")
+    if target.kind == "point":
+        return _scalar_case(body, target, indent) + lines
+    if target.kind == "vector":
+        return _contiguous_case(op, body, indent, reverse=True) + lines
     return lines
 
 
@@ -287,7 +341,7 @@ _POINT_ARGS = "ops, ins, cv, consts, idx"
 
 def _sweep(name, args, target, body_fn, reverse, decorator, doc):
     lines = [decorator, f"def {name}({args}):", f'    """{doc}"""']
-    if target.kind == "point":
+    if target.kind in ("point", "vector"):
         lines += ["    s0 = 0.0", "    s1 = 0.0"]
     rng = "range(stop - 1, start - 1, -1)" if reverse else "range(start, stop)"
     lines.append(f"    for i in {rng}:")
@@ -317,6 +371,13 @@ def render_cpu() -> str:
     out += ["", ""]
     out += _sweep("reverse_point", f"{_POINT_ARGS}, v, g, start, stop", point, _reverse_body(point),
                   True, dec, "Adjoints, instructions stop-1 down to start; consumed adjoints are zeroed.")
+    out += ["", ""]
+    vector = Target("vector")
+    out += _sweep("forward_vector", f"{_POINT_ARGS}, v, start, stop", vector, _forward_body(vector),
+                  False, dec, "forward_point for tapes of long runs: unit-stride runs vectorize.")
+    out += ["", ""]
+    out += _sweep("reverse_vector", f"{_POINT_ARGS}, v, g, start, stop", vector, _reverse_body(vector),
+                  True, dec, "reverse_point for tapes of long runs: unit-stride runs vectorize.")
     out += ["", ""]
     out += _sweep("forward_tangent_point", f"{_POINT_ARGS}, v, dv, start, stop", point,
                   _forward_body(point, True), False, dec,

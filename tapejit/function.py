@@ -16,12 +16,12 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from . import _sweeps_cpu as sweeps
 from . import batch as batch_engine
+from . import tiling
 from .errors import BranchChangedError, ShapeError, TapejitError, TraceError
 from .opcodes import OP, OPS
 from .tape import Tape, TapeArrays, validate
-from .tensor import (Tensor, _as_float_array, _cstrides, _gather, _on_tape, _positions,
+from .tensor import (VECTOR_RUN, Tensor, _as_float_array, _cstrides, _gather, _on_tape, _positions,
                      _refresh_active, _size, _state, _uniform_step)
 
 BRANCH_MODES = ("raise", "mask", "retrace")
@@ -65,8 +65,31 @@ class Function:
         self.in_pos = positions(self.inputs)
         self.param_pos = positions(self.params)
         self.out_pos = positions([self.output])
+        # inputs are usually one run of slots: copy them as a slice, not a fancy index
+        self._in = self._as_slice(self.in_pos)
+        self._params = self._as_slice(self.param_pos)
         self._local = threading.local()
         self._variants: list[Function] = []
+        self._segments = None
+
+    @staticmethod
+    def _as_slice(pos: np.ndarray):
+        if pos.size and pos[-1] - pos[0] == pos.size - 1 and np.all(np.diff(pos) == 1):
+            return slice(int(pos[0]), int(pos[-1]) + 1)
+        return pos
+
+    @property
+    def segments(self):
+        """The single-point execution plan: plain runs and tiled elementwise stretches."""
+        if self._segments is None:
+            keep = np.concatenate([self.out_pos, self.guards])
+            self._segments = tiling.plan(self.arrays, keep)
+        return self._segments
+
+    @property
+    def vector(self) -> bool:
+        """Whether the tape is made of long runs (vector sweeps) or mostly scalars."""
+        return bool(len(self.arrays)) and int(self.arrays.ins[1].max()) >= VECTOR_RUN
 
     # -- sizes ---------------------------------------------------------------------------
     @property
@@ -114,7 +137,7 @@ class Function:
 
     # -- pickling: arrays and layout only ----------------------------------------------
     def __getstate__(self):
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_local", "_variants", "fn")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_local", "_variants", "fn", "_segments")}
         return state
 
     def __setstate__(self, state):
@@ -124,6 +147,7 @@ class Function:
         self._check_layout()
         self._local = threading.local()
         self._variants = []
+        self._segments = None
 
     # -- argument handling ---------------------------------------------------------------
     def _flat_inputs(self, xs: tuple) -> np.ndarray:
@@ -189,10 +213,14 @@ class Function:
 
     def _forward(self, xs: tuple, params) -> np.ndarray:
         v, g = self._workspace()
-        v[self.in_pos] = self._flat_inputs(xs)
+        flat = self._flat_inputs(xs)
+        if isinstance(self._in, slice) and flat.size >= tiling.MIN_LENGTH:
+            tiling.copy(flat, v[self._in])
+        else:
+            v[self._in] = flat
         if self.param_pos.size:
-            v[self.param_pos] = self._flat_params(params)
-        sweeps.forward_point(*self.arrays.sweep_args, v, 0, len(self.arrays))
+            v[self._params] = self._flat_params(params)
+        tiling.forward(self.segments, self.arrays, v, self.vector)
         if self.guards.size and not np.all(v[self.guards] == 1.0):
             flipped = int(np.sum(v[self.guards] != 1.0))
             raise BranchChangedError(
@@ -216,11 +244,15 @@ class Function:
     def _reverse(self, seed) -> np.ndarray:
         v, g = self._workspace()
         g[self.out_pos] += seed
-        sweeps.reverse_point(*self.arrays.sweep_args, v, g, 0, len(self.arrays))
-        grad = g[self.in_pos].copy()
-        g[self.in_pos] = 0.0
+        tiling.reverse(self.segments, self.arrays, v, g, self.vector)
+        if isinstance(self._in, slice):
+            grad = np.empty(self.n_inputs)
+            tiling.move(g[self._in], grad)
+        else:
+            grad = g[self._in].copy()
+            g[self._in] = 0.0
         if self.param_pos.size:
-            g[self.param_pos] = 0.0
+            g[self._params] = 0.0
         return grad
 
     def value_and_grad(self, *xs, params=None):

@@ -55,6 +55,7 @@ class Tape:
         self.idx = np.zeros(16, np.int32)
         self.n_ins = 0
         self.n_slots = 0
+        self.max_run = 1                # longest run recorded: picks scalar or vector sweeps
         self.n_consts = 0
         self.n_idx = 0
         self.finished = False
@@ -116,6 +117,8 @@ class Tape:
         self._mv_cv[i] = c
         self.n_ins = i + 1
         self.n_slots = out + n
+        if n > self.max_run:
+            self.max_run = n
         return out
 
     def emit_scalar(self, op: int, a: int, b: int, d: int, c: float, value: float) -> int:
@@ -174,6 +177,7 @@ class Tape:
         used = self.n_ins
         self.ins[:, :used] = _DEFAULT_FIELDS
         self.n_ins = self.n_slots = self.n_consts = self.n_idx = 0
+        self.max_run = 1
         self.finished = False
         self.serial = next(_serials)
         self.leaves = []

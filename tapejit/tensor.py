@@ -21,10 +21,14 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from . import _sweeps_cpu as sweeps
+from . import tiling
 from .errors import (BackwardError, DTypeError, ShapeError, TapeConsumedError, TapejitError,
                      TraceError)
 from .opcodes import MATH_NAMES, OP, OPS
-from .tape import Tape
+from .tape import Tape, TapeArrays
+
+#: tapes whose longest run reaches this use the vectorizing sweeps
+VECTOR_RUN = 64
 
 Number = Union[int, float, bool]
 ArrayLike = Union["Tensor", Number, np.ndarray, Sequence]
@@ -791,7 +795,7 @@ def _bind_leaf(x: Tensor, tape: Tape) -> int:
 def _run_last(tape: Tape) -> None:
     """Compute the values of the instruction just recorded, with the replay's own code."""
     i = tape.n_ins - 1
-    sweeps.forward_point(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, i, i + 1)
+    sweeps.forward_vector(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, i, i + 1)
 
 
 def _result(tape: Tape, base: int, shape: tuple, is_bool: bool) -> Tensor:
@@ -1056,7 +1060,15 @@ def _backward(t: Tensor, gradient, retain_graph: bool) -> None:
     if last > 64:
         # instructions after the one that wrote t cannot influence it
         last = int(np.searchsorted(tape.ins[0, :last], t._base + _max_offset(t), side="right"))
-    sweeps.reverse_point(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last)
+    if tape.max_run >= tiling.MIN_LENGTH:
+        arrays = TapeArrays(tape.ops[:last], np.ascontiguousarray(tape.ins[:, :last]), tape.cv[:last],
+                            tape.consts[:tape.n_consts], tape.idx[:tape.n_idx], tape.n_slots)
+        keep = _positions(t._base, t._shape, t._strides).reshape(-1)
+        tiling.reverse(tiling.plan(arrays, keep), arrays, tape.values, g, vector=True)
+    elif tape.max_run >= VECTOR_RUN:
+        sweeps.reverse_vector(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last)
+    else:
+        sweeps.reverse_point(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last)
     # the sweep zeroes every adjoint it consumes; inputs are read, then zeroed here
     for leaf, base in tape.leaves:
         if leaf._shape:

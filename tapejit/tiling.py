@@ -1,0 +1,403 @@
+"""Tile-by-tile execution of long elementwise stretches of a tape.
+
+On a tape of million-element vector instructions every instruction streams its
+operands from memory and its result back: the sweeps are memory bound. A *stretch* of
+consecutive elementwise instructions of the same length, whose internal operands are
+aligned (element k reads element k), can instead run tile by tile: each tile loads the
+few external operands it needs into a small local tape that stays in cache, runs the
+ordinary sweeps over that local tape, and writes back only what escapes the stretch
+(whole sums of the stretch are accumulated across tiles). The reverse sweep recomputes
+each tile's forward values in cache rather than reading them back from memory.
+
+The local tape is an ordinary tape (same opcodes, same generated sweeps), so tiling adds
+no opcode code; this module only plans stretches and moves data in and out of tiles.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from . import _sweeps_cpu as sweeps
+from .opcodes import OP, OPS
+from .tape import TapeArrays
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+#: instructions shorter than this run as they are
+MIN_LENGTH = 8192
+#: elements per tile: the local values and adjoints of a stretch stay in L1/L2
+TILE = 1024
+
+_ELEMENTWISE = np.array([op.elementwise for op in OPS])
+_ARITY = np.array([op.arity if op.elementwise else 0 for op in OPS])
+
+
+@dataclass
+class Stretch:
+    start: int
+    stop: int
+    length: int
+    tile: int
+    full: tuple            # local tape (ops, ins, cv) for a whole tile
+    tail: tuple            # local tape for the last, shorter tile (or None)
+    n_local: int           # local slots
+    loads: np.ndarray      # (K, 3): global base, global stride, local base
+    stores: np.ndarray     # (S, 2): local base, global base
+    sums: np.ndarray       # (Q, 2): local slot, global slot
+    parallel_reverse: bool # tiles two apart never add into the same adjoint
+
+
+def _read_ranges(arrays: TapeArrays, i: int):
+    """Inclusive slot ranges instruction i reads (conservative)."""
+    op = arrays.ops[i]
+    out, n, a, sa, b, sb, d, sd = (int(x) for x in arrays.ins[:, i])
+    if n == 0:
+        return []
+    if _ELEMENTWISE[op]:
+        ranges = []
+        for base, stride in ((a, sa), (b, sb), (d, sd))[: _ARITY[op]]:
+            end = base + (n - 1) * stride
+            ranges.append((min(base, end), max(base, end)))
+        return ranges
+    if op == OP.input or op == OP.const:
+        return []
+    if op == OP.gather:
+        seg = arrays.idx[b: b + n]
+        return [(a + int(seg.min()), a + int(seg.max()))]
+    # reductions, products, softmax: everything from a (and b) up to the output
+    ranges = [(min(a, out - 1), out - 1)]
+    if op == OP.matmul:
+        ranges.append((b, out - 1))
+    return ranges
+
+
+def plan(arrays: TapeArrays, keep: np.ndarray, tile: int = TILE):
+    """Segments of the tape: ("plain", start, stop) or ("tiled", Stretch).
+
+    ``keep`` lists slots read from outside the sweeps (outputs, guards): never elided."""
+    n_ins = len(arrays)
+    lengths = arrays.ins[1]
+    if n_ins == 0 or lengths.max(initial=0) < MIN_LENGTH:
+        return [("plain", 0, n_ins)]
+    stretches = _find_stretches(arrays)
+    if not stretches:
+        return [("plain", 0, n_ins)]
+    reads_after = _reads_after(arrays, keep)
+    segments = []
+    pos = 0
+    for start, stop, length in stretches:
+        if start > pos:
+            segments.append(("plain", pos, start))
+        segments.append(("tiled", _build(arrays, start, stop, length, reads_after, tile)))
+        pos = stop
+    if pos < n_ins:
+        segments.append(("plain", pos, n_ins))
+    return segments
+
+
+def _find_stretches(arrays: TapeArrays):
+    ops, ins = arrays.ops, arrays.ins
+    found = []
+    i = 0
+    n_ins = len(ops)
+    while i < n_ins:
+        length = int(ins[1, i])
+        if not (_ELEMENTWISE[ops[i]] and length >= MIN_LENGTH):
+            i += 1
+            continue
+        start = i
+        first_slot = int(ins[0, i])
+        internal = {}                    # output slot of a member -> member index
+        j = i
+        while j < n_ins:
+            op = ops[j]
+            out, n, a, sa, b, sb, d, sd = (int(x) for x in ins[:, j])
+            if _ELEMENTWISE[op] and n == length:
+                ok = True
+                for base, stride in ((a, sa), (b, sb), (d, sd))[: _ARITY[op]]:
+                    lo, hi = sorted((base, base + (n - 1) * stride))
+                    if hi < first_slot:
+                        continue                      # external: any stride
+                    if base in internal and stride == 1:
+                        continue                      # aligned internal operand
+                    ok = False
+                if not ok:
+                    break
+                internal[out] = j
+            elif op == OP.sum and n == 1 and sb == 1 and b == length and sa == 1 and a in internal:
+                pass                                  # a whole sum of a member: accumulated per tile
+            else:
+                break
+            j += 1
+        if j - start >= 2:
+            found.append((start, j, length))
+            i = j
+        else:
+            i += 1
+    return found
+
+
+def _reads_after(arrays: TapeArrays, keep: np.ndarray):
+    """For each instruction index i, a function telling whether a slot range is read by
+    instruction >= i or kept; computed lazily as sorted interval lists per suffix."""
+    ranges = [(_read_ranges(arrays, i)) for i in range(len(arrays))]
+    keep = np.asarray(keep, np.int64)
+
+    def read_after(stop: int, lo: int, hi: int) -> bool:
+        if keep.size and np.any((keep >= lo) & (keep <= hi)):
+            return True
+        for i in range(stop, len(ranges)):
+            for r_lo, r_hi in ranges[i]:
+                if r_lo <= hi and lo <= r_hi:
+                    return True
+        return False
+    return read_after
+
+
+def _build(arrays: TapeArrays, start: int, stop: int, length: int, read_after, tile: int) -> Stretch:
+    ops, ins, cv = arrays.ops, arrays.ins, arrays.cv
+    tile = min(tile, length)
+    first_slot = int(ins[0, start])
+    members = list(range(start, stop))
+    outputs = {int(ins[0, j]) for j in members if ops[j] != OP.sum}
+
+    def operands(j):
+        _, n, a, sa, b, sb, d, sd = (int(x) for x in ins[:, j])
+        return ((a, sa), (b, sb), (d, sd))[: _ARITY[ops[j]]]
+
+    def is_internal(base):
+        return base >= first_slot and base in outputs
+
+    # local layout: external operands first, then member outputs, then partial sums
+    n_local = 0
+    load_at = {}
+    loads = []
+    for j in members:
+        if ops[j] == OP.sum:
+            continue
+        for base, stride in operands(j):
+            if not is_internal(base) and (base, stride) not in load_at:
+                load_at[(base, stride)] = n_local
+                loads.append((base, stride, n_local))
+                n_local += 1 if stride == 0 else tile
+    local_of = {}
+    for j in members:
+        if ops[j] != OP.sum:
+            local_of[int(ins[0, j])] = n_local
+            n_local += tile
+    sums = []
+    for j in members:
+        if ops[j] == OP.sum:
+            sums.append((n_local, int(ins[0, j])))
+            n_local += 1
+    stores = [(local_of[out], out) for out in sorted(local_of) if read_after(stop, out, out + length - 1)]
+
+    def local_tape(count):
+        l_ops = np.array([ops[j] for j in members], np.uint8)
+        l_ins = np.zeros((8, len(members)), np.int32)
+        l_cv = np.array([cv[j] for j in members], np.float64)
+        sum_slots = iter(slot for slot, _ in sums)
+        for k, j in enumerate(members):
+            if ops[j] == OP.sum:
+                l_ins[:, k] = (next(sum_slots), 1, local_of[int(ins[2, j])], 1, count, 1, 0, 0)
+                continue
+            fields = [local_of[int(ins[0, j])], count]
+            for base, stride in operands(j):
+                if is_internal(base):
+                    fields += [local_of[base], 1]
+                else:
+                    fields += [load_at[(base, stride)], 0 if stride == 0 else 1]
+            l_ins[:, k] = fields + [0] * (8 - len(fields))
+        return l_ops, l_ins, l_cv
+
+    tail = length % tile
+    return Stretch(
+        start=start, stop=stop, length=length, tile=tile, parallel_reverse=_phases_are_safe(loads, length, tile),
+        full=local_tape(tile), tail=local_tape(tail) if tail else None,
+        n_local=n_local,
+        loads=np.array(loads, np.int64).reshape(-1, 3),
+        stores=np.array(stores, np.int64).reshape(-1, 2),
+        sums=np.array(sums, np.int64).reshape(-1, 2),
+    )
+
+
+def _phases_are_safe(loads, length: int, tile: int) -> bool:
+    """Whether tiles that are not adjacent never touch the same external slot."""
+    if any(stride not in (1, -1) for _, stride, _ in loads):
+        return False
+    spans = [(min(b, b + (length - 1) * st), max(b, b + (length - 1) * st), b) for b, st, _ in loads]
+    for i, (lo1, hi1, b1) in enumerate(spans):
+        for lo2, hi2, b2 in spans[i + 1:]:
+            if lo1 <= hi2 and lo2 <= hi1 and abs(b1 - b2) >= tile:
+                return False
+    return all(st == 1 for _, st, _ in loads)
+
+
+# ------------------------------------------------------------------------------------------
+# execution
+# ------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _load(v, lv, loads, t0, count):
+    for q in range(loads.shape[0]):
+        base, stride, local = loads[q, 0], loads[q, 1], loads[q, 2]
+        if stride == 0:
+            lv[local] = v[base]
+        elif stride == 1:
+            src = v[base + t0: base + t0 + count]
+            dst = lv[local: local + count]
+            for k in range(count):
+                dst[k] = src[k]
+        else:
+            for k in range(count):
+                lv[local + k] = v[base + (t0 + k) * stride]
+
+
+@njit(**_JIT)
+def _scatter(g, lg, loads, t0, count):
+    """Add the tile's adjoints of external operands to the global ones; clear them."""
+    for q in range(loads.shape[0]):
+        base, stride, local = loads[q, 0], loads[q, 1], loads[q, 2]
+        if stride == 0:
+            g[base] += lg[local]
+            lg[local] = 0.0
+        elif stride == 1:
+            dst = g[base + t0: base + t0 + count]
+            src = lg[local: local + count]
+            for k in range(count):
+                dst[k] += src[k]
+                src[k] = 0.0
+        else:
+            for k in range(count):
+                g[base + (t0 + k) * stride] += lg[local + k]
+                lg[local + k] = 0.0
+
+
+@njit(**_JIT)
+def _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, loads, t0, count, tile):
+    _load(v, lv, loads, t0, count)
+    if count == tile or t_ops.shape[0] == 0:
+        sweeps.forward_vector(f_ops, f_ins, f_cv, consts, idx, lv, 0, f_ops.shape[0])
+    else:
+        sweeps.forward_vector(t_ops, t_ins, t_cv, consts, idx, lv, 0, t_ops.shape[0])
+
+
+@njit(**_JIT)
+def _tile_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, g, lv, lg, loads, stores,
+                  sums, t0, count, tile):
+    _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, loads, t0, count, tile)
+    for q in range(stores.shape[0]):
+        local, base = stores[q, 0], stores[q, 1]
+        for k in range(count):
+            lg[local + k] = g[base + t0 + k]
+            g[base + t0 + k] = 0.0
+    for q in range(sums.shape[0]):
+        lg[sums[q, 0]] = g[sums[q, 1]]
+    if count == tile or t_ops.shape[0] == 0:
+        sweeps.reverse_vector(f_ops, f_ins, f_cv, consts, idx, lv, lg, 0, f_ops.shape[0])
+    else:
+        sweeps.reverse_vector(t_ops, t_ins, t_cv, consts, idx, lv, lg, 0, t_ops.shape[0])
+    _scatter(g, lg, loads, t0, count)
+
+
+@njit(parallel=True, **_JIT)
+def stretch_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, n_local, loads, stores,
+                    sums, length, tile, n_workers):
+    """Tiles in contiguous blocks, one block per worker; whole sums are added per worker
+    then combined in worker order, so the result does not depend on scheduling."""
+    n_tiles = (length + tile - 1) // tile
+    per = (n_tiles + n_workers - 1) // n_workers
+    partial = np.zeros((n_workers, sums.shape[0]))
+    for w in prange(n_workers):
+        lv = np.zeros(n_local)
+        for t in range(w * per, min(n_tiles, (w + 1) * per)):
+            t0 = t * tile
+            count = min(tile, length - t0)
+            _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, loads, t0, count, tile)
+            for q in range(stores.shape[0]):
+                local, base = stores[q, 0], stores[q, 1]
+                for k in range(count):
+                    v[base + t0 + k] = lv[local + k]
+            for q in range(sums.shape[0]):
+                partial[w, q] += lv[sums[q, 0]]
+    for q in range(sums.shape[0]):
+        total = 0.0
+        for w in range(n_workers):
+            total += partial[w, q]
+        v[sums[q, 1]] = total
+
+
+@njit(parallel=True, **_JIT)
+def stretch_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, g, n_local, loads, stores,
+                    sums, length, tile, n_workers):
+    """Two phases, even tiles then odd tiles: tiles running at once are never adjacent,
+    so their additions into the adjoints of shared operands (x[1:], x[:-1]) never meet.
+    The caller passes n_workers = 1 when a load's footprint could reach further."""
+    n_tiles = (length + tile - 1) // tile
+    for phase in range(2):
+        n_phase = (n_tiles - phase + 1) // 2
+        per = (n_phase + n_workers - 1) // n_workers
+        for w in prange(n_workers):
+            lv = np.zeros(n_local)
+            lg = np.zeros(n_local)
+            for m in range(w * per, min(n_phase, (w + 1) * per)):
+                t0 = (2 * m + phase) * tile
+                count = min(tile, length - t0)
+                _tile_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, g, lv, lg,
+                              loads, stores, sums, t0, count, tile)
+    for q in range(sums.shape[0]):
+        g[sums[q, 1]] = 0.0
+
+
+@njit(parallel=True, **_JIT)
+def copy(src, dst):
+    """dst[:] = src on all cores (inputs of million-element tapes)."""
+    for k in prange(src.shape[0]):
+        dst[k] = src[k]
+
+
+@njit(parallel=True, **_JIT)
+def move(src, dst):
+    """dst[:] = src; src[:] = 0, in one pass on all cores (reading input adjoints)."""
+    for k in prange(src.shape[0]):
+        dst[k] = src[k]
+        src[k] = 0.0
+
+
+_EMPTY_TAPE = (np.zeros(0, np.uint8), np.zeros((8, 0), np.int32), np.zeros(0))
+
+
+def _tapes(s: Stretch):
+    return s.full + (s.tail or _EMPTY_TAPE)
+
+
+def _workers(s: Stretch) -> int:
+    return max(1, min(numba.get_num_threads(), s.length // (4 * s.tile)))
+
+
+def forward(segments, arrays: TapeArrays, v: np.ndarray, vector: bool = True) -> None:
+    step = sweeps.forward_vector if vector else sweeps.forward_point
+    for kind, *rest in segments:
+        if kind == "plain":
+            start, stop = rest
+            if stop > start:
+                step(*arrays.sweep_args, v, start, stop)
+        else:
+            s = rest[0]
+            stretch_forward(*_tapes(s), arrays.consts, arrays.idx, v, s.n_local, s.loads, s.stores,
+                            s.sums, s.length, s.tile, _workers(s))
+
+
+def reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, vector: bool = True) -> None:
+    step = sweeps.reverse_vector if vector else sweeps.reverse_point
+    for kind, *rest in reversed(segments):
+        if kind == "plain":
+            start, stop = rest
+            if stop > start:
+                step(*arrays.sweep_args, v, g, start, stop)
+        else:
+            s = rest[0]
+            stretch_reverse(*_tapes(s), arrays.consts, arrays.idx, v, g, s.n_local, s.loads, s.stores,
+                            s.sums, s.length, s.tile, _workers(s) if s.parallel_reverse else 1)
