@@ -8,11 +8,11 @@ never batch size times tape length.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._sweeps_cpu import forward_chunk, forward_tangent_chunk, reverse_chunk
+from ._threads import get_num_threads, run_workers
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -35,18 +35,42 @@ def chunk_size(n_slots: int, batch: int) -> int:
 
 
 @njit(**_JIT)
+def _load_chunk(v, X, in_pos, param_pos, param_vals, p0, P):
+    for j in range(in_pos.shape[0]):
+        s = in_pos[j]
+        for p in range(P):
+            v[s, p] = X[p0 + p, j]
+    for j in range(param_pos.shape[0]):
+        s = param_pos[j]
+        value = param_vals[j]
+        for p in range(P):
+            v[s, p] = value
+
+
+@njit(**_JIT)
+def _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P):
+    for m in range(out_pos.shape[0]):
+        s = out_pos[m]
+        for p in range(P):
+            vals[p0 + p, m] = v[s, p]
+    for p in range(P):
+        valid[p0 + p] = True
+    for q in range(guard_pos.shape[0]):
+        s = guard_pos[q]
+        for p in range(P):
+            if v[s, p] != 1.0:
+                valid[p0 + p] = False
+
+
+@njit(**_JIT)
 def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, n_slots, in_pos, param_pos,
                 param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode):
     """Chunks worker, worker + n_workers, ... of the batch.
 
-    mode 0: values; 1: values and gradient of out_pos[0]; 2: values and u^T J with the
-    rows of ``seeds`` as u (vector-Jacobian products); 3: values and J v with the rows
-    of ``seeds`` as tangents v (Jacobian-vector products, written to grads).
-    """
+    mode 0: values; 1: values and the gradient of out_pos[0]; 2: values and u^T J with
+    the rows of ``seeds`` as u (vector-Jacobian products)."""
     B = X.shape[0]
     n_ins = ops.shape[0]
-    n_in = in_pos.shape[0]
-    n_out = out_pos.shape[0]
     n_chunks = (B + chunk - 1) // chunk
     v = np.empty((n_slots, chunk))
     tmp = np.empty((2, chunk))
@@ -54,79 +78,63 @@ def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, n_slots, in_pos, p
     for ci in range(worker, n_chunks, n_workers):
         p0 = ci * chunk
         P = min(chunk, B - p0)
-        for j in range(n_in):
-            s = in_pos[j]
+        _load_chunk(v, X, in_pos, param_pos, param_vals, p0, P)
+        forward_chunk(ops, ins, cv, consts, idx, v, tmp, P, 0, n_ins)
+        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P)
+        if mode == MODE_VALUES:
+            continue
+        if mode == MODE_GRAD:
+            s = out_pos[0]
             for p in range(P):
-                v[s, p] = X[p0 + p, j]
-        for j in range(param_pos.shape[0]):
-            s = param_pos[j]
-            value = param_vals[j]
-            for p in range(P):
-                v[s, p] = value
-        if mode == 3:
-            # tangents of the inputs; everything else is computed from them
-            for j in range(n_in):
-                s = in_pos[j]
-                for p in range(P):
-                    g[s, p] = seeds[p0 + p, j]
-            for j in range(param_pos.shape[0]):
-                s = param_pos[j]
-                for p in range(P):
-                    g[s, p] = 0.0
-            forward_tangent_chunk(ops, ins, cv, consts, idx, v, g, tmp, P, 0, n_ins)
+                g[s, p] += 1.0
         else:
-            forward_chunk(ops, ins, cv, consts, idx, v, tmp, P, 0, n_ins)
-        for m in range(n_out):
-            s = out_pos[m]
-            for p in range(P):
-                vals[p0 + p, m] = v[s, p]
-        for p in range(P):
-            valid[p0 + p] = True
-        for q in range(guard_pos.shape[0]):
-            s = guard_pos[q]
-            for p in range(P):
-                if v[s, p] != 1.0:
-                    valid[p0 + p] = False
-        if mode == 3:
-            for m in range(n_out):
+            for m in range(out_pos.shape[0]):
                 s = out_pos[m]
                 for p in range(P):
-                    grads[p0 + p, m] = g[s, p]
-        elif mode > 0:
-            if mode == 1:
-                s = out_pos[0]
-                for p in range(P):
-                    g[s, p] += 1.0
-            else:
-                for m in range(n_out):
-                    s = out_pos[m]
-                    for p in range(P):
-                        g[s, p] += seeds[p0 + p, m]
-            reverse_chunk(ops, ins, cv, consts, idx, v, g, tmp, P, 0, n_ins)
-            # inputs and parameters are not consumed by the sweep: read, then clear
-            for j in range(n_in):
-                s = in_pos[j]
-                for p in range(P):
-                    grads[p0 + p, j] = g[s, p]
-                    g[s, p] = 0.0
-            for j in range(param_pos.shape[0]):
-                s = param_pos[j]
-                for p in range(P):
-                    g[s, p] = 0.0
+                    g[s, p] += seeds[p0 + p, m]
+        reverse_chunk(ops, ins, cv, consts, idx, v, g, tmp, P, 0, n_ins)
+        # inputs and parameters are not consumed by the sweep: read, then clear
+        for j in range(in_pos.shape[0]):
+            s = in_pos[j]
+            for p in range(P):
+                grads[p0 + p, j] = g[s, p]
+                g[s, p] = 0.0
+        for j in range(param_pos.shape[0]):
+            s = param_pos[j]
+            for p in range(P):
+                g[s, p] = 0.0
 
 
-@njit(parallel=True, **_JIT)
-def _run_parallel(n_workers, ops, ins, cv, consts, idx, n_slots, in_pos, param_pos, param_vals,
-                  out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode):
-    for worker in prange(n_workers):
-        _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, n_slots, in_pos, param_pos,
-                    param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode)
+@njit(**_JIT)
+def _run_chunks_tangent(worker, n_workers, ops, ins, cv, consts, idx, n_slots, in_pos, param_pos,
+                        param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode):
+    """Values and J v (forward mode), with the rows of ``seeds`` as tangents v."""
+    B = X.shape[0]
+    n_ins = ops.shape[0]
+    n_chunks = (B + chunk - 1) // chunk
+    v = np.empty((n_slots, chunk))
+    dv = np.zeros((n_slots, chunk))
+    tmp = np.empty((2, chunk))
+    for ci in range(worker, n_chunks, n_workers):
+        p0 = ci * chunk
+        P = min(chunk, B - p0)
+        _load_chunk(v, X, in_pos, param_pos, param_vals, p0, P)
+        for j in range(in_pos.shape[0]):
+            s = in_pos[j]
+            for p in range(P):
+                dv[s, p] = seeds[p0 + p, j]
+        forward_tangent_chunk(ops, ins, cv, consts, idx, v, dv, tmp, P, 0, n_ins)
+        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P)
+        for m in range(out_pos.shape[0]):
+            s = out_pos[m]
+            for p in range(P):
+                grads[p0 + p, m] = dv[s, p]
 
 
 def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seeds=None,
         chunk=None, threads=None):
     """Replay ``arrays`` at the rows of X (B, n_in). Returns (values (B, n_out),
-    derivatives (B, n_in) or (B, n_out) for JVP, valid (B,))."""
+    derivatives (B, n_in), or (B, n_out) for JVP, and valid (B,))."""
     B = X.shape[0]
     n_out = len(out_pos)
     vals = np.empty((B, n_out))
@@ -139,11 +147,10 @@ def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seed
         seeds = np.zeros((0, 0))
     chunk = chunk or chunk_size(arrays.n_slots, B)
     n_chunks = -(-B // chunk)
-    workers = min(threads or numba.get_num_threads(), n_chunks)
+    workers = min(threads or get_num_threads(), n_chunks)
+    if B * max(len(arrays), 1) < SERIAL_WORK:
+        workers = 1
     args = (arrays.ops, arrays.ins, arrays.cv, arrays.consts, arrays.idx, arrays.n_slots, in_pos,
             param_pos, param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode)
-    if workers <= 1 or B * max(len(arrays), 1) < SERIAL_WORK:
-        _run_chunks(0, 1, *args)
-    else:
-        _run_parallel(workers, *args)
+    run_workers(_run_chunks_tangent if mode == MODE_JVP else _run_chunks, workers, *args)
     return vals, grads, valid

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import _sweeps_cpu as sweeps
 from .opcodes import OP, OPS
+from ._threads import get_num_threads, run_workers
 from .tape import TapeArrays
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -302,66 +302,58 @@ def _tile_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, g, lv,
     _scatter(g, lg, loads, t0, count)
 
 
-@njit(parallel=True, **_JIT)
-def stretch_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, n_local, loads, stores,
-                    sums, length, tile, n_workers):
-    """Tiles in contiguous blocks, one block per worker; whole sums are added per worker
-    then combined in worker order, so the result does not depend on scheduling."""
+@njit(**_JIT)
+def stretch_forward(worker, n_workers, f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v,
+                    n_local, loads, stores, sums, partial, length, tile):
+    """One worker's contiguous block of tiles; whole sums go to partial[worker] and are
+    combined in worker order by the caller, so results do not depend on scheduling."""
     n_tiles = (length + tile - 1) // tile
     per = (n_tiles + n_workers - 1) // n_workers
-    partial = np.zeros((n_workers, sums.shape[0]))
-    for w in prange(n_workers):
-        lv = np.zeros(n_local)
-        for t in range(w * per, min(n_tiles, (w + 1) * per)):
-            t0 = t * tile
-            count = min(tile, length - t0)
-            _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, loads, t0, count, tile)
-            for q in range(stores.shape[0]):
-                local, base = stores[q, 0], stores[q, 1]
-                for k in range(count):
-                    v[base + t0 + k] = lv[local + k]
-            for q in range(sums.shape[0]):
-                partial[w, q] += lv[sums[q, 0]]
+    lv = np.zeros(n_local)
     for q in range(sums.shape[0]):
-        total = 0.0
-        for w in range(n_workers):
-            total += partial[w, q]
-        v[sums[q, 1]] = total
+        partial[worker, q] = 0.0
+    for t in range(worker * per, min(n_tiles, (worker + 1) * per)):
+        t0 = t * tile
+        count = min(tile, length - t0)
+        _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, loads, t0, count, tile)
+        for q in range(stores.shape[0]):
+            local, base = stores[q, 0], stores[q, 1]
+            for k in range(count):
+                v[base + t0 + k] = lv[local + k]
+        for q in range(sums.shape[0]):
+            partial[worker, q] += lv[sums[q, 0]]
 
 
-@njit(parallel=True, **_JIT)
-def stretch_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, g, n_local, loads, stores,
-                    sums, length, tile, n_workers):
-    """Two phases, even tiles then odd tiles: tiles running at once are never adjacent,
-    so their additions into the adjoints of shared operands (x[1:], x[:-1]) never meet.
-    The caller passes n_workers = 1 when a load's footprint could reach further."""
+@njit(**_JIT)
+def stretch_reverse(worker, n_workers, phase, n_phases, f_ops, f_ins, f_cv, t_ops, t_ins, t_cv,
+                    consts, idx, v, g, n_local, loads, stores, sums, length, tile):
+    """One worker's share of the tiles t with t % n_phases == phase. With two phases,
+    tiles running at once are never adjacent, so their additions into the adjoints of
+    shared operands (x[1:] and x[:-1]) never meet; the caller uses one phase and one
+    worker when a load could reach further."""
     n_tiles = (length + tile - 1) // tile
-    for phase in range(2):
-        n_phase = (n_tiles - phase + 1) // 2
-        per = (n_phase + n_workers - 1) // n_workers
-        for w in prange(n_workers):
-            lv = np.zeros(n_local)
-            lg = np.zeros(n_local)
-            for m in range(w * per, min(n_phase, (w + 1) * per)):
-                t0 = (2 * m + phase) * tile
-                count = min(tile, length - t0)
-                _tile_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, g, lv, lg,
-                              loads, stores, sums, t0, count, tile)
-    for q in range(sums.shape[0]):
-        g[sums[q, 1]] = 0.0
+    n_phase = (n_tiles - phase + n_phases - 1) // n_phases
+    per = (n_phase + n_workers - 1) // n_workers
+    lv = np.zeros(n_local)
+    lg = np.zeros(n_local)
+    for m in range(worker * per, min(n_phase, (worker + 1) * per)):
+        t0 = (n_phases * m + phase) * tile
+        count = min(tile, length - t0)
+        _tile_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, g, lv, lg,
+                      loads, stores, sums, t0, count, tile)
 
 
-@njit(parallel=True, **_JIT)
+@njit(**_JIT)
 def copy(src, dst):
-    """dst[:] = src on all cores (inputs of million-element tapes)."""
-    for k in prange(src.shape[0]):
+    """dst[:] = src."""
+    for k in range(src.shape[0]):
         dst[k] = src[k]
 
 
-@njit(parallel=True, **_JIT)
+@njit(**_JIT)
 def move(src, dst):
-    """dst[:] = src; src[:] = 0, in one pass on all cores (reading input adjoints)."""
-    for k in prange(src.shape[0]):
+    """dst[:] = src; src[:] = 0, in one pass (reading input adjoints)."""
+    for k in range(src.shape[0]):
         dst[k] = src[k]
         src[k] = 0.0
 
@@ -374,7 +366,7 @@ def _tapes(s: Stretch):
 
 
 def _workers(s: Stretch) -> int:
-    return max(1, min(numba.get_num_threads(), s.length // (4 * s.tile)))
+    return max(1, min(get_num_threads(), s.length // (4 * s.tile)))
 
 
 def forward(segments, arrays: TapeArrays, v: np.ndarray, vector: bool = True) -> None:
@@ -386,8 +378,15 @@ def forward(segments, arrays: TapeArrays, v: np.ndarray, vector: bool = True) ->
                 step(*arrays.sweep_args, v, start, stop)
         else:
             s = rest[0]
-            stretch_forward(*_tapes(s), arrays.consts, arrays.idx, v, s.n_local, s.loads, s.stores,
-                            s.sums, s.length, s.tile, _workers(s))
+            workers = _workers(s)
+            partial = np.zeros((workers, len(s.sums)))
+            run_workers(stretch_forward, workers, *_tapes(s), arrays.consts, arrays.idx, v, s.n_local,
+                        s.loads, s.stores, s.sums, partial, s.length, s.tile)
+            for q, (_, slot) in enumerate(s.sums):
+                total = 0.0
+                for w in range(workers):
+                    total += partial[w, q]
+                v[slot] = total
 
 
 def reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, vector: bool = True) -> None:
@@ -399,5 +398,16 @@ def reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, vector: 
                 step(*arrays.sweep_args, v, g, start, stop)
         else:
             s = rest[0]
-            stretch_reverse(*_tapes(s), arrays.consts, arrays.idx, v, g, s.n_local, s.loads, s.stores,
-                            s.sums, s.length, s.tile, _workers(s) if s.parallel_reverse else 1)
+            workers = _workers(s) if s.parallel_reverse else 1
+            phases = 2 if workers > 1 else 1
+            for phase in range(phases):
+                run_workers(_reverse_worker(phase, phases), workers, *_tapes(s), arrays.consts, arrays.idx,
+                            v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile)
+            for _, slot in s.sums:
+                g[slot] = 0.0
+
+
+def _reverse_worker(phase: int, phases: int):
+    def work(worker, n_workers, *args):
+        stretch_reverse(worker, n_workers, phase, phases, *args)
+    return work

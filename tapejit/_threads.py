@@ -1,0 +1,47 @@
+"""Worker threads for the batch engine and tiled sweeps.
+
+Every kernel is compiled with ``nogil=True``, so plain Python threads run them in
+parallel. This avoids Numba's ``parallel=True``, whose lowering compiles every sweep a
+second time (about 30 s cold per driver) for no gain here.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_threads = int(os.environ.get("TAPEJIT_NUM_THREADS", 0)) or (os.cpu_count() or 1)
+
+
+def get_num_threads() -> int:
+    """Worker threads used by batch evaluation and tiled sweeps."""
+    return _threads
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of worker threads (default: the CPU count, or TAPEJIT_NUM_THREADS)."""
+    global _threads, _pool
+    if n < 1:
+        raise ValueError("need at least one thread")
+    with _lock:
+        _threads = int(n)
+        if _pool is not None:
+            _pool.shutdown(wait=False)
+            _pool = None
+
+
+def run_workers(fn, n_workers: int, *args) -> None:
+    """Call fn(worker, n_workers, *args) for every worker, on the pool, and wait."""
+    global _pool
+    if n_workers <= 1:
+        fn(0, 1, *args)
+        return
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_threads, thread_name_prefix="tapejit")
+        pool = _pool
+    futures = [pool.submit(fn, w, n_workers, *args) for w in range(n_workers)]
+    for f in futures:
+        f.result()
