@@ -23,7 +23,10 @@ from .functions import (abs, absolute, add, all, amax, amin, any, arange, arccos
                         reshape, shape, sigmoid, sign, sin, sinh, size, softmax, softplus, sqrt,
                         square, squeeze, stack, std, stop_gradient, subtract, sum, swapaxes, tan,
                         tanh, transpose, true_divide, var, vdot, vstack, where, zeros, zeros_like)
+from ._threads import get_num_threads, set_num_threads
 from .function import Function, grad, trace, value_and_grad
 from .tensor import Tensor, as_tensor, is_grad_enabled, no_grad, tensor
+
+from . import cuda  # noqa: E402  (imports nothing from numba-cuda until used)
 
 __version__ = "0.1.0"

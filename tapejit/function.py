@@ -276,21 +276,59 @@ class Function:
         return value, self._split(self._reverse(seed.reshape(-1)))
 
     # -- batches -----------------------------------------------------------------------------
-    def _run_batch(self, Xs, params, mode, on_branch_change, seeds=None):
+    def _run_batch(self, Xs, params, mode, on_branch_change, seeds=None, device="cpu", dtype=None):
         if on_branch_change not in BRANCH_MODES:
             raise TapejitError(f"on_branch_change must be one of {BRANCH_MODES}, got {on_branch_change!r}")
+        if device not in ("cpu", "cuda"):
+            raise TapejitError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda":
+            return self._run_cuda(Xs, params, mode, on_branch_change, seeds, dtype or np.float64)
+        if dtype is not None and np.dtype(dtype) != np.float64:
+            raise TapejitError("the CPU engine computes in float64; dtype applies to device='cuda'")
         X = self._batch_inputs(Xs)
         vals, derivs, valid = batch_engine.run(
             self.arrays, self.in_pos, self.param_pos, self._flat_params(params), self.out_pos,
             self.guards, X, mode, seeds=seeds)
+        self._check_branches(X, params, mode, seeds, vals, derivs, valid, on_branch_change)
+        return vals, derivs, valid
+
+    def _check_branches(self, X, params, mode, seeds, vals, derivs, valid, on_branch_change):
+        if valid.all():
+            return
+        if on_branch_change == "raise":
+            bad = np.flatnonzero(~valid)
+            raise BranchChangedError(
+                f"{bad.size} of {len(valid)} points take a different Python branch than the trace "
+                f"(first at index {bad[0]}); pass on_branch_change='mask' or 'retrace'")
+        if on_branch_change == "retrace":
+            self._retrace_points(X, params, mode, seeds, vals, derivs, valid)
+
+    def _run_cuda(self, Xs, params, mode, on_branch_change, seeds, dtype):
+        from . import cuda
+        cuda.require()
+        if len(Xs) == 1 and cuda.is_device_array(Xs[0]):
+            X = Xs[0]
+            if len(X.shape) != 2:
+                if tuple(X.shape[1:]) != self.input_shapes[0] or len(self.inputs) != 1:
+                    raise ShapeError(f"batch input has shape {tuple(X.shape)}; expected (B, *{self.input_shapes[0]})")
+                X = X.reshape(X.shape[0], self.n_inputs)
+            vals, derivs, valid = cuda.run(self, X, mode, seeds=seeds, params=params, dtype=dtype)
+            host_valid = valid.copy_to_host()
+            if not host_valid.all():
+                if on_branch_change == "retrace":
+                    hv, hd = vals.copy_to_host(), derivs.copy_to_host()
+                    sd = None if seeds is None else (seeds.copy_to_host() if cuda.is_device_array(seeds) else seeds)
+                    hX = X.copy_to_host().astype(np.float64)
+                    self._check_branches(hX, params, mode, sd, hv, hd, host_valid, on_branch_change)
+                    from numba import cuda as nbcuda
+                    return nbcuda.to_device(hv.astype(dtype)), nbcuda.to_device(hd.astype(dtype)), nbcuda.to_device(host_valid)
+                self._check_branches(None, params, mode, seeds, None, None, host_valid, on_branch_change)
+            return vals, derivs, valid
+        X = self._batch_inputs(Xs)
+        vals, derivs, valid = cuda.run(self, X, mode, seeds=seeds, params=params, dtype=dtype)
         if not valid.all():
-            if on_branch_change == "raise":
-                bad = np.flatnonzero(~valid)
-                raise BranchChangedError(
-                    f"{bad.size} of {len(valid)} points take a different Python branch than the trace "
-                    f"(first at index {bad[0]}); pass on_branch_change='mask' or 'retrace'")
-            if on_branch_change == "retrace":
-                self._retrace_points(X, params, mode, seeds, vals, derivs, valid)
+            vals, derivs = vals.astype(np.float64), derivs.astype(np.float64)
+            self._check_branches(X, params, mode, seeds, vals, derivs, valid, on_branch_change)
         return vals, derivs, valid
 
     def _retrace_points(self, X, params, mode, seeds, vals, derivs, valid) -> None:
@@ -324,36 +362,66 @@ class Function:
         return self.param_values if params is None else [_as_float_array(p) for p in params]
 
     def _batch_values(self, vals, B):
-        return vals[:, 0] if not self.output_shape else vals.reshape((B,) + self.output_shape)
+        return vals.reshape((B,) + self.output_shape)
 
-    def batch(self, *Xs, params=None, on_branch_change: str = "raise"):
-        """Values at every row: X of shape (B, *input shape) -> (B,) or (B, *output shape)."""
-        vals, _, valid = self._run_batch(Xs, params, batch_engine.MODE_VALUES, on_branch_change)
+    def _batch_split(self, flat, B):
+        from .cuda import is_device_array
+        if is_device_array(flat):
+            return flat.reshape((B,) + self.input_shapes[0]) if len(self.inputs) == 1 else flat
+        return self._split(flat, B)
+
+    def batch(self, *Xs, params=None, on_branch_change: str = "raise", device: str = "cpu", dtype=None):
+        """Values at every row: X of shape (B, *input shape) -> (B,) or (B, *output shape).
+
+        ``device="cuda"`` runs on the GPU (numpy in, numpy out; device arrays stay on the
+        device); ``dtype=np.float32`` computes in single precision there."""
+        vals, _, valid = self._run_batch(Xs, params, batch_engine.MODE_VALUES, on_branch_change,
+                                         device=device, dtype=dtype)
         out = self._batch_values(vals, len(valid))
         return (out, valid) if on_branch_change == "mask" else out
 
-    def batch_value_and_grad(self, *Xs, params=None, on_branch_change: str = "raise"):
+    def batch_value_and_grad(self, *Xs, params=None, on_branch_change: str = "raise",
+                             device: str = "cpu", dtype=None):
         """(values (B,), gradients (B, *input shape)) at every row."""
         self._scalar_output("batch_value_and_grad")
-        vals, grads, valid = self._run_batch(Xs, params, batch_engine.MODE_GRAD, on_branch_change)
+        vals, grads, valid = self._run_batch(Xs, params, batch_engine.MODE_GRAD, on_branch_change,
+                                             device=device, dtype=dtype)
         B = len(valid)
-        out = (vals[:, 0], self._split(grads, B))
+        out = (vals.reshape(B), self._batch_split(grads, B))
         return out + (valid,) if on_branch_change == "mask" else out
 
-    def batch_grad(self, *Xs, params=None, on_branch_change: str = "raise"):
+    def batch_grad(self, *Xs, params=None, on_branch_change: str = "raise", device: str = "cpu", dtype=None):
         """Gradients (B, *input shape) at every row."""
-        out = self.batch_value_and_grad(*Xs, params=params, on_branch_change=on_branch_change)
+        out = self.batch_value_and_grad(*Xs, params=params, on_branch_change=on_branch_change,
+                                        device=device, dtype=dtype)
         return (out[1], out[2]) if on_branch_change == "mask" else out[1]
 
-    def batch_vjp(self, *Xs, U, params=None, on_branch_change: str = "raise"):
+    def _seeds(self, S, width_shape, name, device):
+        from .cuda import is_device_array
+        if device == "cuda" and is_device_array(S):
+            return S.reshape(S.shape[0], -1) if len(S.shape) != 2 else S
+        S = _as_float_array(S)
+        if S.ndim == 0 or S.shape[1:] != width_shape:
+            raise ShapeError(f"{name} has shape {S.shape}; expected (B, *{width_shape})")
+        return np.ascontiguousarray(S.reshape(S.shape[0], -1))
+
+    def batch_vjp(self, *Xs, U, params=None, on_branch_change: str = "raise", device: str = "cpu", dtype=None):
         """(values, u_b^T J(x_b)) for every row b, U of shape (B, *output shape)."""
-        U = _as_float_array(U)
-        B = U.shape[0] if U.ndim else 0
-        if U.shape[1:] != self.output_shape:
-            raise ShapeError(f"U has shape {U.shape}; expected (B, *{self.output_shape})")
-        seeds = np.ascontiguousarray(U.reshape(B, -1))
-        vals, grads, valid = self._run_batch(Xs, params, batch_engine.MODE_VJP, on_branch_change, seeds)
-        out = (self._batch_values(vals, len(valid)), self._split(grads, len(valid)))
+        seeds = self._seeds(U, self.output_shape, "U", device)
+        vals, grads, valid = self._run_batch(Xs, params, batch_engine.MODE_VJP, on_branch_change, seeds,
+                                             device=device, dtype=dtype)
+        out = (self._batch_values(vals, len(valid)), self._batch_split(grads, len(valid)))
+        return out + (valid,) if on_branch_change == "mask" else out
+
+    def batch_jvp(self, *Xs, V, params=None, on_branch_change: str = "raise", device: str = "cpu", dtype=None):
+        """(values, J(x_b) v_b) for every row b (forward mode), V shaped like the inputs."""
+        if len(self.inputs) != 1:
+            raise TapejitError("batch_jvp takes one input array; concatenate several inputs")
+        seeds = self._seeds(V, self.input_shapes[0], "V", device)
+        vals, jv, valid = self._run_batch(Xs, params, batch_engine.MODE_JVP, on_branch_change, seeds,
+                                          device=device, dtype=dtype)
+        B = len(valid)
+        out = (self._batch_values(vals, B), self._batch_values(jv, B))
         return out + (valid,) if on_branch_change == "mask" else out
 
 

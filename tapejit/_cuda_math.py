@@ -1,0 +1,34 @@
+"""Math functions for the CUDA device sweeps.
+
+On a GPU these are the ``math`` functions themselves (numba-cuda maps them to libdevice,
+with IEEE results: log(-1) is NaN, exp(1000) is inf). numba-cuda's simulator runs the
+sweeps as Python, where ``math`` raises instead; there each function falls back to numpy,
+so that the simulator computes what the GPU computes."""
+import math
+import os
+
+from .opcodes import MATH_NAMES
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+    import numpy as np
+
+    _NUMPY = {"asin": "arcsin", "acos": "arccos", "atan": "arctan", "atan2": "arctan2", "pow": "power"}
+
+    def _ieee(name):
+        fast = getattr(math, name)
+        careful = getattr(np, _NUMPY.get(name, name), None) or np.vectorize(fast)
+
+        def fn(*args):
+            try:
+                return fast(*args)
+            except (ValueError, OverflowError, ZeroDivisionError):
+                with np.errstate(all="ignore"):
+                    return float(careful(*[np.float64(a) for a in args]))
+        fn.__name__ = name
+        return fn
+
+    globals().update({name: _ieee(name) for name in MATH_NAMES})
+else:
+    globals().update({name: getattr(math, name) for name in MATH_NAMES})
+
+__all__ = list(MATH_NAMES)

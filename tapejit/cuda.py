@@ -1,0 +1,180 @@
+"""The CUDA target: the same tape replayed by a GPU kernel, one thread per point.
+
+Every thread walks the same instruction stream (no divergence between opcodes) over its
+own point. Small tapes keep each thread's values and adjoints in local arrays (cached
+on chip); larger ones use ``[slot][point]`` arrays in global memory, which a warp reads
+contiguously. The device sweeps are generated from the opcode table
+(``tapejit/_sweeps_cuda.py``), like the CPU ones.
+
+numba-cuda is optional: ``import tapejit`` never imports it, and asking for
+``device="cuda"`` without it (or without a GPU) raises ``CudaUnavailableError``.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from .errors import CudaUnavailableError, ShapeError
+
+#: tapes with at most this many slots keep them in per-thread local arrays
+LOCAL_SLOTS = 192
+#: device memory the global-memory workspace of one slice may take, in bytes
+WORKSPACE_BYTES = 2 << 30
+THREADS_PER_BLOCK = 128
+
+MODE_VALUES, MODE_GRAD, MODE_VJP, MODE_JVP = 0, 1, 2, 3
+_INSTALL = "install it with `pip install tapejit[cuda]` (the numba-cuda package)"
+
+
+def _simulated() -> bool:
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+def _cuda():
+    try:
+        from numba import cuda
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise CudaUnavailableError(f"numba's CUDA target is not importable ({err}); {_INSTALL}") from None
+    return cuda
+
+
+def is_available() -> bool:
+    """Whether ``device="cuda"`` can run here (a GPU, or numba-cuda's simulator)."""
+    try:
+        cuda = _cuda()
+        return bool(cuda.is_available())
+    except Exception:
+        return False
+
+
+def require() -> Any:
+    cuda = _cuda()
+    try:
+        ok = cuda.is_available()
+    except Exception as err:  # pragma: no cover
+        raise CudaUnavailableError(f"CUDA is not usable here: {err}") from None
+    if not ok:
+        raise CudaUnavailableError("no CUDA GPU is available (and NUMBA_ENABLE_CUDASIM is not set); "
+                                   f"device='cuda' needs an NVIDIA GPU with its driver, and numba-cuda: {_INSTALL}")
+    return cuda
+
+
+def is_device_array(x) -> bool:
+    """GPU arrays of any library (the CUDA array interface), and the simulator's."""
+    return hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray"
+
+
+# ------------------------------------------------------------------------------------------
+# kernels (built on first use, once per process)
+# ------------------------------------------------------------------------------------------
+_KERNELS: dict = {}
+
+
+def _kernels():
+    if not _KERNELS:
+        require()
+        from . import _cuda_kernels as k
+        _KERNELS.update(local64=k.LOCAL64, local32=k.LOCAL32, glob=k.global_kernel, zero=k.zero_kernel)
+    return _KERNELS
+
+
+# ------------------------------------------------------------------------------------------
+# running a Function's tape
+# ------------------------------------------------------------------------------------------
+class DeviceTape:
+    """A Function's tape, copied to the device once and kept (per dtype)."""
+
+    def __init__(self, f, dtype):
+        cuda = require()
+        a = f.arrays
+        self.dtype = np.dtype(dtype)
+        self.n_slots = a.n_slots
+        to = cuda.to_device
+        self.arrays = (to(a.ops), to(a.ins), to(a.cv.astype(self.dtype)), to(a.consts.astype(self.dtype)),
+                       to(a.idx))
+        self.in_pos = to(f.in_pos)
+        self.param_pos = to(f.param_pos)
+        self.out_pos = to(f.out_pos)
+        self.guards = to(f.guards)
+
+
+def device_tape(f, dtype) -> DeviceTape:
+    cache = f.__dict__.setdefault("_device_tapes", {})
+    key = np.dtype(dtype).str
+    if key not in cache:
+        cache[key] = DeviceTape(f, dtype)
+    return cache[key]
+
+
+def run(f, X, mode: int, seeds=None, params=None, dtype=np.float64):
+    """Replay Function f at the rows of X (B, n_in) on the GPU.
+
+    X may be numpy (results come back as numpy) or a device array (results stay on the
+    device). Returns (values (B, n_out), derivatives, valid (B,))."""
+    cuda = require()
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float64), np.dtype(np.float32)):
+        raise ShapeError(f"device='cuda' computes in float64 or float32, not {dtype}")
+    on_device = is_device_array(X)
+    B = X.shape[0]
+    n_in = f.n_inputs
+    if X.ndim != 2 or X.shape[1] != n_in:
+        raise ShapeError(f"batch input has shape {tuple(X.shape)}; expected (B, {n_in})")
+    n_out = f.n_outputs
+    width = n_out if mode == MODE_JVP else n_in
+    if seeds is not None and (seeds.shape[0] != B):
+        raise ShapeError("seeds and inputs disagree on the batch size")
+    tape = device_tape(f, dtype)
+    param_vals = cuda.to_device(np.asarray(f._flat_params(params), dtype=dtype))
+    if on_device:
+        Xd = X if np.dtype(X.dtype) == dtype else cuda.to_device(np.asarray(X.copy_to_host(), dtype=dtype))
+        Sd = seeds if seeds is None or is_device_array(seeds) else cuda.to_device(np.asarray(seeds, dtype))
+    else:
+        Xd = cuda.to_device(np.ascontiguousarray(X, dtype=dtype))
+        Sd = None if seeds is None else cuda.to_device(np.ascontiguousarray(seeds, dtype=dtype))
+    if Sd is None:
+        Sd = cuda.to_device(np.zeros((1, 1), dtype))
+    vals = cuda.device_array((B, n_out), dtype)
+    derivs = cuda.device_array((B, width) if mode else (1, 1), dtype)
+    valid = cuda.device_array(B, np.bool_)
+    if B:
+        _launch(tape, Xd, Sd, vals, derivs, valid, param_vals, mode)
+    if on_device:
+        return vals, derivs, valid
+    return vals.copy_to_host(), derivs.copy_to_host() if mode else np.empty((B, 0)), valid.copy_to_host()
+
+
+def _launch(tape: DeviceTape, Xd, Sd, vals, derivs, valid, param_vals, mode: int) -> None:
+    cuda = require()
+    kernels = _kernels()
+    B = Xd.shape[0]
+    if tape.n_slots <= LOCAL_SLOTS:
+        kernel = kernels["local64" if tape.dtype == np.float64 else "local32"]
+        blocks = math.ceil(B / THREADS_PER_BLOCK)
+        kernel[blocks, THREADS_PER_BLOCK](*tape.arrays, tape.n_slots, tape.in_pos, tape.param_pos, param_vals,
+                                          tape.out_pos, tape.guards, Xd, Sd, vals, derivs, valid, mode)
+        cuda.synchronize()
+        return
+    # global-memory workspace: slices of the batch so that it stays within its budget
+    per_point = 2 * tape.n_slots * tape.dtype.itemsize
+    slice_points = max(THREADS_PER_BLOCK, min(B, WORKSPACE_BYTES // per_point))
+    v = cuda.device_array((tape.n_slots, slice_points), tape.dtype)
+    g = cuda.device_array((tape.n_slots, slice_points), tape.dtype)
+    _zero(g)
+    for p0 in range(0, B, slice_points):
+        p1 = min(B, p0 + slice_points)
+        blocks = math.ceil((p1 - p0) / THREADS_PER_BLOCK)
+        Ss = Sd[p0:p1] if Sd.shape[0] == B else Sd
+        kernels["glob"][blocks, THREADS_PER_BLOCK](
+            *tape.arrays, tape.in_pos, tape.param_pos, param_vals, tape.out_pos, tape.guards,
+            Xd[p0:p1], Ss, vals[p0:p1], derivs[p0:p1] if derivs.shape[0] == B else derivs,
+            valid[p0:p1], v, g, mode)
+    cuda.synchronize()
+
+
+def _zero(array) -> None:
+    blocks = math.ceil(array.shape[1] / THREADS_PER_BLOCK)
+    _kernels()["zero"][blocks, THREADS_PER_BLOCK](array)

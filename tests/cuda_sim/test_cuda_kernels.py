@@ -1,0 +1,118 @@
+"""The CUDA kernels against the CPU engine, on numba-cuda's simulator.
+
+Run by tests/test_cuda_simulator.py in a separate process with NUMBA_ENABLE_CUDASIM=1."""
+import numpy as np
+import pytest
+
+import tapejit as tj
+from tapejit import cuda as tjcuda
+from tapejit import workloads
+
+rng = np.random.default_rng(7)
+M = rng.standard_normal((3, 5))
+
+
+PROGRAMS = {
+    "rosenbrock": (lambda x: workloads.rosen(x), 5),
+    "structural": (lambda x: tj.sum(tj.softmax(tj.reshape(x, (2, 3)), axis=1) * x[::-1].reshape(2, 3))
+                   + tj.amax(x) + tj.sum(tj.tanh(M @ x[:5])) + tj.dot(x[:3], x[3:]), 6),
+    "where and powers": (lambda x: tj.sum(tj.where(x > 0, x ** 1.5, tj.exp(x) - 1) / (1 + x * x)), 4),
+    "matmul": (lambda x: tj.sum(tj.reshape(x, (2, 2)) @ tj.reshape(x, (2, 2)).T) + tj.erf(x[0]), 4),
+}
+
+
+def test_available_under_the_simulator():
+    assert tjcuda.is_available()
+
+
+@pytest.mark.parametrize("name", PROGRAMS)
+def test_float64_equals_cpu(name):
+    fn, n = PROGRAMS[name]
+    f = tj.trace(fn, np.ones(n) * 0.5)
+    assert f.n_slots <= tjcuda.LOCAL_SLOTS
+    X = rng.standard_normal((37, n))
+    cpu_v, cpu_g = f.batch_value_and_grad(X, on_branch_change="mask")[:2]
+    gpu_v, gpu_g = f.batch_value_and_grad(X, device="cuda", on_branch_change="mask")[:2]
+    np.testing.assert_allclose(gpu_v, cpu_v, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gpu_g, cpu_g, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(f.batch(X, device="cuda", on_branch_change="mask")[0], cpu_v, rtol=1e-12)
+
+
+def test_global_memory_kernel_for_larger_tapes_and_b2():
+    f = tj.trace(workloads.rosen, np.zeros(40))
+    assert f.n_slots > tjcuda.LOCAL_SLOTS
+    X = rng.standard_normal((19, 40))
+    cpu_v, cpu_g = f.batch_value_and_grad(X)
+    gpu_v, gpu_g = f.batch_value_and_grad(X, device="cuda")
+    np.testing.assert_allclose(gpu_v, cpu_v, rtol=1e-12)
+    np.testing.assert_allclose(gpu_g, cpu_g, rtol=1e-12, atol=1e-12)
+    Xd, yd = workloads.logistic_data(12, 6)
+    f2 = tj.trace(workloads.logistic_loss(Xd, yd), np.zeros(6))
+    W = rng.standard_normal((9, 6))
+    np.testing.assert_allclose(f2.batch_grad(W, device="cuda"), f2.batch_grad(W), rtol=1e-12, atol=1e-13)
+
+
+def test_vjp_and_jvp_match_cpu():
+    f = tj.trace(lambda x: tj.stack([tj.sum(x * x), tj.sin(x[0]) * x[1]]), np.ones(3))
+    X = rng.standard_normal((11, 3))
+    U = rng.standard_normal((11, 2))
+    V = rng.standard_normal((11, 3))
+    np.testing.assert_allclose(f.batch_vjp(X, U=U, device="cuda")[1], f.batch_vjp(X, U=U)[1], rtol=1e-12)
+    np.testing.assert_allclose(f.batch_jvp(X, V=V, device="cuda")[1], f.batch_jvp(X, V=V)[1], rtol=1e-12)
+
+
+def test_nan_and_inf_land_in_the_same_places():
+    f = tj.trace(lambda x: tj.sum(tj.log(x) + 1.0 / x), np.ones(2))
+    X = np.array([[1.0, 2.0], [-1.0, 1.0], [0.0, 3.0], [np.nan, 1.0], [np.inf, 1.0]])
+    cpu_v, cpu_g = f.batch_value_and_grad(X)
+    gpu_v, gpu_g = f.batch_value_and_grad(X, device="cuda")
+    np.testing.assert_array_equal(np.isnan(gpu_v), np.isnan(cpu_v))
+    np.testing.assert_array_equal(np.isinf(gpu_v), np.isinf(cpu_v))
+    np.testing.assert_array_equal(np.isnan(gpu_g), np.isnan(cpu_g))
+    finite = np.isfinite(cpu_g)
+    np.testing.assert_allclose(gpu_g[finite], cpu_g[finite], rtol=1e-12)
+
+
+def test_float32_within_its_tolerance():
+    f = tj.trace(workloads.rosen, np.zeros(6))
+    X = rng.uniform(-1, 1, (23, 6))
+    v32, g32 = f.batch_value_and_grad(X, device="cuda", dtype=np.float32)
+    assert v32.dtype == np.float32 and g32.dtype == np.float32
+    v64, g64 = f.batch_value_and_grad(X)
+    np.testing.assert_allclose(v32, v64, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-3)
+
+
+def test_device_arrays_stay_on_the_device():
+    from numba import cuda
+    f = tj.trace(workloads.rosen, np.zeros(4))
+    X = rng.standard_normal((8, 4))
+    Xd = cuda.to_device(X)
+    vals, grads = f.batch_value_and_grad(Xd, device="cuda")
+    assert tjcuda.is_device_array(vals) and tjcuda.is_device_array(grads)
+    np.testing.assert_allclose(grads.copy_to_host(), f.batch_grad(X), rtol=1e-12)
+
+
+def test_guards_on_the_gpu():
+    def branchy(x):
+        if x[0] > 0:
+            return tj.sum(x * x)
+        return tj.sum(tj.sin(x))
+    f = tj.trace(branchy, np.ones(2))
+    X = rng.standard_normal((16, 2))
+    with pytest.raises(tj.BranchChangedError):
+        f.batch_grad(X, device="cuda")
+    grads, valid = f.batch_grad(X, device="cuda", on_branch_change="mask")
+    np.testing.assert_array_equal(valid, X[:, 0] > 0)
+    grads = f.batch_grad(X, device="cuda", on_branch_change="retrace")
+    np.testing.assert_allclose(grads, np.where(X[:, :1] > 0, 2 * X, np.cos(X)), rtol=1e-12)
+
+
+def test_bad_shapes_raise_before_any_launch():
+    f = tj.trace(workloads.rosen, np.zeros(4))
+    with pytest.raises(tj.ShapeError):
+        f.batch_grad(np.zeros((3, 5)), device="cuda")
+    with pytest.raises(tj.ShapeError):
+        f.batch_value_and_grad(np.zeros((3, 4)), device="cuda", dtype=np.int32)
+    with pytest.raises(tj.TapejitError):
+        f.batch(np.zeros((3, 4)), device="tpu")

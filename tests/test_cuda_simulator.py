@@ -1,0 +1,30 @@
+"""The CUDA target's tests run on numba-cuda's simulator, in a process of their own
+(the simulator must be chosen before numba.cuda is first imported)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tapejit as tj
+
+HERE = Path(__file__).parent
+
+
+def test_cuda_kernels_on_the_simulator():
+    pytest.importorskip("numba.cuda", reason="numba-cuda is part of the test extra")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "cuda_sim")],
+                          env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+
+
+def test_without_a_gpu_device_cuda_raises_a_clear_error():
+    from tapejit import cuda as tjcuda
+    if tjcuda.is_available():
+        pytest.skip("this machine has a GPU (or the simulator is on): the error path is not reachable")
+    f = tj.trace(lambda x: tj.sum(x * x), np.zeros(3))
+    with pytest.raises(tj.CudaUnavailableError, match="GPU|numba"):
+        f.batch_grad(np.zeros((2, 3)), device="cuda")
