@@ -18,6 +18,10 @@ import time
 
 import numpy as np
 
+if not hasattr(np, "row_stack"):
+    # some numba-cuda releases register an overload for np.row_stack, which numpy 2.5 removed
+    np.row_stack = np.vstack
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import tapejit as tj  # noqa: E402
@@ -114,7 +118,7 @@ def main():
     w = f"W{args.w_ops}"
     sizes = {"B1": [100_000, 1_000_000, 10_000_000], "B2": [20_000, 200_000, 2_000_000], w: [1_000, 10_000, 100_000]}
     if args.quick:
-        sizes = {"B1": [100_000, 1_000_000], "B2": [20_000, 200_000], w: [1_000, 10_000]}
+        sizes = {"B1": [1_000_000, 10_000_000], "B2": [200_000, 2_000_000], w: [10_000, 100_000]}
     throughput(functions, sizes, report)
     if args.json:
         with open(args.json, "w") as fh:

@@ -1,35 +1,48 @@
 """The CUDA kernels (imported only when device="cuda" is used).
 
-They live at module level, with ``cuda`` a module global, so that numba-cuda's
-simulator can swap in its own ``cuda`` when tests run without a GPU."""
+``make_kernel`` builds one kernel per (device-sweep module, mode, dtype, memory kind):
+the mode is a compile-time constant, so a gradient kernel holds no tangent code, and the
+device sweeps come from a module generated for the opcodes a tape uses
+(``codegen.render_cuda(only=...)``), so kernels stay small. ``cuda`` is a module global
+so that numba-cuda's simulator can swap in its own when tests run without a GPU.
+"""
 from numba import cuda, float32, float64
 
-from . import _sweeps_cuda as dev
 from .cuda import LOCAL_SLOTS, MODE_GRAD, MODE_JVP, MODE_VALUES
 
 
-def _make_local_kernel(local_dtype):
+def make_kernel(dev, mode: int, dtype: str, local: bool):
+    if local:
+        return _local_kernel(dev, mode, float64 if dtype == "float64" else float32)
+    return _global_kernel(dev, mode)
+
+
+def _local_kernel(dev, mode, local_dtype):
+    forward = dev.forward_local
+    tangent = dev.forward_tangent_local
+    reverse = dev.reverse_local
+
     @cuda.jit
-    def local_kernel(ops, ins, cv, consts, idx, n_slots, in_pos, param_pos, param_vals, out_pos,
-                     guard_pos, X, seeds, vals, derivs, valid, mode):
+    def kernel(ops, ins, cv, consts, idx, n_slots, in_pos, param_pos, param_vals, out_pos,
+               guard_pos, X, seeds, vals, derivs, valid):
         t = cuda.grid(1)
         if t >= X.shape[0]:
             return
         v = cuda.local.array(LOCAL_SLOTS, local_dtype)
         g = cuda.local.array(LOCAL_SLOTS, local_dtype)
         n_ins = ops.shape[0]
-        for s in range(n_slots):
-            g[s] = 0
         for j in range(in_pos.shape[0]):
             v[in_pos[j]] = X[t, j]
         for j in range(param_pos.shape[0]):
             v[param_pos[j]] = param_vals[j]
         if mode == MODE_JVP:
+            for s in range(n_slots):
+                g[s] = 0
             for j in range(in_pos.shape[0]):
                 g[in_pos[j]] = seeds[t, j]
-            dev.forward_tangent_local(ops, ins, cv, consts, idx, v, g, 0, n_ins)
+            tangent(ops, ins, cv, consts, idx, v, g, 0, n_ins)
         else:
-            dev.forward_local(ops, ins, cv, consts, idx, v, 0, n_ins)
+            forward(ops, ins, cv, consts, idx, v, 0, n_ins)
         for m in range(out_pos.shape[0]):
             vals[t, m] = v[out_pos[m]]
         ok = True
@@ -41,63 +54,67 @@ def _make_local_kernel(local_dtype):
             for m in range(out_pos.shape[0]):
                 derivs[t, m] = g[out_pos[m]]
         elif mode != MODE_VALUES:
+            for s in range(n_slots):
+                g[s] = 0
             if mode == MODE_GRAD:
-                g[out_pos[0]] += 1
+                g[out_pos[0]] = 1
             else:
                 for m in range(out_pos.shape[0]):
                     g[out_pos[m]] += seeds[t, m]
-            dev.reverse_local(ops, ins, cv, consts, idx, v, g, 0, n_ins)
+            reverse(ops, ins, cv, consts, idx, v, g, 0, n_ins)
             for j in range(in_pos.shape[0]):
                 derivs[t, j] = g[in_pos[j]]
-    return local_kernel
+    return kernel
 
 
-LOCAL64 = _make_local_kernel(float64)
-LOCAL32 = _make_local_kernel(float32)
+def _global_kernel(dev, mode):
+    forward = dev.forward_thread
+    tangent = dev.forward_tangent_thread
+    reverse = dev.reverse_thread
 
-
-@cuda.jit
-def global_kernel(ops, ins, cv, consts, idx, in_pos, param_pos, param_vals, out_pos, guard_pos,
-                  X, seeds, vals, derivs, valid, v, g, mode):
-    t = cuda.grid(1)
-    if t >= X.shape[0]:
-        return
-    n_ins = ops.shape[0]
-    for j in range(in_pos.shape[0]):
-        v[in_pos[j], t] = X[t, j]
-    for j in range(param_pos.shape[0]):
-        v[param_pos[j], t] = param_vals[j]
-    if mode == MODE_JVP:
-        for s in range(g.shape[0]):
-            g[s, t] = 0
+    @cuda.jit
+    def kernel(ops, ins, cv, consts, idx, in_pos, param_pos, param_vals, out_pos, guard_pos,
+               X, seeds, vals, derivs, valid, v, g):
+        t = cuda.grid(1)
+        if t >= X.shape[0]:
+            return
+        n_ins = ops.shape[0]
         for j in range(in_pos.shape[0]):
-            g[in_pos[j], t] = seeds[t, j]
-        dev.forward_tangent_thread(ops, ins, cv, consts, idx, v, g, t, 0, n_ins)
-    else:
-        dev.forward_thread(ops, ins, cv, consts, idx, v, t, 0, n_ins)
-    for m in range(out_pos.shape[0]):
-        vals[t, m] = v[out_pos[m], t]
-    ok = True
-    for q in range(guard_pos.shape[0]):
-        if v[guard_pos[q], t] != 1:
-            ok = False
-    valid[t] = ok
-    if mode == MODE_JVP:
-        for m in range(out_pos.shape[0]):
-            derivs[t, m] = g[out_pos[m], t]
-    elif mode != MODE_VALUES:
-        if mode == MODE_GRAD:
-            g[out_pos[0], t] += 1
-        else:
-            for m in range(out_pos.shape[0]):
-                g[out_pos[m], t] += seeds[t, m]
-        dev.reverse_thread(ops, ins, cv, consts, idx, v, g, t, 0, n_ins)
-        # the sweep zeroed every consumed adjoint; inputs and parameters remain
-        for j in range(in_pos.shape[0]):
-            derivs[t, j] = g[in_pos[j], t]
-            g[in_pos[j], t] = 0
+            v[in_pos[j], t] = X[t, j]
         for j in range(param_pos.shape[0]):
-            g[param_pos[j], t] = 0
+            v[param_pos[j], t] = param_vals[j]
+        if mode == MODE_JVP:
+            for s in range(g.shape[0]):
+                g[s, t] = 0
+            for j in range(in_pos.shape[0]):
+                g[in_pos[j], t] = seeds[t, j]
+            tangent(ops, ins, cv, consts, idx, v, g, t, 0, n_ins)
+        else:
+            forward(ops, ins, cv, consts, idx, v, t, 0, n_ins)
+        for m in range(out_pos.shape[0]):
+            vals[t, m] = v[out_pos[m], t]
+        ok = True
+        for q in range(guard_pos.shape[0]):
+            if v[guard_pos[q], t] != 1:
+                ok = False
+        valid[t] = ok
+        if mode == MODE_JVP:
+            for m in range(out_pos.shape[0]):
+                derivs[t, m] = g[out_pos[m], t]
+        elif mode != MODE_VALUES:
+            if mode == MODE_GRAD:
+                g[out_pos[0], t] += 1
+            else:
+                for m in range(out_pos.shape[0]):
+                    g[out_pos[m], t] += seeds[t, m]
+            reverse(ops, ins, cv, consts, idx, v, g, t, 0, n_ins)
+            # the sweep zeroed every consumed adjoint; inputs and parameters remain
+            for j in range(in_pos.shape[0]):
+                derivs[t, j] = g[in_pos[j], t]
+                g[in_pos[j], t] = 0
+            for j in range(param_pos.shape[0]):
+                g[param_pos[j], t] = 0
+    return kernel
 
 
 @cuda.jit

@@ -296,10 +296,12 @@ def structural(op, which: str, target: Target, indent: str) -> list[str]:
 # --------------------------------------------------------------------------------------
 # whole sweeps
 # --------------------------------------------------------------------------------------
-def _dispatch(sweep_body, indent: str) -> list[str]:
+def _dispatch(sweep_body, indent: str, only=None) -> list[str]:
     lines = []
     first = True
     for code, op in enumerate(OPS):
+        if only is not None and code not in only:
+            continue
         body = sweep_body(op, indent + "    ")
         if not body:
             continue
@@ -339,14 +341,14 @@ def _reverse_body(target):
 _POINT_ARGS = "ops, ins, cv, consts, idx"
 
 
-def _sweep(name, args, target, body_fn, reverse, decorator, doc):
+def _sweep(name, args, target, body_fn, reverse, decorator, doc, only=None):
     lines = [decorator, f"def {name}({args}):", f'    """{doc}"""']
     if target.kind in ("point", "vector", "local"):
         lines += ["    s0 = 0.0", "    s1 = 0.0"]
     rng = "range(stop - 1, start - 1, -1)" if reverse else "range(start, stop)"
     lines.append(f"    for i in {rng}:")
     lines.append("        op = ops[i]")
-    lines += _dispatch(body_fn, "        ")
+    lines += _dispatch(body_fn, "        ", only)
     lines.append("")
     return lines
 
@@ -425,7 +427,9 @@ def _elementwise_kernel() -> list[str]:
     return lines
 
 
-def render_cuda() -> str:
+def render_cuda(only=None) -> str:
+    """The CUDA device sweeps; with ``only`` (a set of opcodes), sweeps that dispatch on
+    those opcodes alone (smaller kernels: fewer registers, faster to compile)."""
     thread, local = Target("thread"), Target("local")
     dec = "@cuda.jit(device=True)"
     out = [
@@ -435,7 +439,7 @@ def render_cuda() -> str:
         "arrays in global memory, *_local over per-thread local arrays (small tapes).",
         '"""',
         "# ruff: noqa",
-        f"from ._cuda_math import {', '.join(MATH_NAMES)}",
+        f"from tapejit._cuda_math import {', '.join(MATH_NAMES)}",
         "from numba import cuda",
         "",
         "",
@@ -454,7 +458,7 @@ def render_cuda() -> str:
         ("forward_tangent_local", f"{_POINT_ARGS}, v, dv, start, stop", local,
          _forward_body(local, True), False, "Values and tangents of one point in local arrays."),
     ]:
-        lines = _sweep(name, args, target, body, rev, dec, doc)
+        lines = _sweep(name, args, target, body, rev, dec, doc, only)
         # scratch scalars take the arrays' dtype, so that float32 kernels stay float32
         zero = "v[0, t] * 0" if target is thread else "v[0] * 0"
         lines = [ln.replace("    s0 = 0.0", f"    s0 = {zero}").replace("    s1 = 0.0", f"    s1 = {zero}")

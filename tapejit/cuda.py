@@ -71,14 +71,54 @@ def is_device_array(x) -> bool:
 # kernels (built on first use, once per process)
 # ------------------------------------------------------------------------------------------
 _KERNELS: dict = {}
+_DEVICE_MODULES: dict = {}
 
 
-def _kernels():
-    if not _KERNELS:
+def cache_dir() -> str:
+    """Where generated device-sweep modules are written (TAPEJIT_CACHE_DIR to choose)."""
+    base = os.environ.get("TAPEJIT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "tapejit")
+    try:
+        os.makedirs(base, exist_ok=True)
+        return base
+    except OSError:
+        import tempfile
+        return tempfile.gettempdir()
+
+
+def device_module(opcodes) -> Any:
+    """Device sweeps dispatching on just these opcodes, generated from the table."""
+    key = frozenset(int(c) for c in opcodes)
+    module = _DEVICE_MODULES.get(key)
+    if module is None:
+        import hashlib
+        import importlib.util
+
+        from . import codegen
+        source = codegen.render_cuda(only=key)
+        digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+        path = os.path.join(cache_dir(), f"sweeps_cuda_{digest}.py")
+        if not os.path.exists(path):
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as fh:
+                fh.write(source)
+            os.replace(tmp, path)
+        spec = importlib.util.spec_from_file_location(f"tapejit_cuda_sweeps_{digest}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _DEVICE_MODULES[key] = module
+    return module
+
+
+def _kernel(tape: "DeviceTape", mode: int, local: bool):
+    key = (tape.opcodes, mode, tape.dtype.name, local)
+    kernel = _KERNELS.get(key)
+    if kernel is None:
         require()
-        from . import _cuda_kernels as k
-        _KERNELS.update(local64=k.LOCAL64, local32=k.LOCAL32, glob=k.global_kernel, zero=k.zero_kernel)
-    return _KERNELS
+        from . import _cuda_kernels
+        kernel = _KERNELS[key] = _cuda_kernels.make_kernel(device_module(tape.opcodes), mode,
+                                                          tape.dtype.name, local)
+    return kernel
 
 
 # ------------------------------------------------------------------------------------------
@@ -99,6 +139,7 @@ class DeviceTape:
         self.param_pos = to(f.param_pos)
         self.out_pos = to(f.out_pos)
         self.guards = to(f.guards)
+        self.opcodes = frozenset(int(c) for c in np.unique(a.ops))
 
 
 def device_tape(f, dtype) -> DeviceTape:
@@ -149,16 +190,16 @@ def run(f, X, mode: int, seeds=None, params=None, dtype=np.float64):
 
 def _launch(tape: DeviceTape, Xd, Sd, vals, derivs, valid, param_vals, mode: int) -> None:
     cuda = require()
-    kernels = _kernels()
     B = Xd.shape[0]
     if tape.n_slots <= LOCAL_SLOTS:
-        kernel = kernels["local64" if tape.dtype == np.float64 else "local32"]
+        kernel = _kernel(tape, mode, local=True)
         blocks = math.ceil(B / THREADS_PER_BLOCK)
         kernel[blocks, THREADS_PER_BLOCK](*tape.arrays, tape.n_slots, tape.in_pos, tape.param_pos, param_vals,
-                                          tape.out_pos, tape.guards, Xd, Sd, vals, derivs, valid, mode)
+                                          tape.out_pos, tape.guards, Xd, Sd, vals, derivs, valid)
         cuda.synchronize()
         return
     # global-memory workspace: slices of the batch so that it stays within its budget
+    kernel = _kernel(tape, mode, local=False)
     per_point = 2 * tape.n_slots * tape.dtype.itemsize
     slice_points = max(THREADS_PER_BLOCK, min(B, WORKSPACE_BYTES // per_point))
     v = cuda.device_array((tape.n_slots, slice_points), tape.dtype)
@@ -168,13 +209,14 @@ def _launch(tape: DeviceTape, Xd, Sd, vals, derivs, valid, param_vals, mode: int
         p1 = min(B, p0 + slice_points)
         blocks = math.ceil((p1 - p0) / THREADS_PER_BLOCK)
         Ss = Sd[p0:p1] if Sd.shape[0] == B else Sd
-        kernels["glob"][blocks, THREADS_PER_BLOCK](
+        kernel[blocks, THREADS_PER_BLOCK](
             *tape.arrays, tape.in_pos, tape.param_pos, param_vals, tape.out_pos, tape.guards,
             Xd[p0:p1], Ss, vals[p0:p1], derivs[p0:p1] if derivs.shape[0] == B else derivs,
-            valid[p0:p1], v, g, mode)
+            valid[p0:p1], v, g)
     cuda.synchronize()
 
 
 def _zero(array) -> None:
+    from ._cuda_kernels import zero_kernel
     blocks = math.ceil(array.shape[1] / THREADS_PER_BLOCK)
-    _kernels()["zero"][blocks, THREADS_PER_BLOCK](array)
+    zero_kernel[blocks, THREADS_PER_BLOCK](array)
