@@ -73,6 +73,11 @@ def _eager_tape() -> Tape:
             tape = Tape(*_state.capacity)
         _state.tape = tape
         _refresh_active()
+    elif tape.n_ins > 4096 and sys.getrefcount(tape) <= 4 and sys.getrefcount(tape.values) <= 3:
+        # a recording nobody can backward through any more (every tensor of it is gone,
+        # no backward was called): start over instead of growing without bound
+        # (references: _state.tape, _state.active, the local name, the argument)
+        tape.reset()
     return tape
 
 
@@ -362,60 +367,9 @@ class Tensor:
         _backward(self, gradient, retain_graph)
 
     # -- arithmetic ----------------------------------------------------------------------
-    # Each operator first tries the scalar fast path (a 0-d tensor on the recording tape
-    # with a Python number or another such tensor), which records without numpy calls.
-    def __add__(self, other):
-        if type(other) in _PYNUM:
-            return _add_c(self, other)
-        return _binary(OP.add, OP.add_c, OP.add_c, self, other) if type(other) is not Tensor else _add(self, other)
-
-    def __radd__(self, other):
-        if type(other) in _PYNUM:
-            return _add_c(self, other)
-        return _binary(OP.add, OP.add_c, OP.add_c, other, self)
-
-    def __sub__(self, other):
-        if type(other) in _PYNUM:
-            return _add_c(self, -other)
-        return _binary(OP.sub, None, OP.rsub_c, self, other) if type(other) is not Tensor else _sub(self, other)
-
-    def __rsub__(self, other):
-        if type(other) in _PYNUM:
-            return _rsub_c(self, other)
-        return _binary(OP.sub, None, OP.rsub_c, other, self)
-
-    def __mul__(self, other):
-        if type(other) in _PYNUM:
-            return _mul_c(self, other)
-        return _binary(OP.mul, OP.mul_c, OP.mul_c, self, other) if type(other) is not Tensor else _mul(self, other)
-
-    def __rmul__(self, other):
-        if type(other) in _PYNUM:
-            return _mul_c(self, other)
-        return _binary(OP.mul, OP.mul_c, OP.mul_c, other, self)
-
-    def __truediv__(self, other):
-        if type(other) in _PYNUM:
-            return _div_c(self, other)
-        return _binary(OP.div, OP.div_c, OP.rdiv_c, self, other) if type(other) is not Tensor else _div(self, other)
-
-    def __rtruediv__(self, other):
-        if type(other) in _PYNUM:
-            return _rdiv_c(self, other)
-        return _binary(OP.div, OP.div_c, OP.rdiv_c, other, self)
-
-    def __pow__(self, other):
-        if type(other) in _PYNUM:
-            # numpy's fast powers: x*x is pow(x, 2) correctly rounded, and far cheaper
-            if other == 2:
-                return _square(self)
-            return _pow_c(self, other)
-        return _binary(OP.pow, OP.pow_c, OP.rpow_c, self, other)
-
-    def __rpow__(self, other):
-        if type(other) in _PYNUM:
-            return _rpow_c(self, other)
-        return _binary(OP.pow, OP.pow_c, OP.rpow_c, other, self)
+    # The binary operators are generated below the class (_install_operators): each
+    # records a 0-d tensor on the recording tape with a Python number, or with another
+    # such tensor, inline; everything else goes through the general path.
 
     def __neg__(self):
         return _neg(self)
@@ -579,124 +533,89 @@ def _is_scalar_leaf(x: Tensor) -> bool:
     return x._tape is None and x._rg and not x._shape and _state.trace is None and _state.grad_enabled
 
 
+_FAST_TEMPLATE = """
+def apply({params}):
+    tape = x._tape
+    if tape is not _state.active or tape is None or x._shape{extra_check}:
+        {slow}
+    a = x._value{load_b}
+    try:
+        value = {expr}
+    except (ValueError, OverflowError, ZeroDivisionError):
+        value = scalar_value({code}, a, {b_or_zero}, 0.0, {c_or_zero})
+    i = tape.n_ins
+    if i == tape.ins_capacity:
+        tape._grow_ins()
+    out = tape.n_slots
+    if out == tape.slot_capacity:
+        tape._grow_slots(out + 1)
+    tape._mv_ops[i] = {code}
+    f = tape._mv_ins
+    f[0][i] = out
+    f[2][i] = x._base{store_b}{store_c}
+    tape._mv_values[out] = value
+    tape.n_ins = i + 1
+    tape.n_slots = out + 1
+    t = _new(Tensor)
+    t._value = value
+    t._tape = tape
+    t._base = out
+    t._shape = t._strides = ()
+    t._bool = False
+    return t
+"""
+
+_SLOW_UNARY = """if type(x) is not Tensor or not M._is_scalar_leaf(x):
+            return M._elementwise({code}, (x,){c_arg})
+        tape = M._eager_tape()
+        M._bind_leaf(x, tape)"""
+
+_SLOW_BINARY = """if x._shape or y._shape or not (x._tape is None or x._tape is _state.active) \\
+                or not (y._tape is None or y._tape is _state.active) \\
+                or (x._tape is None and not M._is_scalar_leaf(x)) or (y._tape is None and not M._is_scalar_leaf(y)):
+            return M._elementwise({code}, (x, y))
+        tape = M._eager_tape()
+        if x._tape is None:
+            M._bind_leaf(x, tape)
+        if y._tape is None:
+            M._bind_leaf(y, tape)"""
+
+
+def _fast_path(code: int, kind: str):
+    """A scalar fast path for one opcode, with the table's value expression inlined
+    (generated here, from the same table as the sweeps)."""
+    from .codegen import render_expr
+    expr = render_expr(OPS[code].value, {"a": "a", "b": "b", "c": "c"})
+    binary = kind == "binary"
+    with_c = kind == "number"
+    source = _FAST_TEMPLATE.format(
+        params="x, y" if binary else ("x, c" if with_c else "x"),
+        extra_check=" or y._tape is not tape or y._shape" if binary else "",
+        slow=(_SLOW_BINARY if binary else _SLOW_UNARY).format(code=code, c_arg=", float(c)" if with_c else ""),
+        load_b="\n    b = y._value" if binary else "",
+        expr=expr, code=code,
+        b_or_zero="b" if binary else "0.0", c_or_zero="float(c)" if with_c else "0.0",
+        store_b="\n    f[4][i] = y._base" if binary else "",
+        store_c="\n    tape._mv_cv[i] = c" if with_c else "",
+    )
+    namespace = dict(_PY_NAMES, abs=abs, Tensor=Tensor, _state=_state, _new=_new, scalar_value=scalar_value,
+                     M=sys.modules[__name__])   # slow paths reach the module's later definitions
+    exec(compile(source, f"<tapejit fast path: {OPS[code].name}>", "exec"), namespace)  # noqa: S102
+    return namespace["apply"]
+
+
 def _fast_with_number(code: int):
     """x op c for a 0-d tensor x and a Python number c."""
-    value_of = _PY_VALUE[code][0]
-
-    def apply(x: Tensor, c):
-        tape = x._tape
-        if tape is not _state.active or tape is None or x._shape:
-            if not _is_scalar_leaf(x):
-                return _elementwise(code, (x,), float(c))
-            tape = _eager_tape()
-            _bind_leaf(x, tape)
-        try:
-            value = value_of(x._value, 0.0, 0.0, c)
-        except (ValueError, OverflowError, ZeroDivisionError):
-            value = scalar_value(code, x._value, 0.0, 0.0, float(c))
-        i = tape.n_ins
-        if i == tape.ins_capacity:
-            tape._grow_ins()
-        out = tape.n_slots
-        if out == tape.slot_capacity:
-            tape._grow_slots(out + 1)
-        tape._mv_ops[i] = code
-        f = tape._mv_ins
-        f[0][i] = out
-        f[2][i] = x._base if x._tape is tape else x._leaf_base
-        tape._mv_cv[i] = c
-        tape._mv_values[out] = value
-        tape.n_ins = i + 1
-        tape.n_slots = out + 1
-        t = _new(Tensor)
-        t._value = value
-        t._tape = tape
-        t._base = out
-        t._shape = t._strides = ()
-        t._bool = False
-        return t
-    return apply
+    return _fast_path(code, "number")
 
 
 def _fast_unary(code: int):
-    value_of = _PY_VALUE[code][0]
-
-    def apply(x):
-        tape = x._tape if type(x) is Tensor else None
-        if tape is not _state.active or tape is None or x._shape:
-            if type(x) is not Tensor or not _is_scalar_leaf(x):
-                return _elementwise(code, (x,))
-            tape = _eager_tape()
-            _bind_leaf(x, tape)
-        try:
-            value = value_of(x._value, 0.0, 0.0, 0.0)
-        except (ValueError, OverflowError, ZeroDivisionError):
-            value = scalar_value(code, x._value)
-        i = tape.n_ins
-        if i == tape.ins_capacity:
-            tape._grow_ins()
-        out = tape.n_slots
-        if out == tape.slot_capacity:
-            tape._grow_slots(out + 1)
-        tape._mv_ops[i] = code
-        f = tape._mv_ins
-        f[0][i] = out
-        f[2][i] = x._base if x._tape is tape else x._leaf_base
-        tape._mv_values[out] = value
-        tape.n_ins = i + 1
-        tape.n_slots = out + 1
-        t = _new(Tensor)
-        t._value = value
-        t._tape = tape
-        t._base = out
-        t._shape = t._strides = ()
-        t._bool = False
-        return t
-    return apply
+    return _fast_path(code, "unary")
 
 
 def _fast_binary(code: int):
     """x op y for two 0-d tensors."""
-    value_of = _PY_VALUE[code][0]
-
-    def apply(x: Tensor, y: Tensor):
-        tape = x._tape
-        if tape is None or tape is not _state.active or y._tape is not tape or x._shape or y._shape:
-            if x._shape or y._shape or not (x._tape is None or x._tape is _state.active) \
-                    or not (y._tape is None or y._tape is _state.active) \
-                    or (x._tape is None and not _is_scalar_leaf(x)) or (y._tape is None and not _is_scalar_leaf(y)):
-                return _elementwise(code, (x, y))
-            tape = _eager_tape()
-            if x._tape is None:
-                _bind_leaf(x, tape)
-            if y._tape is None:
-                _bind_leaf(y, tape)
-        try:
-            value = value_of(x._value, y._value, 0.0, 0.0)
-        except (ValueError, OverflowError, ZeroDivisionError):
-            value = scalar_value(code, x._value, y._value)
-        i = tape.n_ins
-        if i == tape.ins_capacity:
-            tape._grow_ins()
-        out = tape.n_slots
-        if out == tape.slot_capacity:
-            tape._grow_slots(out + 1)
-        tape._mv_ops[i] = code
-        f = tape._mv_ins
-        f[0][i] = out
-        f[2][i] = x._base if x._tape is tape else x._leaf_base
-        f[4][i] = y._base if y._tape is tape else y._leaf_base
-        tape._mv_values[out] = value
-        tape.n_ins = i + 1
-        tape.n_slots = out + 1
-        t = _new(Tensor)
-        t._value = value
-        t._tape = tape
-        t._base = out
-        t._shape = t._strides = ()
-        t._bool = False
-        return t
-    return apply
+    return _fast_path(code, "binary")
 
 
 _add_c = _fast_with_number(OP.add_c)
@@ -712,6 +631,87 @@ _mul = _fast_binary(OP.mul)
 _div = _fast_binary(OP.div)
 _neg = _fast_unary(OP.neg)
 _square = _fast_unary(OP.square)
+
+_OPERATOR_TEMPLATE = """
+def {name}(x, other):
+    if type(other) in _PYNUM:
+        c = {c_value}
+        tape = x._tape
+        if tape is _state.active and tape is not None and not x._shape:
+            a = x._value
+            try:
+                value = {expr_c}
+            except (ValueError, OverflowError, ZeroDivisionError):
+                value = scalar_value({code_c}, a, 0.0, 0.0, float(c))
+            i = tape.n_ins
+            if i == tape.ins_capacity:
+                tape._grow_ins()
+            out = tape.n_slots
+            if out == tape.slot_capacity:
+                tape._grow_slots(out + 1)
+            tape._mv_ops[i] = {code_c}
+            f = tape._mv_ins
+            f[0][i] = out
+            f[2][i] = x._base
+            tape._mv_cv[i] = c
+            tape._mv_values[out] = value
+            tape.n_ins = i + 1
+            tape.n_slots = out + 1
+            t = _new(Tensor)
+            t._value = value
+            t._tape = tape
+            t._base = out
+            t._shape = t._strides = ()
+            t._bool = False
+            return t
+        return number_path(x, c)
+    {tensor_case}
+    return M._binary({code_tt_or_none}, {code_c_fwd}, {code_c_rev}, {args})
+"""
+
+_TENSOR_CASE = """if type(other) is Tensor:
+        return tensor_path(x, other)"""
+
+
+def _install_operators():
+    """Generate Tensor's binary operators from the table's value expressions."""
+    from .codegen import render_expr
+    specs = [
+        # name, immediate opcode, c from other, tensor opcode, reflected, general-path codes
+        ("__add__", OP.add_c, "other", OP.add, False, (OP.add, OP.add_c, OP.add_c)),
+        ("__radd__", OP.add_c, "other", None, True, (OP.add, OP.add_c, OP.add_c)),
+        ("__sub__", OP.add_c, "-other", OP.sub, False, (OP.sub, None, OP.rsub_c)),
+        ("__rsub__", OP.rsub_c, "other", None, True, (OP.sub, None, OP.rsub_c)),
+        ("__mul__", OP.mul_c, "other", OP.mul, False, (OP.mul, OP.mul_c, OP.mul_c)),
+        ("__rmul__", OP.mul_c, "other", None, True, (OP.mul, OP.mul_c, OP.mul_c)),
+        ("__truediv__", OP.div_c, "other", OP.div, False, (OP.div, OP.div_c, OP.rdiv_c)),
+        ("__rtruediv__", OP.rdiv_c, "other", None, True, (OP.div, OP.div_c, OP.rdiv_c)),
+        ("__rpow__", OP.rpow_c, "other", None, True, (OP.pow, OP.pow_c, OP.rpow_c)),
+    ]
+    for name, code_c, c_value, code_tt, reflected, (g_tt, g_c, g_rc) in specs:
+        source = _OPERATOR_TEMPLATE.format(
+            name=name, c_value=c_value, code_c=code_c,
+            expr_c=render_expr(OPS[code_c].value, {"a": "a", "c": "c"}),
+            tensor_case=_TENSOR_CASE if code_tt is not None else "",
+            code_tt_or_none=g_tt, code_c_fwd=g_c, code_c_rev=g_rc,
+            args="other, x" if reflected else "x, other")
+        namespace = dict(_PY_NAMES, abs=abs, Tensor=Tensor, _state=_state, _new=_new, _PYNUM=_PYNUM,
+                         scalar_value=scalar_value, M=sys.modules[__name__],
+                         number_path=_fast_with_number(code_c),
+                         tensor_path=_fast_binary(code_tt) if code_tt is not None else None)
+        exec(compile(source, f"<tapejit operator {name}>", "exec"), namespace)  # noqa: S102
+        setattr(Tensor, name, namespace[name])
+
+
+def _pow(x, other):
+    if type(other) in _PYNUM:
+        # numpy's fast power: x*x is pow(x, 2) correctly rounded, and far cheaper
+        return _square(x) if other == 2 else _pow_c(x, other)
+    return _binary(OP.pow, OP.pow_c, OP.rpow_c, x, other)
+
+
+Tensor.__pow__ = _pow
+_install_operators()
 
 
 def tensor(data: ArrayLike, requires_grad: bool = False) -> Tensor:
@@ -788,7 +788,8 @@ def _bind_leaf(x: Tensor, tape: Tape) -> int:
         base = tape.emit_scalar(OP.input, 0, 0, 0, 0.0, x._value)
     tape.leaves.append((x, base))
     x._leaf_serial = tape.serial
-    x._leaf_base = base
+    # a leaf's _base is its slot on the tape it was last bound to (read by the fast paths)
+    x._leaf_base = x._base = base
     return base
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from . import functions as tj
 
@@ -37,7 +37,6 @@ def rosen_value_and_grad_numba(x, grad):
 @njit(parallel=True, **_JIT)
 def rosen_batch_numba(X, vals, grads):
     """The hand-written baseline for B1: every point on all cores."""
-    from numba import prange
     for b in prange(X.shape[0]):
         vals[b] = rosen_value_and_grad_numba(X[b], grads[b])
 
@@ -59,7 +58,6 @@ def logistic_loss(X, y):
 @njit(parallel=True, **_JIT)
 def logistic_batch_numba(W, X, y, vals, grads):
     """Hand-written B2 baseline: loss and gradient of every weight vector."""
-    from numba import prange
     n, m = X.shape
     for b in prange(W.shape[0]):
         total = 0.0

@@ -266,3 +266,12 @@ def test_recording_is_per_thread():
     assert results["grad"] == 75.0 and "another thread" in results["error"]
     y.backward()
     assert x.grad.item() == 4.0
+
+
+def test_abandoned_recordings_do_not_grow_the_tape():
+    from tapejit.tensor import _state
+    x = tj.tensor(np.ones(3), requires_grad=True)
+    for _ in range(3000):
+        y = tj.sum(x * 2.0)          # recorded, never differentiated, then dropped
+    del y
+    assert _state.tape.n_ins < 10_000

@@ -1,0 +1,465 @@
+"""Throughput benchmarks: tapejit beside its baselines, in one process.
+
+Each workload builds, for a problem size, one callable per implementation (tapejit, a
+hand-written Numba function, numpy, and JAX / PyTorch / CasADi / HIPS autograd when they
+are installed). ``run_workload`` warms every callable up, times repeated calls, checks
+that each baseline computes what tapejit computes, and reports min/median/max times,
+throughput and the ratio to tapejit. ``tapejit bench`` (``tapejit.cli``) and the
+pytest-benchmark suite in ``benchmarks/`` both use this registry.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import workloads
+
+NOT_INSTALLED = "not installed"
+
+
+@dataclass
+class Impl:
+    name: str
+    fn: Optional[Callable] = None          # None: unavailable, see note
+    note: str = ""
+    result: Optional[Callable] = None      # extracts a comparable array from fn's return
+
+
+@dataclass
+class Case:
+    """One problem instance: the implementations and what one call processes."""
+    workload: str
+    items: int                              # points (or gradients) per call
+    unit: str
+    impls: list = field(default_factory=list)
+    tolerance: float = 1e-8
+
+
+@dataclass
+class Workload:
+    name: str
+    description: str
+    default_size: int
+    quick_size: int
+    build: Callable[[int, str], Case]       # (size, device) -> Case
+    size_name: str = "batch"
+
+
+def _optional(module: str):
+    try:
+        return importlib.import_module(module)
+    except Exception:
+        return None
+
+
+def _jax():
+    jax = _optional("jax")
+    if jax is None:
+        return None
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+def _torch():
+    return _optional("torch")
+
+
+# ------------------------------------------------------------------------------------------
+# workloads
+# ------------------------------------------------------------------------------------------
+def _seed_case(size: int, device: str) -> Case:
+    import tapejit as tj
+
+    def tapejit_fn():
+        x = tj.tensor(2.0, requires_grad=True)
+        y = x**2 + 3*x + 1
+        y.backward()
+        return x.grad.item()
+
+    impls = [Impl("tapejit", tapejit_fn)]
+    torch = _torch()
+    if torch is not None:
+        def torch_fn():
+            x = torch.tensor(2.0, requires_grad=True, dtype=torch.float64)
+            y = x**2 + 3*x + 1
+            y.backward()
+            return x.grad.item()
+        impls.append(Impl("torch (eager)", torch_fn))
+    else:
+        impls.append(Impl("torch (eager)", note=NOT_INSTALLED))
+    autograd = _optional("autograd")
+    if autograd is not None:
+        g = autograd.grad(lambda x: x**2 + 3*x + 1)
+        impls.append(Impl("HIPS autograd", lambda: g(2.0)))
+    else:
+        impls.append(Impl("HIPS autograd", note=NOT_INSTALLED))
+    impls.append(Impl("numpy (closed form)", lambda: 2 * 2.0 + 3))
+    return Case("eager", 1, "examples", impls, tolerance=1e-15)
+
+
+def _chain_case(size: int, device: str) -> Case:
+    """size scalar operations (sin, mul, add cycling) and one backward."""
+    import tapejit as tj
+    n = size
+
+    def tapejit_fn():
+        x = tj.tensor(0.5, requires_grad=True)
+        y = x
+        for i in range(n):
+            k = i % 3
+            y = tj.sin(y) if k == 0 else (y * 1.0001 if k == 1 else y + 0.01)
+        y.backward()
+        return x.grad.item()
+
+    impls = [Impl("tapejit", tapejit_fn)]
+    torch = _torch()
+    if torch is not None:
+        def torch_fn():
+            x = torch.tensor(0.5, requires_grad=True, dtype=torch.float64)
+            y = x
+            for i in range(n):
+                k = i % 3
+                y = torch.sin(y) if k == 0 else (y * 1.0001 if k == 1 else y + 0.01)
+            y.backward()
+            return x.grad.item()
+        impls.append(Impl("torch (eager)", torch_fn))
+    else:
+        impls.append(Impl("torch (eager)", note=NOT_INSTALLED))
+
+    def numpy_fn():   # forward-mode by hand: derivative of the chain
+        y, dy = 0.5, 1.0
+        for i in range(n):
+            k = i % 3
+            if k == 0:
+                y, dy = math.sin(y), math.cos(y) * dy
+            elif k == 1:
+                y, dy = y * 1.0001, dy * 1.0001
+            else:
+                y = y + 0.01
+        return dy
+    impls.append(Impl("python (hand-written)", numpy_fn))
+    return Case("chain", n, "operations", impls, tolerance=1e-12)
+
+
+def _eager_rosen_case(size: int, device: str) -> Case:
+    import tapejit as tj
+    from scipy.optimize import rosen_der
+    x0 = np.random.default_rng(0).standard_normal(size)
+
+    def tapejit_fn():
+        w = tj.tensor(x0, requires_grad=True)
+        loss = tj.sum(100 * (w[1:] - w[:-1] ** 2) ** 2 + (1 - w[:-1]) ** 2)
+        loss.backward()
+        return w.grad.numpy()
+
+    impls = [Impl("tapejit (eager)", tapejit_fn), Impl("scipy rosen_der (numpy)", lambda: rosen_der(x0))]
+    torch = _torch()
+    if torch is not None:
+        def torch_fn():
+            w = torch.tensor(x0, requires_grad=True)
+            loss = torch.sum(100 * (w[1:] - w[:-1] ** 2) ** 2 + (1 - w[:-1]) ** 2)
+            loss.backward()
+            return w.grad.numpy()
+        impls.append(Impl("torch (eager)", torch_fn))
+    else:
+        impls.append(Impl("torch (eager)", note=NOT_INSTALLED))
+    return Case("eager-rosen", 1, "gradients", impls, tolerance=1e-9)
+
+
+def _b1_case(size: int, device: str) -> Case:
+    import tapejit as tj
+    X = np.random.default_rng(1).standard_normal((size, 10))
+    f = tj.trace(workloads.rosen, np.zeros(10))
+    impls = [Impl("tapejit" + (" (cuda)" if device == "cuda" else ""),
+                  lambda: f.batch_value_and_grad(X, device=device)[1])]
+    vals, grads = np.empty(size), np.empty((size, 10))
+
+    def numba_fn():
+        workloads.rosen_batch_numba(X, vals, grads)
+        return grads
+    impls.append(Impl("numba (hand-written)", numba_fn))
+
+    def numpy_fn():
+        d = X[:, 1:] - X[:, :-1] ** 2
+        g = np.zeros_like(X)
+        g[:, :-1] = -400 * d * X[:, :-1] - 2 * (1 - X[:, :-1])
+        g[:, 1:] += 200 * d
+        return g
+    impls.append(Impl("numpy (vectorized, by hand)", numpy_fn))
+    impls += _jax_batch_impls(lambda jnp: (lambda x: jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)), X)
+    impls += _torch_batch_impls(lambda torch: (lambda x: torch.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)), X)
+    return Case("B1", size, "gradients", impls, tolerance=1e-8)
+
+
+def _b2_case(size: int, device: str) -> Case:
+    import tapejit as tj
+    Xd, yd = workloads.logistic_data()
+    W = np.random.default_rng(2).standard_normal((size, Xd.shape[1])) * 0.1
+    f = tj.trace(workloads.logistic_loss(Xd, yd), np.zeros(Xd.shape[1]))
+    impls = [Impl("tapejit" + (" (cuda)" if device == "cuda" else ""),
+                  lambda: f.batch_value_and_grad(W, device=device)[1])]
+    vals, grads = np.empty(size), np.empty_like(W)
+
+    def numba_fn():
+        workloads.logistic_batch_numba(W, Xd, yd, vals, grads)
+        return grads
+    impls.append(Impl("numba (hand-written)", numba_fn))
+
+    def numpy_fn():
+        t = -(W @ Xd.T) * yd
+        s = -yd / (1 + np.exp(-t))
+        return s @ Xd
+    impls.append(Impl("numpy (vectorized, by hand)", numpy_fn))
+    impls += _jax_batch_impls(lambda jnp: (lambda w: jnp.sum(_jax().nn.softplus(-yd * (Xd @ w)))), W)
+    impls += _torch_batch_impls(lambda torch: (lambda w: torch.sum(torch.nn.functional.softplus(
+        -torch.as_tensor(yd) * (torch.as_tensor(Xd) @ w)))), W)
+    return Case("B2", size, "gradients", impls, tolerance=1e-8)
+
+
+def _jax_batch_impls(make, X):
+    jax = _jax()
+    if jax is None:
+        return [Impl("jax.jit(vmap(grad))", note=NOT_INSTALLED)]
+    import jax.numpy as jnp
+    g = jax.jit(jax.vmap(jax.grad(make(jnp))))
+    Xj = jnp.asarray(X)
+    return [Impl("jax.jit(vmap(grad))", lambda: np.asarray(jax.block_until_ready(g(Xj))))]
+
+
+def _torch_batch_impls(make, X):
+    torch = _torch()
+    if torch is None:
+        return [Impl("torch.func.vmap(grad)", note=NOT_INSTALLED)]
+    g = torch.func.vmap(torch.func.grad(make(torch)))
+    Xt = torch.as_tensor(X)
+    return [Impl("torch.func.vmap(grad)", lambda: g(Xt).numpy())]
+
+
+def _l1_case(size: int, device: str) -> Case:
+    import tapejit as tj
+    from scipy.optimize import rosen_der
+    x = np.random.default_rng(3).standard_normal(size)
+    f = tj.trace(workloads.rosen, x)
+    impls = [Impl("tapejit (trace, f.grad)", lambda: f.grad(x)),
+             Impl("scipy rosen_der (numpy)", lambda: rosen_der(x))]
+    jax = _jax()
+    if jax is not None:
+        import jax.numpy as jnp
+        g = jax.jit(jax.grad(lambda z: jnp.sum(100 * (z[1:] - z[:-1] ** 2) ** 2 + (1 - z[:-1]) ** 2)))
+        xj = jnp.asarray(x)
+        impls.append(Impl("jax.jit(grad)", lambda: np.asarray(jax.block_until_ready(g(xj)))))
+    else:
+        impls.append(Impl("jax.jit(grad)", note=NOT_INSTALLED))
+    return Case("L1", 1, "gradients", impls, tolerance=1e-9)
+
+
+def _w_case(size: int, device: str) -> Case:
+    """The W graph with `size` operations: forward and backward at one point."""
+    import tapejit as tj
+    x = workloads.w_inputs()
+    start = time.perf_counter()
+    f = tj.trace(workloads.w_graph(size), x)
+    record = time.perf_counter() - start
+    n_nodes = workloads.W_INPUTS + 7 * (size // 4) + 3
+    v, g = np.zeros(n_nodes), np.zeros(n_nodes)
+
+    def numba_fn():
+        workloads.w_graph_numba(x, size, v, g)
+        return g[: workloads.W_INPUTS].copy()
+    impls = [Impl("tapejit (replay)", lambda: f.value_and_grad(x)[1]),
+             Impl("numba (hand-written)", numba_fn)]
+    torch = _torch()
+    if torch is not None and size <= 10_000:
+        graph = workloads.w_graph(size)
+
+        def torch_fn():
+            xt = torch.tensor(x, requires_grad=True)
+            nodes = list(xt)
+            for op in range(size):
+                kind = op % 4
+                if kind == 0:
+                    nodes.append(torch.nn.functional.softplus(nodes[-10]))
+                elif kind == 1:
+                    nodes.append(sum(nodes[-30:-10:5]))
+                elif kind == 2:
+                    nodes.append(nodes[-20] * nodes[-10])
+                else:
+                    nodes.extend(torch.softmax(torch.stack(nodes[-4:]), dim=0))
+            nodes[-1].backward()
+            return xt.grad.numpy()
+        del graph
+        impls.append(Impl("torch (eager)", torch_fn))
+    else:
+        impls.append(Impl("torch (eager)", note=NOT_INSTALLED if torch is None else "skipped at this size"))
+    impls.append(Impl("jax.jit(value_and_grad)", note="skipped: compiling a 1,000-op graph takes JAX 13+ s"))
+    case = Case("W", 1, "iterations", impls, tolerance=1e-9)
+    case.record_seconds = record
+    return case
+
+
+def _user_case(spec: str, dim: int):
+    """--function module:fn --dim N: a user's scalar function of one vector."""
+    def build(size: int, device: str) -> Case:
+        import tapejit as tj
+        module_name, _, attr = spec.partition(":")
+        if not attr:
+            raise ValueError(f"--function needs module:function, got {spec!r}")
+        sys.path.insert(0, os.getcwd())
+        fn = getattr(importlib.import_module(module_name), attr)
+        X = np.random.default_rng(4).standard_normal((size, dim))
+        f = tj.trace(fn, X[0])
+        impls = [Impl("tapejit", lambda: f.batch_value_and_grad(X, device=device)[1])]
+
+        def eager_loop():
+            out = np.empty_like(X)
+            for i in range(min(size, 2000)):
+                t = tj.tensor(X[i], requires_grad=True)
+                fn(t).backward()
+                out[i] = t.grad.numpy()
+            return out
+        impls.append(Impl("tapejit eager loop (first 2,000 points)", eager_loop, result=lambda r: r[:2000]))
+        case = Case(f"user:{spec}", size, "gradients", impls)
+        impls[0].result = lambda r: r[:2000]
+        return case
+    return Workload(f"user:{spec}", f"{spec} on {dim} inputs", 100_000, 10_000, build)
+
+
+WORKLOADS = {
+    w.name: w for w in [
+        Workload("eager", "the README example: tensor, three ops, backward, .grad.item()", 1, 1, _seed_case, "n/a"),
+        Workload("chain", "a scalar chain of operations plus backward (eager)", 2000, 2000, _chain_case, "operations"),
+        Workload("eager-rosen", "Rosenbrock gradient in eager mode (record + backward)", 1_000_000, 100_000,
+                 _eager_rosen_case, "n"),
+        Workload("B1", "Rosenbrock n=10: gradients at many points", 1_000_000, 100_000, _b1_case),
+        Workload("B2", "logistic loss, 20 weights x 50 samples: gradients at many weight vectors", 20_000, 20_000,
+                 _b2_case),
+        Workload("L1", "Rosenbrock n=1e6: one gradient of a traced function", 1_000_000, 100_000, _l1_case, "n"),
+        Workload("W", "the 'Fastest Autograd in the West' graph: forward + backward", 10_000, 1_000, _w_case,
+                 "operations"),
+    ]
+}
+
+
+# ------------------------------------------------------------------------------------------
+# running
+# ------------------------------------------------------------------------------------------
+def _timings(fn, repeat: int, min_time: float):
+    fn()                                    # warm-up (compilation, caches)
+    times = []
+    deadline = time.perf_counter() + min_time
+    while len(times) < repeat or (time.perf_counter() < deadline and len(times) < 1000):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run_workload(workload: Workload, size: Optional[int] = None, device: str = "cpu", repeat: int = 5,
+                 min_time: float = 0.2, progress=None) -> dict:
+    size = size or workload.default_size
+    case = workload.build(size, device)
+    reference = None
+    rows = []
+    for impl in case.impls:
+        row = {"implementation": impl.name}
+        if impl.fn is None:
+            row["status"] = impl.note or NOT_INSTALLED
+            rows.append(row)
+            if progress:
+                progress(impl.name)
+            continue
+        try:
+            out = impl.fn()
+            value = np.asarray((impl.result or (lambda r: r))(out), dtype=np.float64)
+            if reference is None:
+                reference = value
+                agree = True
+            else:
+                agree = bool(np.allclose(value, reference, rtol=case.tolerance * 100, atol=case.tolerance))
+            times = _timings(impl.fn, repeat, min_time)
+        except Exception as err:   # a broken optional baseline is reported, not fatal
+            row["status"] = f"error: {type(err).__name__}: {err}"[:200]
+            rows.append(row)
+            if progress:
+                progress(impl.name)
+            continue
+        med = statistics.median(times)
+        row.update(status="ok", agrees=agree, runs=len(times), min_s=min(times), median_s=med,
+                   max_s=max(times), throughput=case.items / med)
+        rows.append(row)
+        if progress:
+            progress(impl.name)
+    base = next((r for r in rows if r.get("status") == "ok"), None)
+    for r in rows:
+        if r.get("status") == "ok" and base is not None:
+            # > 1: tapejit is that many times faster than this implementation
+            r["tapejit_speedup"] = r["median_s"] / base["median_s"]
+    result = {"workload": workload.name, "description": workload.description, "size": size,
+              "size_name": workload.size_name, "device": device, "items_per_call": case.items,
+              "unit": case.unit, "rows": rows}
+    if hasattr(case, "record_seconds"):
+        result["record_seconds"] = case.record_seconds
+    return result
+
+
+def first_call_latency() -> dict:
+    """A fresh process: import tapejit and compute a first gradient (warm Numba cache)."""
+    code = ("import time; t = time.perf_counter(); import numpy as np, tapejit as tj; "
+            "f = tj.trace(lambda x: tj.sum(x * x), np.ones(3)); f.grad(np.ones(3)); "
+            "x = tj.tensor(2.0, requires_grad=True); (x * x).backward(); "
+            "print(time.perf_counter() - t)")
+    subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)   # fill the cache
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return {"first_gradient_seconds": float(out.stdout.strip().splitlines()[-1])}
+
+
+def machine_facts() -> dict:
+    import numba
+
+    from ._threads import get_num_threads
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": get_num_threads(), "python": platform.python_version(),
+            "numpy": np.__version__, "numba": numba.__version__, "platform": platform.platform()}
+
+
+def format_result(result: dict) -> str:
+    lines = [f"{result['workload']}: {result['description']} ({result['size_name']} {result['size']:,}, "
+             f"{result['device']})"]
+    if "record_seconds" in result:
+        lines.append(f"  recording the trace took {result['record_seconds'] * 1e3:.1f} ms")
+    lines.append(f"  {'implementation':<34}{'median':>12}{'min':>12}{'max':>12}{result['unit'] + '/s':>16}"
+                 f"{'tapejit is':>14}")
+    for r in result["rows"]:
+        if r.get("status") != "ok":
+            lines.append(f"  {r['implementation']:<34}{r['status']}")
+            continue
+        flag = "" if r["agrees"] else "  (results differ!)"
+        lines.append(f"  {r['implementation']:<34}{_fmt_time(r['median_s']):>12}{_fmt_time(r['min_s']):>12}"
+                     f"{_fmt_time(r['max_s']):>12}{r['throughput']:>16.4g}{r['tapejit_speedup']:>12.2f}x{flag}")
+    return "\n".join(lines)
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"

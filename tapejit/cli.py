@@ -1,0 +1,143 @@
+"""The ``tapejit`` command: ``tapejit bench`` runs the throughput suite."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+from . import bench
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tapejit", description="tapejit command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("bench", help="measure tapejit's throughput beside its baselines",
+                       description="Run the benchmark workloads and print one table per workload: "
+                                   "tapejit and each baseline (min/median/max, throughput, ratio).")
+    b.add_argument("--quick", action="store_true", help="small sizes, a few repeats: under a minute once compiled")
+    b.add_argument("--workload", action="append", metavar="NAME",
+                   help=f"run only these (repeatable): {', '.join(bench.WORKLOADS)}")
+    b.add_argument("--batch", type=int, metavar="N", help="problem size (batch, n or operations) for every workload run")
+    b.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where tapejit runs batch workloads")
+    b.add_argument("--repeat", type=int, default=None, metavar="R", help="timed calls per implementation (default 5, quick 3)")
+    b.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    b.add_argument("--plot", metavar="FILE", help="write a bar chart of the ratios (PNG, needs matplotlib)")
+    b.add_argument("--function", metavar="MODULE:FN", help="also benchmark your own scalar function of one vector")
+    b.add_argument("--dim", type=int, default=50, help="input size for --function (default 50)")
+    b.add_argument("--no-latency", action="store_true", help="skip the fresh-process first-gradient measurement")
+    return parser
+
+
+class _Progress:
+    def __init__(self, total: int):
+        try:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc="benchmarking", unit="impl", file=sys.stderr, leave=False)
+        except ImportError:
+            self.bar = None
+        self.total, self.done = total, 0
+
+    def __call__(self, label: str) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(label[:30])
+            self.bar.update(1)
+        else:
+            print(f"\r[{self.done}/{self.total}] {label[:40]:<40}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        else:
+            print(file=sys.stderr)
+
+
+def bench_main(args) -> int:
+    names = args.workload or list(bench.WORKLOADS)
+    unknown = [n for n in names if n not in bench.WORKLOADS]
+    if unknown:
+        print(f"tapejit bench: unknown workload {', '.join(unknown)}; choose from {', '.join(bench.WORKLOADS)}",
+              file=sys.stderr)
+        return 2
+    workloads = [bench.WORKLOADS[n] for n in names]
+    if args.function:
+        workloads.append(bench._user_case(args.function, args.dim))
+    if args.device == "cuda":
+        from . import cuda
+        if not cuda.is_available():
+            print("tapejit bench: --device cuda needs an NVIDIA GPU and numba-cuda "
+                  "(pip install tapejit[cuda])", file=sys.stderr)
+            return 2
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("tapejit bench: --plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
+            return 2
+    repeat = args.repeat or (3 if args.quick else 5)
+    facts = bench.machine_facts()
+    print(f"tapejit bench on {facts['cpu']} ({facts['cores']} cores, {facts['threads']} worker threads), "
+          f"Python {facts['python']}, numpy {facts['numpy']}, numba {facts['numba']}")
+    progress = _Progress(total=sum(6 for _ in workloads))
+    results = []
+    try:
+        for w in workloads:
+            size = args.batch or (w.quick_size if args.quick else w.default_size)
+            result = bench.run_workload(w, size=size, device=args.device, repeat=repeat,
+                                        min_time=0.05 if args.quick else 0.2, progress=progress)
+            results.append(result)
+            progress.close()
+            print()
+            print(bench.format_result(result))
+            progress = _Progress(total=6)
+    finally:
+        progress.close()
+    report = {"machine": facts, "results": results}
+    if not args.no_latency:
+        report["first_call"] = bench.first_call_latency()
+        print(f"\nfirst gradient in a fresh process (import included, warm Numba cache): "
+              f"{report['first_call']['first_gradient_seconds']:.2f} s")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(results, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def plot(results, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels, ratios = [], []
+    for r in results:
+        for row in r["rows"]:
+            if row.get("status") == "ok" and row["implementation"] != r["rows"][0]["implementation"]:
+                labels.append(f"{r['workload']}\n{row['implementation']}")
+                ratios.append(row["tapejit_speedup"])
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(labels)), 4.5))
+    colors = ["tab:green" if x >= 1 else "tab:red" for x in ratios]
+    ax.bar(range(len(ratios)), ratios, color=colors)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_ylabel("baseline time / tapejit time (higher: tapejit faster)")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    ax.set_title("tapejit beside its baselines")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "bench":
+        return bench_main(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
