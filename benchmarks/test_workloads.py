@@ -1,0 +1,63 @@
+"""The benchmark workloads under pytest-benchmark, grouped per workload so that each
+table shows tapejit beside its baselines (run in the same process).
+
+    pytest benchmarks/ --benchmark-only                # quick sizes
+    TAPEJIT_BENCH_FULL=1 pytest benchmarks/ --benchmark-only
+    pytest benchmarks/ --benchmark-disable             # each call once: a correctness smoke test
+
+A baseline that is not installed is skipped (its row is absent); every implementation's
+result is checked against tapejit's.
+"""
+import functools
+import os
+
+import numpy as np
+import pytest
+
+from tapejit import bench
+
+FULL = os.environ.get("TAPEJIT_BENCH_FULL") == "1"
+IMPLEMENTATIONS = {
+    "eager": ["tapejit", "torch (eager)", "HIPS autograd", "numpy (closed form)"],
+    "chain": ["tapejit", "torch (eager)", "python (hand-written)"],
+    "eager-rosen": ["tapejit (eager)", "scipy rosen_der (numpy)", "torch (eager)"],
+    "B1": ["tapejit", "numba (hand-written)", "numpy (vectorized, by hand)", "jax.jit(vmap(grad))",
+           "torch.func.vmap(grad)"],
+    "B2": ["tapejit", "numba (hand-written)", "numpy (vectorized, by hand)", "jax.jit(vmap(grad))",
+           "torch.func.vmap(grad)"],
+    "L1": ["tapejit (trace, f.grad)", "scipy rosen_der (numpy)", "jax.jit(grad)"],
+    "W": ["tapejit (replay)", "numba (hand-written)", "torch (eager)"],
+}
+
+
+@functools.lru_cache(maxsize=None)
+def case(name):
+    w = bench.WORKLOADS[name]
+    return w.build(w.default_size if FULL else w.quick_size, "cpu")
+
+
+@functools.lru_cache(maxsize=None)
+def reference(name):
+    c = case(name)
+    first = c.impls[0]
+    return np.asarray((first.result or (lambda r: r))(first.fn()), dtype=np.float64)
+
+
+@pytest.mark.parametrize("workload,implementation",
+                         [(w, i) for w, impls in IMPLEMENTATIONS.items() for i in impls])
+def test_workload(benchmark, workload, implementation):
+    c = case(workload)
+    impl = next(i for i in c.impls if i.name == implementation)
+    if impl.fn is None:
+        pytest.skip(f"{implementation}: {impl.note}")
+    benchmark.group = f"{workload} ({c.items:,} {c.unit} per call)"
+    out = benchmark(impl.fn)
+    value = np.asarray((impl.result or (lambda r: r))(out), dtype=np.float64)
+    np.testing.assert_allclose(value, reference(workload), rtol=c.tolerance * 100, atol=c.tolerance)
+
+
+def test_first_gradient_latency_in_a_fresh_process(benchmark):
+    """Import tapejit and compute a first gradient in a new process (warm Numba cache)."""
+    result = benchmark.pedantic(bench.first_call_latency, rounds=1, iterations=1)
+    benchmark.extra_info.update(result)
+    assert result["first_gradient_seconds"] > 0
