@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._sweeps_cpu import forward_chunk, forward_tangent_chunk, reverse_chunk
+from ._sweeps_cpu import forward_chunk, forward_tangent_chunk, reverse_chunk, reverse_tangent_chunk
 from ._threads import get_num_threads, run_workers
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -21,7 +21,7 @@ WORKSPACE_BYTES = 4 << 20
 #: below this many instruction-points a batch runs on the calling thread
 SERIAL_WORK = 200_000
 
-MODE_VALUES, MODE_GRAD, MODE_VJP, MODE_JVP = 0, 1, 2, 3
+MODE_VALUES, MODE_GRAD, MODE_VJP, MODE_JVP, MODE_HVP = 0, 1, 2, 3, 4
 
 
 def chunk_size(n_slots: int, batch: int) -> int:
@@ -131,6 +131,48 @@ def _run_chunks_tangent(worker, n_workers, ops, ins, cv, consts, idx, n_slots, i
                 grads[p0 + p, m] = dv[s, p]
 
 
+@njit(**_JIT)
+def _run_chunks_hvp(worker, n_workers, ops, ins, cv, consts, idx, n_slots, in_pos, param_pos,
+                    param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode):
+    """Values and Hessian-vector products H v (forward over reverse), v the rows of seeds."""
+    B = X.shape[0]
+    n_ins = ops.shape[0]
+    n_chunks = (B + chunk - 1) // chunk
+    v = np.empty((n_slots, chunk))
+    dv = np.zeros((n_slots, chunk))
+    g = np.zeros((n_slots, chunk))
+    dg = np.zeros((n_slots, chunk))
+    tmp = np.empty((2, chunk))
+    for ci in range(worker, n_chunks, n_workers):
+        p0 = ci * chunk
+        P = min(chunk, B - p0)
+        _load_chunk(v, X, in_pos, param_pos, param_vals, p0, P)
+        for j in range(in_pos.shape[0]):
+            s = in_pos[j]
+            for p in range(P):
+                dv[s, p] = seeds[p0 + p, j]
+        forward_tangent_chunk(ops, ins, cv, consts, idx, v, dv, tmp, P, 0, n_ins)
+        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P)
+        s = out_pos[0]
+        for p in range(P):
+            g[s, p] += 1.0
+        reverse_tangent_chunk(ops, ins, cv, consts, idx, v, dv, g, dg, tmp, P, 0, n_ins)
+        for j in range(in_pos.shape[0]):
+            s = in_pos[j]
+            for p in range(P):
+                grads[p0 + p, j] = dg[s, p]
+                g[s, p] = 0.0
+                dg[s, p] = 0.0
+        for j in range(param_pos.shape[0]):
+            s = param_pos[j]
+            for p in range(P):
+                g[s, p] = 0.0
+                dg[s, p] = 0.0
+
+
+_DRIVERS = {MODE_JVP: _run_chunks_tangent, MODE_HVP: _run_chunks_hvp}
+
+
 def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seeds=None,
         chunk=None, threads=None):
     """Replay ``arrays`` at the rows of X (B, n_in). Returns (values (B, n_out),
@@ -152,5 +194,5 @@ def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seed
         workers = 1
     args = (arrays.ops, arrays.ins, arrays.cv, arrays.consts, arrays.idx, arrays.n_slots, in_pos,
             param_pos, param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode)
-    run_workers(_run_chunks_tangent if mode == MODE_JVP else _run_chunks, workers, *args)
+    run_workers(_DRIVERS.get(mode, _run_chunks), workers, *args)
     return vals, grads, valid

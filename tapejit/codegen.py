@@ -29,13 +29,14 @@ CPU_FILE = HERE / "_sweeps_cpu.py"
 CUDA_FILE = HERE / "_sweeps_cuda.py"
 
 _OPERAND_FIELDS = {"a": ("a", "sa"), "b": ("b", "sb"), "d": ("d", "sd")}
-_ACCESSORS = {"V": "v", "G": "g", "T": "dv"}
+_ACCESSORS = {"V": "v", "G": "g", "T": "dv", "H": "dg"}
 _SCRATCH = ("S0", "S1")
 
 
 def table_hash() -> str:
     text = repr([(op.name, op.arity, op.value, sorted(op.partials.items()), op.forward,
-                  op.reverse, op.tangent) for op in OPS])
+                  op.reverse, op.tangent, op.hvp) for op in OPS])
+    text += Path(__file__).with_name("symbolic.py").read_text()
     text += Path(opcodes.__file__).name + Path(__file__).read_text()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -100,7 +101,7 @@ def _replace_accessor(line: str, target: Target) -> str:
     """Rewrite V[...], G[...], T[...] (brackets may nest) and S0/S1 for a target."""
     out = []
     i = 0
-    pattern = re.compile(r"\b([VGT])\[")
+    pattern = re.compile(r"\b([VGTH])\[")
     while True:
         m = pattern.search(line, i)
         if not m:
@@ -128,7 +129,7 @@ def render_template(template: str, target: Target, indent: str) -> list[str]:
     for raw in template.strip("\n").splitlines():
         stripped = raw.lstrip(" ")
         pad = indent + raw[: len(raw) - len(stripped)]
-        per_point = bool(re.search(r"\b([VGT]\[|S0\b|S1\b)", stripped))
+        per_point = bool(re.search(r"\b([VGTH]\[|S0\b|S1\b)", stripped))
         text = _replace_accessor(stripped, target)
         if per_point:
             lines += target.per_point([text], pad)
@@ -146,7 +147,7 @@ def _fields_used(op) -> list[str]:
         for operand in "abd"[: op.arity]:
             used |= set(_OPERAND_FIELDS[operand])
     else:
-        words = set(re.findall(r"\b[a-z]+\b", op.forward + op.reverse + op.tangent))
+        words = set(re.findall(r"\b[a-z]+\b", op.forward + op.reverse + op.tangent + op.hvp))
         used = {"out", "n"} | (words & set(FIELDS))
     return [f for f in FIELDS if f in used]
 
@@ -161,7 +162,7 @@ def _load_fields(op, indent) -> list[str]:
         if "c" in names:
             lines.append(f"{indent}c = cv[i]")
     else:
-        text = op.forward + op.reverse + op.tangent
+        text = op.forward + op.reverse + op.tangent + op.hvp
         if re.search(r"\bc\b", text):
             lines.append(f"{indent}c = cv[i]")
     return lines
@@ -284,12 +285,54 @@ def elementwise_reverse(op, target: Target, indent: str) -> list[str]:
     return lines
 
 
+def elementwise_hvp(op, target: Target, indent: str) -> list[str]:
+    """Reverse sweep of the tangent sweep (forward over reverse): G as in the reverse
+    sweep, and H, its tangent: h_x += h_o * P_x + g_o * dP_x, where dP_x, the tangent of
+    the partial, comes from symbolic.diff of the table's own partial expressions."""
+    from .symbolic import diff
+    g_out, h_out = target.slot("g", "o + k"), target.slot("dg", "o + k")
+    body = [f"g_o = {g_out}", f"h_o = {h_out}"]
+    names = set()
+    terms = {}
+    for operand, expr in op.partials.items():
+        names |= expr_names(expr)
+        parts = []
+        for y in ("a", "b", "d", "o"):
+            dy = diff(expr, y)
+            if dy != "0.0":
+                names |= expr_names(dy)
+                names.add(f"t_{y}")
+                parts.append(f"({render_expr(dy)}) * t_{y}")
+        terms[operand] = " + ".join(parts) if parts else ""
+    loads = _operand_loads(names, target)
+    for y in ("a", "b", "d"):
+        if f"t_{y}" in names:
+            loads.append(f"t_{y} = {target.slot('dv', _operand_index(y))}")
+    if "t_o" in names:
+        loads.append(f"t_o = {target.slot('dv', 'o + k')}")
+    body += loads
+    for operand, expr in op.partials.items():
+        g_dst = target.slot("g", _operand_index(operand))
+        h_dst = target.slot("dg", _operand_index(operand))
+        p = render_expr(expr)
+        body.append(f"{g_dst} += (g_o * ({p})) if g_o != 0.0 else 0.0")
+        second = f" + ((g_o * ({terms[operand]})) if g_o != 0.0 else 0.0)" if terms[operand] else ""
+        body.append(f"{h_dst} += ((h_o * ({p})) if h_o != 0.0 else 0.0){second}")
+    body += [f"{g_out} = 0.0", f"{h_out} = 0.0"]
+    lines = [f"{indent}for k in range(n):"]
+    lines += target.per_point(body, indent + "    ")
+    return lines
+
+
 def structural(op, which: str, target: Target, indent: str) -> list[str]:
     template = getattr(op, which)
     lines = render_template(template, target, indent) if template else []
-    if which == "reverse":
+    if which in ("reverse", "hvp"):
+        zero = [f"{target.slot('g', 'o + k')} = 0.0"]
+        if which == "hvp":
+            zero.append(f"{target.slot('dg', 'o + k')} = 0.0")
         lines.append(f"{indent}for k in range(n):")
-        lines += target.per_point([f"{target.slot('g', 'o + k')} = 0.0"], indent + "    ")
+        lines += target.per_point(zero, indent + "    ")
     return lines
 
 
@@ -322,6 +365,18 @@ def _forward_body(target, with_tangent=False):
                 code += structural(op, "tangent", target, indent)
         if not code:
             return []
+        return _load_fields(op, indent) + code
+    return body
+
+
+def _hvp_body(target):
+    def body(op, indent):
+        if op.elementwise:
+            code = elementwise_hvp(op, target, indent)
+        elif op.name == "input":
+            return []
+        else:
+            code = structural(op, "hvp", target, indent)
         return _load_fields(op, indent) + code
     return body
 
@@ -385,6 +440,10 @@ def render_cpu() -> str:
                   _forward_body(point, True), False, dec,
                   "Values and tangents (forward mode) at one point.")
     out += ["", ""]
+    out += _sweep("reverse_tangent_point", f"{_POINT_ARGS}, v, dv, g, dg, start, stop", point,
+                  _hvp_body(point), True, dec,
+                  "Adjoints g and their tangents dg (Hessian-vector products) at one point.")
+    out += ["", ""]
     out += _sweep("forward_chunk", f"{_POINT_ARGS}, v, tmp, P, start, stop", chunk,
                   _forward_body(chunk), False, dec,
                   "Values at P points laid out v[slot, point].")
@@ -396,6 +455,10 @@ def render_cpu() -> str:
     out += _sweep("forward_tangent_chunk", f"{_POINT_ARGS}, v, dv, tmp, P, start, stop", chunk,
                   _forward_body(chunk, True), False, dec,
                   "Values and tangents at P points.")
+    out += ["", ""]
+    out += _sweep("reverse_tangent_chunk", f"{_POINT_ARGS}, v, dv, g, dg, tmp, P, start, stop", chunk,
+                  _hvp_body(chunk), True, dec,
+                  "Adjoints and their tangents (Hessian-vector products) at P points.")
     out += ["", ""]
     out += _elementwise_kernel()
     return "\n".join(out).rstrip() + "\n"
@@ -451,12 +514,16 @@ def render_cuda(only=None) -> str:
          "Adjoints of one point; consumed adjoints are zeroed."),
         ("forward_tangent_thread", f"{_POINT_ARGS}, v, dv, t, start, stop", thread,
          _forward_body(thread, True), False, "Values and tangents of one point."),
+        ("reverse_tangent_thread", f"{_POINT_ARGS}, v, dv, g, dg, t, start, stop", thread, _hvp_body(thread),
+         True, "Adjoints and their tangents (Hessian-vector products) of one point."),
         ("forward_local", f"{_POINT_ARGS}, v, start, stop", local, _forward_body(local), False,
          "Values of one point in local arrays."),
         ("reverse_local", f"{_POINT_ARGS}, v, g, start, stop", local, _reverse_body(local), True,
          "Adjoints of one point in local arrays."),
         ("forward_tangent_local", f"{_POINT_ARGS}, v, dv, start, stop", local,
          _forward_body(local, True), False, "Values and tangents of one point in local arrays."),
+        ("reverse_tangent_local", f"{_POINT_ARGS}, v, dv, g, dg, start, stop", local, _hvp_body(local),
+         True, "Adjoints and their tangents of one point in local arrays."),
     ]:
         lines = _sweep(name, args, target, body, rev, dec, doc, only)
         # scratch scalars take the arrays' dtype, so that float32 kernels stay float32

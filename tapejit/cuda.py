@@ -25,7 +25,7 @@ LOCAL_SLOTS = 192
 WORKSPACE_BYTES = 2 << 30
 THREADS_PER_BLOCK = 128
 
-MODE_VALUES, MODE_GRAD, MODE_VJP, MODE_JVP = 0, 1, 2, 3
+MODE_VALUES, MODE_GRAD, MODE_VJP, MODE_JVP, MODE_HVP = 0, 1, 2, 3, 4
 _INSTALL = "install it with `pip install tapejit[cuda]` (the numba-cuda package)"
 
 
@@ -200,11 +200,12 @@ def _launch(tape: DeviceTape, Xd, Sd, vals, derivs, valid, param_vals, mode: int
         return
     # global-memory workspace: slices of the batch so that it stays within its budget
     kernel = _kernel(tape, mode, local=False)
-    per_point = 2 * tape.n_slots * tape.dtype.itemsize
+    n_arrays = 4 if mode == MODE_HVP else 2
+    per_point = n_arrays * tape.n_slots * tape.dtype.itemsize
     slice_points = max(THREADS_PER_BLOCK, min(B, WORKSPACE_BYTES // per_point))
-    v = cuda.device_array((tape.n_slots, slice_points), tape.dtype)
-    g = cuda.device_array((tape.n_slots, slice_points), tape.dtype)
-    _zero(g)
+    work = [cuda.device_array((tape.n_slots, slice_points), tape.dtype) for _ in range(n_arrays)]
+    for array in work[1:]:
+        _zero(array)    # adjoints start at zero and the sweeps leave them so
     for p0 in range(0, B, slice_points):
         p1 = min(B, p0 + slice_points)
         blocks = math.ceil((p1 - p0) / THREADS_PER_BLOCK)
@@ -212,7 +213,7 @@ def _launch(tape: DeviceTape, Xd, Sd, vals, derivs, valid, param_vals, mode: int
         kernel[blocks, THREADS_PER_BLOCK](
             *tape.arrays, tape.in_pos, tape.param_pos, param_vals, tape.out_pos, tape.guards,
             Xd[p0:p1], Ss, vals[p0:p1], derivs[p0:p1] if derivs.shape[0] == B else derivs,
-            valid[p0:p1], v, g)
+            valid[p0:p1], *work)
     cuda.synchronize()
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from . import _sweeps_cpu as sweeps
 from . import batch as batch_engine
 from . import tiling
 from .errors import BranchChangedError, ShapeError, TapejitError, TraceError
@@ -36,8 +37,9 @@ class Function:
 
     def __init__(self, arrays: TapeArrays, inputs: Sequence[tuple], params: Sequence[tuple],
                  param_values: Sequence[np.ndarray], output: tuple, guards: Sequence[int],
-                 fn: Optional[Callable] = None):
-        validate(arrays)
+                 fn: Optional[Callable] = None, _validate: bool = True):
+        if _validate:
+            validate(arrays)
         self.arrays = arrays
         self.inputs = [(int(b), tuple(s)) for b, s in inputs]
         self.params = [(int(b), tuple(s)) for b, s in params]
@@ -221,12 +223,15 @@ class Function:
         if self.param_pos.size:
             v[self._params] = self._flat_params(params)
         tiling.forward(self.segments, self.arrays, v, self.vector)
+        self._check_guards(v)
+        return v
+
+    def _check_guards(self, v) -> None:
         if self.guards.size and not np.all(v[self.guards] == 1.0):
             flipped = int(np.sum(v[self.guards] != 1.0))
             raise BranchChangedError(
                 f"{flipped} Python branch(es) taken while tracing go the other way at this point; "
                 "retrace there (tj.grad does this for you) or use tj.where to record both branches")
-        return v
 
     def _value(self, v):
         out = v[self.out_pos]
@@ -265,6 +270,103 @@ class Function:
     def grad(self, *xs, params=None):
         """The gradient at a new point (a tuple of arrays for several inputs)."""
         return self.value_and_grad(*xs, params=params)[1]
+
+    def _tangent_workspace(self):
+        ws = getattr(self._local, "tangent_ws", None)
+        if ws is None:
+            ws = self._local.tangent_ws = (np.zeros(self.n_slots), np.zeros(self.n_slots))
+        return ws
+
+    def _flat_tangent(self, vs) -> np.ndarray:
+        return self._flat_inputs(vs if isinstance(vs, tuple) else (vs,))
+
+    def _forward_tangent(self, xs, vs, params):
+        """Values and tangents at one point; returns (v, dv) workspaces."""
+        v, _ = self._workspace()
+        dv, _ = self._tangent_workspace()
+        v[self._in] = self._flat_inputs(xs)
+        dv[self._in] = self._flat_tangent(vs)
+        if self.param_pos.size:
+            v[self._params] = self._flat_params(params)
+            dv[self._params] = 0.0
+        sweeps.forward_tangent_point(*self.arrays.sweep_args, v, dv, 0, len(self.arrays))
+        self._check_guards(v)
+        return v, dv
+
+    def jvp(self, *xs, v, params=None):
+        """(value, J v): the directional derivative, one forward-mode sweep.
+        ``v`` has the inputs' shape (a tuple of arrays for several inputs)."""
+        values, dv = self._forward_tangent(xs, v, params)
+        out = dv[self.out_pos]
+        jv = float(out[0]) if not self.output_shape else out.reshape(self.output_shape).copy()
+        return self._value(values), jv
+
+    def hvp(self, *xs, v, params=None):
+        """H v, the Hessian of a scalar output times v: forward over reverse on the tape."""
+        self._scalar_output("hvp")
+        values, dv = self._forward_tangent(xs, v, params)
+        _, g = self._workspace()
+        _, dg = self._tangent_workspace()
+        g[self.out_pos] += 1.0
+        sweeps.reverse_tangent_point(*self.arrays.sweep_args, values, dv, g, dg, 0, len(self.arrays))
+        out = dg[self._in].copy()
+        for array in (g, dg):
+            array[self._in] = 0.0
+            if self.param_pos.size:
+                array[self._params] = 0.0
+        return self._split(out)
+
+    def jacobian(self, *xs, params=None, sparse: bool = False):
+        """The Jacobian (n_outputs, n_inputs) at a point: dense through the batch engine
+        (one tangent or adjoint per row of the identity, whichever is fewer), or a scipy
+        CSR matrix from a colored compressed evaluation with ``sparse=True``."""
+        if sparse:
+            from . import sparsity
+            return sparsity.sparse_jacobian(self, xs, params)
+        x = self._flat_inputs(xs)
+        m, n = self.n_outputs, self.n_inputs
+        if n <= m:
+            _, jv, valid = self._run_flat(np.tile(x, (n, 1)), np.eye(n), batch_engine.MODE_JVP, params)
+            return jv.T.copy()
+        _, ju, valid = self._run_flat(np.tile(x, (m, 1)), np.eye(m), batch_engine.MODE_VJP, params)
+        return ju
+
+    def hessian(self, *xs, params=None, sparse: bool = False):
+        """The Hessian (n_inputs, n_inputs) of a scalar output at a point: n Hessian-vector
+        products through the batch engine, or colored and compressed with ``sparse=True``."""
+        self._scalar_output("hessian")
+        if sparse:
+            from . import sparsity
+            return sparsity.sparse_hessian(self, xs, params)
+        x = self._flat_inputs(xs)
+        n = self.n_inputs
+        _, hv, _ = self._run_flat(np.tile(x, (n, 1)), np.eye(n), batch_engine.MODE_HVP, params)
+        return hv
+
+    def _run_flat(self, X, seeds, mode, params):
+        vals, derivs, valid = batch_engine.run(
+            self.arrays, self.in_pos, self.param_pos, self._flat_params(params), self.out_pos,
+            self.guards, np.ascontiguousarray(X), mode, seeds=np.ascontiguousarray(seeds))
+        if not valid.all():
+            raise BranchChangedError("a Python branch taken while tracing goes the other way at this point")
+        return vals, derivs, valid
+
+    def optimize(self) -> "Function":
+        """A smaller equivalent Function: constant folding, algebraic identities that IEEE
+        allows, common subexpressions and dead code (tapejit.passes)."""
+        from . import passes
+        return passes.optimize(self)
+
+    def jacobian_sparsity(self):
+        """Boolean scipy.sparse CSR pattern (n_outputs, n_inputs) of the Jacobian, found by
+        propagating index sets through the tape (computed once per Function)."""
+        from . import sparsity
+        return sparsity.jacobian_pattern(self)
+
+    def hessian_sparsity(self):
+        """Boolean scipy.sparse CSR pattern (n_inputs, n_inputs) of the Hessian."""
+        from . import sparsity
+        return sparsity.hessian_pattern(self)
 
     def vjp(self, *xs, u, params=None):
         """(value, u^T J): the vector-Jacobian product for a vector output."""
@@ -413,6 +515,17 @@ class Function:
         out = (self._batch_values(vals, len(valid)), self._batch_split(grads, len(valid)))
         return out + (valid,) if on_branch_change == "mask" else out
 
+    def batch_hvp(self, *Xs, V, params=None, on_branch_change: str = "raise", device: str = "cpu", dtype=None):
+        """Hessian-vector products H(x_b) v_b at every row b (forward over reverse)."""
+        self._scalar_output("batch_hvp")
+        if len(self.inputs) != 1:
+            raise TapejitError("batch_hvp takes one input array; concatenate several inputs")
+        seeds = self._seeds(V, self.input_shapes[0], "V", device)
+        _, hv, valid = self._run_batch(Xs, params, batch_engine.MODE_HVP, on_branch_change, seeds,
+                                       device=device, dtype=dtype)
+        out = self._batch_split(hv, len(valid))
+        return (out, valid) if on_branch_change == "mask" else out
+
     def batch_jvp(self, *Xs, V, params=None, on_branch_change: str = "raise", device: str = "cpu", dtype=None):
         """(values, J(x_b) v_b) for every row b (forward mode), V shaped like the inputs."""
         if len(self.inputs) != 1:
@@ -466,7 +579,9 @@ def trace(fn: Callable, *example_args, params: Sequence = (), optimize: bool = T
 
     ``example_args`` are the differentiable inputs (arrays or floats); ``params`` are
     inputs that can change at replay (``f.grad(x, params=...)``) without re-recording
-    and are not differentiated (CppAD's dynamic parameters)."""
+    and are not differentiated (CppAD's dynamic parameters). The tape is optimized
+    (constant folding, identities, common subexpressions, dead code) unless
+    ``optimize=False``."""
     if not example_args:
         raise TapejitError("trace needs at least one example input")
     tape = Tape()
@@ -483,8 +598,9 @@ def trace(fn: Callable, *example_args, params: Sequence = (), optimize: bool = T
         _refresh_active()
     f = Function(tape.arrays(), [(t._base, t._shape) for t in inputs],
                  [(t._base, t._shape) for t in param_ts],
-                 [_as_float_array(p) for p in params], out_block, tape.guards, fn=fn)
-    return f
+                 [_as_float_array(p) for p in params], out_block, tape.guards, fn=fn,
+                 _validate=not optimize)      # the optimized Function validates its own tape
+    return f.optimize() if optimize else f
 
 
 # ------------------------------------------------------------------------------------------

@@ -494,6 +494,11 @@ def _join(tensors, axis: int, numpy_join) -> Tensor:
         values = [np.asarray(t._value if isinstance(t, Tensor) else t, dtype=np.float64) for t in tensors]
         value = numpy_join(values, axis=axis)
         return _constant(value, value.shape, is_bool)
+    if numpy_join is np.stack and axis == 0 and builtins.all(
+            isinstance(t, Tensor) and t._tape is tape and not t._shape for t in tensors):
+        # scalars recorded on this tape (nodes of a scalar graph): their slots, directly
+        out = _gather(tape, 0, np.array([t._base for t in tensors], np.int64))
+        return _result(tape, out, (len(tensors),), is_bool)
     positions = []
     for t in tensors:
         base, strides, shape = _slot_view(t, tape)

@@ -18,8 +18,9 @@ use the names in ``MATH_NAMES`` and conditional expressions; they must evaluate 
 same way in plain Python (on floats), in Numba on the CPU and in numba-cuda.
 
 Structural entries (reductions, products, data movement) give code templates instead,
-written against ``V[slot]`` (values), ``G[slot]`` (adjoints), ``T[slot]`` (tangents) and
-per-point scratch ``S0``/``S1``; each target rewrites those accessors (``v[slot]`` for
+written against ``V[slot]`` (values), ``G[slot]`` (adjoints), ``T[slot]`` (tangents),
+``H[slot]`` (tangents of the adjoints, for Hessian-vector products) and per-point
+scratch ``S0``/``S1``; each target rewrites those accessors (``v[slot]`` for
 one point, ``v[slot, p]`` inside a loop over the points of a chunk, ``v[slot, t]`` in a
 CUDA thread). The field meanings of each structural opcode are in its ``fields`` text.
 
@@ -57,6 +58,7 @@ class OpDef:
     forward: str = ""               # structural: template computing V[o...]
     reverse: str = ""               # structural: template accumulating G[inputs]
     tangent: str = ""               # structural: template computing T[o...]
+    hvp: str = ""                   # structural: reverse of the tangent sweep, G and H together
     fields: str = ""                # structural: what each field means
     doc: str = ""
     differentiable: bool = True
@@ -190,6 +192,12 @@ for k in range(n):
     s = a + idx[b + k]
     T[o + k] = T[s]
 """,
+        hvp="""
+for k in range(n):
+    s = a + idx[b + k]
+    G[s] += G[o + k]
+    H[s] += H[o + k]
+""",
         doc="out[k] = V[a + idx[b + k]]: indexing, transpose, broadcast, concatenate",
     ),
     OpDef(
@@ -219,6 +227,14 @@ for r in range(n // inner):
         T[o + r * inner + j] = 0.0
         for i in range(b):
             T[o + r * inner + j] += T[a + (r * b + i) * sa + j]
+""",
+        hvp="""
+inner = sb
+for r in range(n // inner):
+    for j in range(inner):
+        for i in range(b):
+            G[a + (r * b + i) * sa + j] += G[o + r * inner + j]
+            H[a + (r * b + i) * sa + j] += H[o + r * inner + j]
 """,
         doc="sum over the middle axis of an (outer, m, inner) block",
     ),
@@ -256,6 +272,17 @@ for r in range(n // inner):
             T[o + r * inner + j] += T[a + (r * b + i) * sa + j] if S1 != 0.0 else 0.0
             S0 = S0 + S1
 """,
+        hvp="""
+inner = sb
+for r in range(n // inner):
+    for j in range(inner):
+        S0 = 0.0
+        for i in range(b):
+            S1 = 1.0 if (S0 == 0.0 and V[a + (r * b + i) * sa + j] == V[o + r * inner + j]) else 0.0
+            G[a + (r * b + i) * sa + j] += G[o + r * inner + j] if S1 != 0.0 else 0.0
+            H[a + (r * b + i) * sa + j] += H[o + r * inner + j] if S1 != 0.0 else 0.0
+            S0 = S0 + S1
+""",
         doc="maximum over the middle axis; the derivative goes to the first maximal element",
     ),
     OpDef(
@@ -281,6 +308,13 @@ for i in range(n):
     for j in range(sb):
         w = consts[b + i * sb + j]
         T[o + i] += w * T[a + j * sa]
+""",
+        hvp="""
+for i in range(n):
+    for j in range(sb):
+        w = consts[b + i * sb + j]
+        G[a + j * sa] += w * G[o + i]
+        H[a + j * sa] += w * H[o + i]
 """,
         doc="out = M @ V[a::sa] with a constant (n, m) matrix M (data-heavy objectives)",
     ),
@@ -308,6 +342,15 @@ for i in range(n // sb):
         T[o + i * sb + j] = 0.0
         for k in range(sa):
             T[o + i * sb + j] += T[a + i * sa + k] * V[b + k * sb + j] + V[a + i * sa + k] * T[b + k * sb + j]
+""",
+        hvp="""
+for i in range(n // sb):
+    for j in range(sb):
+        for k in range(sa):
+            G[a + i * sa + k] += G[o + i * sb + j] * V[b + k * sb + j]
+            H[a + i * sa + k] += H[o + i * sb + j] * V[b + k * sb + j] + G[o + i * sb + j] * T[b + k * sb + j]
+            G[b + k * sb + j] += G[o + i * sb + j] * V[a + i * sa + k]
+            H[b + k * sb + j] += H[o + i * sb + j] * V[a + i * sa + k] + G[o + i * sb + j] * T[a + i * sa + k]
 """,
         doc="product of two recorded matrices",
     ),
@@ -342,6 +385,17 @@ for r in range(n // sb):
         S0 += V[o + r * sb + j] * T[a + r * sb + j]
     for j in range(sb):
         T[o + r * sb + j] = V[o + r * sb + j] * (T[a + r * sb + j] - S0)
+""",
+        hvp="""
+for r in range(n // sb):
+    S0 = 0.0
+    S1 = 0.0
+    for j in range(sb):
+        S0 += V[o + r * sb + j] * G[o + r * sb + j]
+        S1 += T[o + r * sb + j] * G[o + r * sb + j] + V[o + r * sb + j] * H[o + r * sb + j]
+    for j in range(sb):
+        G[a + r * sb + j] += V[o + r * sb + j] * (G[o + r * sb + j] - S0)
+        H[a + r * sb + j] += T[o + r * sb + j] * (G[o + r * sb + j] - S0) + V[o + r * sb + j] * (H[o + r * sb + j] - S1)
 """,
         doc="softmax along rows; a primitive because its derivative is cheaper than its parts'",
     ),

@@ -236,11 +236,13 @@ def _affine_range(base, terms):
     return lo, hi
 
 
-def validate(t: TapeArrays) -> None:
+def validate(t: TapeArrays, ssa: bool = True) -> None:
     """Check every index of a finished tape; raise InvalidTapeError naming the first problem.
 
     After this passes, no sweep can read or write outside its arrays: each instruction
     writes its own fresh slots and reads only slots written before it (topological order).
+    With ``ssa=False`` (a forward-only tape whose slots are reused) only bounds are
+    checked: every read and write inside [0, n_slots).
     """
     ops, ins = t.ops, t.ins
     n_ins = len(ops)
@@ -272,14 +274,19 @@ def validate(t: TapeArrays) -> None:
     fail(n < 0, "negative length")
     fail(out < 0, "negative output slot")
     fail(out + n > t.n_slots, f"writes past the slot count {t.n_slots}")
-    # outputs are fresh and in order: each instruction starts at or after the previous end
-    fail(np.r_[False, out[1:] < out[:-1] + n[:-1]], "output slots overlap an earlier instruction's")
+    if ssa:
+        # outputs are fresh and in order: each instruction starts at or after the previous end
+        fail(np.r_[False, out[1:] < out[:-1] + n[:-1]], "output slots overlap an earlier instruction's")
+    limit = out if ssa else np.full_like(out, t.n_slots)
 
     def reads(mask, lo, hi, what):
         """Read addresses [lo, hi] of the masked instructions must be earlier slots."""
         live = mask & (n > 0)
         fail(live & (lo < 0), f"{what} reads a negative slot")
-        fail(live & (hi >= out), f"{what} reads a slot at or after its own output (not topological)")
+        if ssa:
+            fail(live & (hi >= limit), f"{what} reads a slot at or after its own output (not topological)")
+        else:
+            fail(live & (hi >= limit), f"{what} reads past the slot count")
 
     codes = np.arange(N_OPS)
     arity = np.array([op.arity if op.elementwise else -1 for op in OPS])
@@ -302,8 +309,8 @@ def validate(t: TapeArrays) -> None:
         for i in np.flatnonzero(m & (n > 0)):
             seg = t.idx[f["b"][i]: f["b"][i] + n[i]]
             lo, hi = f["a"][i] + int(seg.min()), f["a"][i] + int(seg.max())
-            if lo < 0 or hi >= out[i]:
-                raise InvalidTapeError(f"instruction {i} (gather): reads slot {lo if lo < 0 else hi} outside [0, {out[i]})")
+            if lo < 0 or hi >= limit[i]:
+                raise InvalidTapeError(f"instruction {i} (gather): reads slot {lo if lo < 0 else hi} outside [0, {limit[i]})")
 
     m = is_op("sum") | is_op("amax")
     inner, length = f["sb"], f["b"]

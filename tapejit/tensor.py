@@ -292,6 +292,13 @@ class Tensor:
     def __iter__(self) -> Iterator["Tensor"]:
         if not self._shape:
             raise TypeError("iteration over a 0-d tensor")
+        tape = self._tape
+        if len(self._shape) == 1 and tape is not None and tape is _state.active:
+            # elements of a recorded vector: scalar views, nothing recorded
+            base, step = self._base, self._strides[0]
+            values = self._value
+            return (_on_tape(tape, base + i * step, (), (), float(values[i]), self._bool)
+                    for i in range(self._shape[0]))
         return (self[i] for i in range(self._shape[0]))
 
     def __hash__(self) -> int:

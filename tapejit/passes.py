@@ -1,0 +1,495 @@
+"""Tape optimization passes. Each takes and returns a ``Program`` and keeps results
+identical (bit for bit: no pass reorders floating-point arithmetic).
+
+- ``fold_constants``: instructions that depend on no input or parameter become one
+  constant block (their values are computed once, here).
+- ``simplify``: algebraic identities that IEEE allows exactly: x*1, x/1, x**1, x+(-0.0)
+  (which is how x-0 records). Not x*0 (NaN, inf) nor x+0.0 (-0.0 + 0.0 is +0.0).
+- ``eliminate_common``: an instruction equal to an earlier one (same opcode, length,
+  immediate and operands after earlier rewrites) is replaced by that one.
+- ``eliminate_dead``: instructions nothing needed reads are dropped, slots renumbered.
+- ``compact_slots``: for replays that only need values, slots whose last reader has run
+  are reused (CasADi's work vector); the reverse sweep needs every value, so this makes
+  a separate forward-only tape.
+
+``optimize(f)`` runs the first four and returns a new, smaller Function.
+"""
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+import numpy as np
+from numba import njit
+
+from . import _sweeps_cpu as sweeps
+from .opcodes import OP, OPS
+from .tape import TapeArrays, validate
+
+_ELEMENTWISE = np.array([op.elementwise for op in OPS])
+_ARITY = np.array([op.arity if op.elementwise else 0 for op in OPS])
+_READS_B = {OP.matmul}
+_RANGE_READERS = {OP.sum, OP.amax, OP.affine, OP.matmul, OP.softmax}
+
+
+@dataclasses.dataclass
+class Program:
+    ops: np.ndarray
+    ins: np.ndarray          # (8, n) int64 while passes run
+    cv: np.ndarray
+    consts: np.ndarray
+    idx: np.ndarray
+    n_slots: int
+    keep: np.ndarray         # slots read from outside: outputs and guards
+    inputs: np.ndarray       # slots written from outside: inputs and parameters
+
+    @classmethod
+    def from_function(cls, f) -> "Program":
+        a = f.arrays
+        keep = np.concatenate([f.out_pos, f.guards]).astype(np.int64)
+        inputs = np.concatenate([f.in_pos, f.param_pos]).astype(np.int64)
+        return cls(a.ops.copy(), a.ins.astype(np.int64), a.cv.copy(), a.consts.copy(), a.idx.copy(),
+                   a.n_slots, keep, inputs)
+
+    def arrays(self) -> TapeArrays:
+        if self.ins.size and (self.ins.max() >= 2**31 or self.ins.min() < -(2**31)):
+            raise OverflowError("an optimized tape index passes the int32 limit")
+        return TapeArrays(self.ops.astype(np.uint8), self.ins.astype(np.int32), self.cv.astype(np.float64),
+                          self.consts.astype(np.float64), self.idx.astype(np.int32), int(self.n_slots))
+
+    def __len__(self):
+        return len(self.ops)
+
+
+def reads(prog: Program, i: int):
+    """(base, stride, count) of every run instruction i reads, gathers as explicit slots."""
+    op = prog.ops[i]
+    out, n, a, sa, b, sb, d, sd = (int(x) for x in prog.ins[:, i])
+    if _ELEMENTWISE[op]:
+        return [(base, stride, n) for base, stride in ((a, sa), (b, sb), (d, sd))[: _ARITY[op]]]
+    if op == OP.gather:
+        return [(int(a + k), 0, 1) for k in prog.idx[b: b + n]]
+    if op in (OP.sum, OP.amax):
+        outer = n // sb if sb else 0
+        span = ((outer - 1) * b + (b - 1)) * sa + sb if n and b else 0
+        return [(a, 1, span)] if span > 0 else []
+    if op == OP.affine:
+        return [(a, sa, sb)]
+    if op == OP.matmul:
+        p = n // sb if sb else 0
+        return [(a, 1, p * sa), (b, 1, sa * sb)]
+    if op == OP.softmax:
+        return [(a, 1, n)]
+    return []
+
+
+def _slots_of(base, stride, count):
+    return base + stride * np.arange(count, dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------------------
+# slot remapping shared by the passes that replace an instruction by an earlier run
+# ------------------------------------------------------------------------------------------
+def _remap_operands(prog: Program, i: int, slot_map: np.ndarray) -> None:
+    """Rewrite instruction i's operands through slot_map (which must keep them affine)."""
+    op = prog.ops[i]
+    f = prog.ins[:, i]
+    n = int(f[1])
+    if op == OP.gather:
+        old = f[2] + prog.idx[f[4]: f[4] + n].astype(np.int64)
+        new = slot_map[old]
+        start = len(prog.idx)
+        prog.idx = np.concatenate([prog.idx, new.astype(prog.idx.dtype)])
+        f[2], f[4] = 0, start
+        return
+    fields = []
+    if _ELEMENTWISE[op]:
+        fields = [(2, 3), (4, 5), (6, 7)][: _ARITY[op]]
+    elif op in _RANGE_READERS:
+        fields = [(2, 3)] + ([(4, 5)] if op in _READS_B else [])
+    for base_field, stride_field in fields:
+        base = int(f[base_field])
+        stride = int(f[stride_field]) if op not in _RANGE_READERS else 1
+        runs = [r for r in reads(prog, i) if r[0] == base]
+        count = runs[0][2] if runs else 1
+        old = _slots_of(base, stride, max(count, 1))
+        new = slot_map[old]
+        if count > 1 and not np.array_equal(new, new[0] + stride * np.arange(count)):
+            raise AssertionError("a remapped operand is no longer a run")
+        f[base_field] = new[0]
+
+
+def _apply_aliases(prog: Program, alias: dict) -> Program:
+    """Replace each aliased instruction's outputs by the slots of another run."""
+    if not alias:
+        return prog
+    slot_map = np.arange(prog.n_slots, dtype=np.int64)
+    keep_set = set(prog.keep.tolist())
+    removed = np.zeros(len(prog), bool)
+    first_alias = min(alias)
+    for i in range(first_alias, len(prog)):
+        _remap_operands(prog, i, slot_map)
+        if i in alias:
+            out, n = int(prog.ins[0, i]), int(prog.ins[1, i])
+            if any(s in keep_set for s in range(out, out + n)):
+                continue                 # outputs read from outside keep their slots
+            target = alias[i]
+            slot_map[out: out + n] = slot_map[target: target + n] if n else slot_map[out: out + n]
+            removed[i] = True
+    return _drop(prog, removed)
+
+
+def _drop(prog: Program, removed: np.ndarray) -> Program:
+    keep = ~removed
+    return dataclasses.replace(prog, ops=prog.ops[keep], ins=prog.ins[:, keep], cv=prog.cv[keep])
+
+
+# ------------------------------------------------------------------------------------------
+# forward dependence and backward liveness, compiled: they visit every element
+# ------------------------------------------------------------------------------------------
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+
+@njit(**_JIT)
+def _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum, op_amax, op_affine,
+                op_matmul, op_softmax, k, which):
+    """For output element k: (first slot, stride, count) of operand `which` it reads;
+    count 0 when there is no such operand. Gathers are handled by the callers."""
+    if elementwise[op]:
+        return (0, 0, 0)
+    if op == op_sum or op == op_amax:
+        if which > 0:
+            return (0, 0, 0)
+        r, j = k // sb, k % sb
+        return (a + r * b * sa + j, sa, b)
+    if op == op_affine:
+        return (a, sa, sb) if which == 0 else (0, 0, 0)
+    if op == op_matmul:
+        r, j = k // sb, k % sb
+        if which == 0:
+            return (a + r * sa, 1, sa)
+        if which == 1:
+            return (b + j, sb, sa)
+        return (0, 0, 0)
+    if op == op_softmax:
+        r = k // sb
+        return (a + r * sb, 1, sb) if which == 0 else (0, 0, 0)
+    return (0, 0, 0)
+
+
+@njit(**_JIT)
+def depends_forward(ops, ins, idx, dep, elementwise, arity, op_gather, op_sum, op_amax, op_affine,
+                    op_matmul, op_softmax):
+    """dep[slot] |= any operand element it reads has dep set (dep holds the seeds)."""
+    for i in range(ops.shape[0]):
+        op = ops[i]
+        o, n, a, sa, b, sb, d, sd = ins[0, i], ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i]
+        for k in range(n):
+            hit = False
+            if elementwise[op]:
+                m = arity[op]
+                if m > 0 and dep[a + k * sa]:
+                    hit = True
+                if m > 1 and dep[b + k * sb]:
+                    hit = True
+                if m > 2 and dep[d + k * sd]:
+                    hit = True
+            elif op == op_gather:
+                hit = dep[a + idx[b + k]]
+            else:
+                for which in range(2):
+                    base, stride, count = _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum,
+                                                      op_amax, op_affine, op_matmul, op_softmax, k, which)
+                    for q in range(count):
+                        if dep[base + q * stride]:
+                            hit = True
+                            break
+            if hit:
+                dep[o + k] = True
+
+
+@njit(**_JIT)
+def needed_backward(ops, ins, idx, needed, is_input_op, elementwise, arity, op_gather, op_sum, op_amax,
+                    op_affine, op_matmul, op_softmax):
+    """Mark what the needed slots read, in reverse; returns which instructions live."""
+    live = np.zeros(ops.shape[0], np.bool_)
+    for i in range(ops.shape[0] - 1, -1, -1):
+        op = ops[i]
+        o, n, a, sa, b, sb, d, sd = ins[0, i], ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i]
+        if op == is_input_op:
+            live[i] = True
+            continue
+        for k in range(n):
+            if not needed[o + k]:
+                continue
+            live[i] = True
+            if elementwise[op]:
+                m = arity[op]
+                if m > 0:
+                    needed[a + k * sa] = True
+                if m > 1:
+                    needed[b + k * sb] = True
+                if m > 2:
+                    needed[d + k * sd] = True
+            elif op == op_gather:
+                needed[a + idx[b + k]] = True
+            else:
+                for which in range(2):
+                    base, stride, count = _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum,
+                                                      op_amax, op_affine, op_matmul, op_softmax, k, which)
+                    for q in range(count):
+                        needed[base + q * stride] = True
+    return live
+
+
+def _codes():
+    return (_ELEMENTWISE, _ARITY.astype(np.int64), OP.gather, OP.sum, OP.amax, OP.affine, OP.matmul, OP.softmax)
+
+
+# ------------------------------------------------------------------------------------------
+# passes
+# ------------------------------------------------------------------------------------------
+def _dependence(prog: Program) -> np.ndarray:
+    """Which slots depend on an input or parameter."""
+    dep = np.zeros(prog.n_slots, np.bool_)
+    dep[prog.inputs] = True
+    depends_forward(prog.ops, prog.ins, prog.idx, dep, *_codes())
+    return dep
+
+
+def fold_constants(prog: Program) -> Program:
+    dep = _dependence(prog)
+    values = np.zeros(prog.n_slots)
+    arrays = prog.arrays()
+    sweeps.forward_point(*arrays.sweep_args, values, 0, len(arrays))   # inputs at zero: constants are exact
+    consts = [prog.consts]
+    offset = len(prog.consts)
+    outs, lengths = prog.ins[0], prog.ins[1]
+    # an instruction is constant when none of its outputs depends on an input
+    dep_before = np.concatenate([[0], np.cumsum(dep, dtype=np.int64)])
+    dependent = dep_before[outs + lengths] - dep_before[outs] > 0
+    candidates = np.flatnonzero((lengths > 0) & ~dependent & ~np.isin(prog.ops, [OP.input, OP.const, OP.fill]))
+    for i in candidates:
+        op = prog.ops[i]
+        out, n = int(outs[i]), int(lengths[i])
+        block = values[out: out + n]
+        if n == 1 or np.all(block == block[0]) and not np.isnan(block[0]):
+            if np.all(np.signbit(block) == np.signbit(block[0])):
+                prog.ops[i] = OP.fill
+                prog.ins[:, i] = (out, n, 0, 0, 0, 0, 0, 0)
+                prog.cv[i] = block[0]
+                continue
+        prog.ops[i] = OP.const
+        prog.ins[:, i] = (out, n, 0, 0, offset, 0, 0, 0)
+        prog.cv[i] = 0.0
+        consts.append(block.copy())
+        offset += n
+    prog.consts = np.concatenate(consts)
+    return prog
+
+
+def _bits(x: float) -> bytes:
+    return struct.pack("<d", x)
+
+
+_IDENTITY_C = {OP.mul_c: 1.0, OP.div_c: 1.0, OP.pow_c: 1.0}
+
+
+def simplify(prog: Program) -> Program:
+    """x*1, x/1, x**1 and x + (-0.0) are x exactly: alias them to x (unit-stride x)."""
+    alias = {}
+    for i in range(len(prog)):
+        op = int(prog.ops[i])
+        c = float(prog.cv[i])
+        is_identity = (op in _IDENTITY_C and c == _IDENTITY_C[op]) or \
+                      (op == OP.add_c and _bits(c) == _bits(-0.0))
+        if is_identity and (int(prog.ins[3, i]) == 1 or int(prog.ins[1, i]) == 1):
+            alias[i] = int(prog.ins[2, i])
+    return _apply_aliases(prog, alias)
+
+
+def _fields_read(prog: Program, i: int) -> tuple:
+    op = prog.ops[i]
+    f = prog.ins[:, i]
+    if _ELEMENTWISE[op]:
+        return tuple(int(x) for x in f[2: 2 + 2 * _ARITY[op]])
+    if op == OP.gather:
+        n = int(f[1])
+        return (int(f[2]),) + tuple(prog.idx[f[4]: f[4] + n].tolist())
+    if op == OP.const:
+        n = int(f[1])
+        return tuple(_bits(x) for x in prog.consts[f[4]: f[4] + n])
+    if op == OP.input:
+        return ("input", int(f[0]))          # never equal to another
+    if op == OP.affine:
+        n, m = int(f[1]), int(f[5])
+        return (int(f[2]), int(f[3]), m) + tuple(_bits(x) for x in prog.consts[f[4]: f[4] + n * m])
+    return tuple(int(x) for x in f[2:])
+
+
+def eliminate_common(prog: Program) -> Program:
+    """Common subexpressions, found by hashing (opcode, length, immediate, operands).
+
+    Elementwise instructions are matched in bulk (rows of a table, until nothing changes:
+    merging two instructions can make their readers equal); structural ones one by one."""
+    keep = np.zeros(prog.n_slots + 1, bool)
+    keep[prog.keep] = True
+    while True:
+        prog, merged = _merge_elementwise(prog, keep)
+        if not merged:
+            break
+    return _merge_structural(prog)
+
+
+def _merge_elementwise(prog: Program, keep: np.ndarray):
+    ew = _ELEMENTWISE[prog.ops] & (prog.ins[1] > 0)
+    ew &= ~keep[prog.ins[0]]                      # outputs read from outside stay
+    rows = np.flatnonzero(ew)
+    if rows.size < 2:
+        return prog, False
+    arity = _ARITY[prog.ops[rows]]
+    fields = prog.ins[2:, rows].copy()
+    for k in range(3):                            # operands an opcode does not read do not count
+        fields[2 * k: 2 * k + 2, arity <= k] = 0
+    table = np.column_stack([prog.ops[rows].astype(np.int64), prog.ins[1, rows], prog.cv[rows].view(np.int64),
+                             fields.T])
+    _, first, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    duplicate = first[inverse] != np.arange(rows.size)
+    if not duplicate.any():
+        return prog, False
+    slot_map = np.arange(prog.n_slots, dtype=np.int64)
+    for r in np.flatnonzero(duplicate):
+        i, j = rows[r], rows[first[inverse[r]]]
+        out, n = int(prog.ins[0, i]), int(prog.ins[1, i])
+        target = int(prog.ins[0, j])
+        slot_map[out: out + n] = slot_map[target: target + n]
+    removed = np.zeros(len(prog), bool)
+    removed[rows[duplicate]] = True
+    start = int(rows[duplicate].min())
+    for i in range(start, len(prog)):
+        if not removed[i]:
+            _remap_operands(prog, i, slot_map)
+    return _drop(prog, removed), True
+
+
+def _merge_structural(prog: Program) -> Program:
+    seen = {}
+    slot_map = np.arange(prog.n_slots, dtype=np.int64)
+    keep_set = set(prog.keep.tolist())
+    removed = np.zeros(len(prog), bool)
+    remapping = False
+    structural = np.flatnonzero(~_ELEMENTWISE[prog.ops] & (prog.ops != OP.input))
+    if structural.size < 2:
+        return prog
+    for i in range(int(structural[0]), len(prog)):
+        if remapping:
+            _remap_operands(prog, i, slot_map)
+        if _ELEMENTWISE[prog.ops[i]] or prog.ops[i] == OP.input:
+            continue
+        out, n = int(prog.ins[0, i]), int(prog.ins[1, i])
+        key = (int(prog.ops[i]), n, _bits(float(prog.cv[i])), _fields_read(prog, i))
+        first = seen.get(key)
+        if first is None or any(s in keep_set for s in range(out, out + n)):
+            seen.setdefault(key, out)
+            continue
+        slot_map[out: out + n] = slot_map[first: first + n]
+        removed[i] = True
+        remapping = True
+    return _drop(prog, removed)
+
+
+def eliminate_dead(prog: Program) -> Program:
+    """Drop instructions whose outputs nothing needed reads; renumber the slots densely."""
+    needed = np.zeros(prog.n_slots, np.bool_)
+    needed[prog.keep] = True
+    live = needed_backward(prog.ops, prog.ins, prog.idx, needed, OP.input, *_codes())
+    prog = _drop(prog, ~live)
+    # dense renumbering: every live run keeps its length, in instruction order
+    outs, lengths = prog.ins[0], prog.ins[1]
+    pos = int(lengths.sum())
+    new_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    new_of = np.full(prog.n_slots, -1, dtype=np.int64)
+    within = np.arange(pos, dtype=np.int64) - np.repeat(new_starts, lengths)
+    new_of[np.repeat(outs, lengths) + within] = np.arange(pos, dtype=np.int64)
+    if pos == prog.n_slots and np.array_equal(new_of, np.arange(prog.n_slots)):
+        prog.slot_map = new_of
+        return prog                     # nothing was dropped: numbering unchanged
+    for i in range(len(prog)):
+        _remap_operands(prog, i, new_of)
+        prog.ins[0, i] = new_of[prog.ins[0, i]] if prog.ins[1, i] else pos
+    prog.keep = new_of[prog.keep]
+    prog.inputs = new_of[prog.inputs]
+    prog.n_slots = pos
+    prog.slot_map = new_of
+    return prog
+
+
+def optimize_program(prog: Program) -> Program:
+    prog = fold_constants(prog)
+    prog = simplify(prog)
+    prog = eliminate_common(prog)
+    return eliminate_dead(prog)
+
+
+def optimize(f):
+    """A smaller Function with the same results: constant folding, identities, CSE, DCE."""
+    from .function import Function
+    prog = optimize_program(Program.from_function(f))
+    new_of = prog.slot_map
+    inputs = [(int(new_of[b]), s) for b, s in f.inputs]
+    params = [(int(new_of[b]), s) for b, s in f.params]
+    output = (int(new_of[f.output[0]]), f.output[1])
+    guards = new_of[f.guards]
+    g = Function(prog.arrays(), inputs, params, f.param_values, output, guards, fn=f.fn)
+    g.unoptimized_size = (len(f), f.n_slots)
+    if not np.array_equal(g.out_pos, new_of[f.out_pos]):
+        raise AssertionError("the optimized output is not one run")
+    return g
+
+
+# ------------------------------------------------------------------------------------------
+# liveness compaction (values only)
+# ------------------------------------------------------------------------------------------
+def compact_slots(f):
+    """A forward-only tape whose slots are reused once their last reader has run, with
+    the new input, parameter, output and guard positions. The adjoint sweeps need every
+    value, so this tape serves value-only replays (f.batch)."""
+    prog = Program.from_function(f)
+    n_ins = len(prog)
+    last = np.full(prog.n_slots, -1, dtype=np.int64)
+    for i in range(n_ins):
+        for base, stride, count in reads(prog, i):
+            s = _slots_of(base, stride, count)
+            last[s] = i
+    last[prog.keep] = n_ins                     # read after the sweep
+    free: list = []                             # (start, length) of free runs
+    new_of = np.full(prog.n_slots, -1, dtype=np.int64)
+    top = 0
+    release_at: dict = {}
+    for i in range(n_ins):
+        out, n = int(prog.ins[0, i]), int(prog.ins[1, i])
+        # operands first: this instruction may reuse a run only once it has read it
+        for start, length in release_at.pop(i, []):
+            free.append((start, length))
+        start = None
+        for k, (fs, fl) in enumerate(free):
+            if fl >= n and prog.ops[i] != OP.input:
+                start = fs
+                free[k] = (fs + n, fl - n)
+                if free[k][1] == 0:
+                    free.pop(k)
+                break
+        if start is None:
+            start, top = top, top + n
+        new_of[out: out + n] = np.arange(start, start + n)
+        # the run can be reused after the last instruction that reads any of its slots
+        end = int(last[out: out + n].max()) if n else i
+        if end < n_ins and n:
+            release_at.setdefault(max(end, i) + 1, []).append((start, n))
+    for i in range(n_ins):
+        _remap_operands(prog, i, new_of)
+        prog.ins[0, i] = new_of[prog.ins[0, i]] if prog.ins[1, i] else 0
+    arrays = TapeArrays(prog.ops.astype(np.uint8), prog.ins.astype(np.int32), prog.cv, prog.consts,
+                        prog.idx.astype(np.int32), int(top))
+    return arrays, new_of
