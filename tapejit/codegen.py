@@ -142,14 +142,7 @@ def render_template(template: str, target: Target, indent: str) -> list[str]:
 # per-opcode bodies
 # --------------------------------------------------------------------------------------
 def _fields_used(op) -> list[str]:
-    if op.elementwise:
-        used = {"out", "n"}
-        for operand in "abd"[: op.arity]:
-            used |= set(_OPERAND_FIELDS[operand])
-    else:
-        words = set(re.findall(r"\b[a-z]+\b", op.forward + op.reverse + op.tangent + op.hvp))
-        used = {"out", "n"} | (words & set(FIELDS))
-    return [f for f in FIELDS if f in used]
+    return opcodes.fields_used(op)
 
 
 def _load_fields(op, indent) -> list[str]:

@@ -22,7 +22,7 @@ from . import tiling
 from .errors import BranchChangedError, ShapeError, TapejitError, TraceError
 from .opcodes import OP, OPS
 from .tape import Tape, TapeArrays, validate
-from .tensor import (VECTOR_RUN, Tensor, _as_float_array, _cstrides, _gather, _on_tape, _positions,
+from .tensor import (VECTOR_RUN, Tensor, _as_float_array, _state, _cstrides, _gather, _on_tape, _positions,
                      _refresh_active, _size, _state, _uniform_step)
 
 BRANCH_MODES = ("raise", "mask", "retrace")
@@ -52,6 +52,8 @@ class Function:
 
     def _check_layout(self) -> None:
         n = self.arrays.n_slots
+        if len(self.inputs) == 0:
+            raise TapejitError("a Function needs at least one input")
         for base, shape in self.inputs + self.params + [self.output]:
             if base < 0 or base + _size(shape) > n:
                 raise TapejitError(f"slot range [{base}, {base + _size(shape)}) outside the tape's {n} slots")
@@ -73,6 +75,7 @@ class Function:
         self._local = threading.local()
         self._variants: list[Function] = []
         self._segments = None
+        self.locations = getattr(self, "locations", {})
 
     @staticmethod
     def _as_slice(pos: np.ndarray):
@@ -137,10 +140,17 @@ class Function:
         return (f"<tapejit.Function {self.n_inputs} -> {self.output_shape or 'scalar'}, "
                 f"{len(self)} instructions>")
 
-    # -- pickling: arrays and layout only ----------------------------------------------
+    # -- saving and pickling: arrays and layout only ------------------------------------
+    def save(self, path) -> None:
+        """Write this Function to a versioned, checksummed .npz file (``tj.load`` reads it)."""
+        from . import io
+        io.save(self, path)
+
+    _STATE = ("arrays", "inputs", "params", "param_values", "output", "guards", "in_pos", "param_pos",
+              "out_pos", "_in", "_params", "locations")
+
     def __getstate__(self):
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_local", "_variants", "fn", "_segments")}
-        return state
+        return {k: v for k, v in self.__dict__.items() if k in self._STATE}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -222,7 +232,12 @@ class Function:
             v[self._in] = flat
         if self.param_pos.size:
             v[self._params] = self._flat_params(params)
-        tiling.forward(self.segments, self.arrays, v, self.vector)
+        if _state.debug:
+            from . import debug
+            sweeps.forward_point(*self.arrays.sweep_args, v, 0, len(self.arrays))   # every value kept
+            debug.check_replay(self, v)
+        else:
+            tiling.forward(self.segments, self.arrays, v, self.vector)
         self._check_guards(v)
         return v
 
@@ -392,6 +407,14 @@ class Function:
             self.arrays, self.in_pos, self.param_pos, self._flat_params(params), self.out_pos,
             self.guards, X, mode, seeds=seeds)
         self._check_branches(X, params, mode, seeds, vals, derivs, valid, on_branch_change)
+        if _state.debug:
+            bad = ~np.isfinite(vals).all(axis=1) | (~np.isfinite(derivs).all(axis=1) if mode else False)
+            if bad.any():
+                b = int(np.flatnonzero(bad)[0])
+                self._forward(tuple(np.atleast_1d(p) for p in [X[b]]) if len(self.inputs) == 1
+                              else self._split(X[b]), params)
+                from .errors import NonFiniteError
+                raise NonFiniteError(f"point {b} of the batch has a non-finite derivative")
         return vals, derivs, valid
 
     def _check_branches(self, X, params, mode, seeds, vals, derivs, valid, on_branch_change):
@@ -600,6 +623,7 @@ def trace(fn: Callable, *example_args, params: Sequence = (), optimize: bool = T
                  [(t._base, t._shape) for t in param_ts],
                  [_as_float_array(p) for p in params], out_block, tape.guards, fn=fn,
                  _validate=not optimize)      # the optimized Function validates its own tape
+    f.locations = dict(tape.locations)
     return f.optimize() if optimize else f
 
 

@@ -402,6 +402,25 @@ for r in range(n // sb):
 ]
 
 OPS: list[OpDef] = ELEMENTWISE + STRUCTURAL
+
+
+def fields_used(op: OpDef) -> list[str]:
+    """The integer fields an opcode reads; a canonical tape holds 0 in the others."""
+    import re
+    if op.elementwise:
+        used = {"out", "n"}
+        for operand, stride in (("a", "sa"), ("b", "sb"), ("d", "sd"))[: op.arity]:
+            used |= {operand, stride}
+    else:
+        words = set(re.findall(r"\b[a-z]+\b", op.forward + op.reverse + op.tangent + op.hvp))
+        used = {"out", "n"} | (words & set(FIELDS))
+    return [f for f in FIELDS if f in used]
+
+
+def uses_immediate(op: OpDef) -> bool:
+    import re
+    texts = [op.value, *op.partials.values(), op.forward, op.reverse, op.tangent, op.hvp]
+    return any(re.search(r"\bc\b", t) for t in texts if t)
 OPCODE: dict[str, int] = {op.name: i for i, op in enumerate(OPS)}
 BY_CODE: dict[int, OpDef] = dict(enumerate(OPS))
 N_OPS = len(OPS)

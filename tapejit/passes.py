@@ -42,6 +42,7 @@ class Program:
     n_slots: int
     keep: np.ndarray         # slots read from outside: outputs and guards
     inputs: np.ndarray       # slots written from outside: inputs and parameters
+    origin: np.ndarray = None  # each instruction's index in the original tape
 
     @classmethod
     def from_function(cls, f) -> "Program":
@@ -49,7 +50,7 @@ class Program:
         keep = np.concatenate([f.out_pos, f.guards]).astype(np.int64)
         inputs = np.concatenate([f.in_pos, f.param_pos]).astype(np.int64)
         return cls(a.ops.copy(), a.ins.astype(np.int64), a.cv.copy(), a.consts.copy(), a.idx.copy(),
-                   a.n_slots, keep, inputs)
+                   a.n_slots, keep, inputs, np.arange(len(a.ops)))
 
     def arrays(self) -> TapeArrays:
         if self.ins.size and (self.ins.max() >= 2**31 or self.ins.min() < -(2**31)):
@@ -141,7 +142,8 @@ def _apply_aliases(prog: Program, alias: dict) -> Program:
 
 def _drop(prog: Program, removed: np.ndarray) -> Program:
     keep = ~removed
-    return dataclasses.replace(prog, ops=prog.ops[keep], ins=prog.ins[:, keep], cv=prog.cv[keep])
+    return dataclasses.replace(prog, ops=prog.ops[keep], ins=prog.ins[:, keep], cv=prog.cv[keep],
+                               origin=prog.origin[keep])
 
 
 # ------------------------------------------------------------------------------------------
@@ -443,6 +445,7 @@ def optimize(f):
     guards = new_of[f.guards]
     g = Function(prog.arrays(), inputs, params, f.param_values, output, guards, fn=f.fn)
     g.unoptimized_size = (len(f), f.n_slots)
+    g.locations = {i: f.locations[int(k)] for i, k in enumerate(prog.origin) if int(k) in f.locations}
     if not np.array_equal(g.out_pos, new_of[f.out_pos]):
         raise AssertionError("the optimized output is not one run")
     return g

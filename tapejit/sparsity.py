@@ -378,8 +378,12 @@ def sparse_jacobian(f, xs, params) -> sp.csr_matrix:
     x = f._flat_inputs(xs)
     if not len(seeds):
         return sp.csr_matrix(pattern.shape)
-    from . import batch as batch_engine
-    _, jv, _ = f._run_flat(np.tile(x, (len(seeds), 1)), seeds, batch_engine.MODE_JVP, params)
+    if f.n_slots > 50_000:
+        # long vectors: one point sweep per color keeps the runs long
+        jv = np.stack([np.ravel(f.jvp(*xs, v=f._split(s), params=params)[1]) for s in seeds])
+    else:
+        from . import batch as batch_engine
+        _, jv, _ = f._run_flat(np.tile(x, (len(seeds), 1)), seeds, batch_engine.MODE_JVP, params)
     return _scatter(pattern, jv.T, colors)
 
 

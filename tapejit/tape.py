@@ -17,7 +17,7 @@ import itertools
 import numpy as np
 
 from .errors import InvalidTapeError
-from .opcodes import FIELDS, N_OPS, OP, OPS
+from .opcodes import FIELDS, N_OPS, OP, OPS, fields_used, uses_immediate
 
 INDEX_LIMIT = 2**31 - 1
 _N_FIELDS = len(FIELDS)
@@ -62,6 +62,7 @@ class Tape:
         self.serial = next(_serials)    # identifies this recording; leaves remember it
         self.leaves: list = []          # eager mode: (leaf tensor, base slot)
         self.guards: list = []          # trace mode: slots that must hold 1.0 on replay
+        self.locations: dict = {}       # instruction -> "file:line", kept under debug_nans
         self._views()
 
     def _views(self) -> None:
@@ -182,6 +183,7 @@ class Tape:
         self.serial = next(_serials)
         self.leaves = []
         self.guards = []
+        self.locations = {}
 
     def arrays(self) -> "TapeArrays":
         """A trimmed, independent copy of what was recorded."""
@@ -236,13 +238,14 @@ def _affine_range(base, terms):
     return lo, hi
 
 
-def validate(t: TapeArrays, ssa: bool = True) -> None:
+def validate(t: TapeArrays, ssa: bool = True, canonical: bool = False) -> None:
     """Check every index of a finished tape; raise InvalidTapeError naming the first problem.
 
     After this passes, no sweep can read or write outside its arrays: each instruction
     writes its own fresh slots and reads only slots written before it (topological order).
     With ``ssa=False`` (a forward-only tape whose slots are reused) only bounds are
-    checked: every read and write inside [0, n_slots).
+    checked: every read and write inside [0, n_slots). With ``canonical=True`` (files),
+    the fields an opcode does not read must be 0, so that every byte of a tape matters.
     """
     ops, ins = t.ops, t.ins
     n_ins = len(ops)
@@ -264,6 +267,29 @@ def validate(t: TapeArrays, ssa: bool = True) -> None:
 
     f = {name: ins[k].astype(np.int64) for k, name in enumerate(FIELDS)}
     out, n = f["out"], f["n"]
+    if canonical:
+        unused = np.array([[name not in fields_used(op) for name in FIELDS] for op in OPS])
+        stray = unused[ops] & (ins.T != 0)
+        bad_rows = np.flatnonzero(stray.any(axis=1))
+        if bad_rows.size:
+            i = bad_rows[0]
+            field = FIELDS[int(np.flatnonzero(stray[i])[0])]
+            raise InvalidTapeError(f"instruction {i} ({OPS[ops[i]].name}): field {field} is not used "
+                                   "by this opcode and must be 0")
+        # a run of one element reads no stride: canonically 0
+        elementwise = np.array([op.elementwise for op in OPS])[ops]
+        strides = ins[[3, 5, 7]]
+        odd = np.flatnonzero(elementwise & (n <= 1) & (strides != 0).any(axis=0))
+        if odd.size:
+            i = odd[0]
+            raise InvalidTapeError(f"instruction {i} ({OPS[ops[i]].name}): a stride of a one-element run "
+                                   "must be 0")
+        no_c = np.array([not uses_immediate(op) for op in OPS])
+        stray_c = np.flatnonzero(no_c[ops] & (t.cv != 0))
+        if stray_c.size:
+            i = stray_c[0]
+            raise InvalidTapeError(f"instruction {i} ({OPS[ops[i]].name}) does not use an immediate, "
+                                   "which must be 0")
 
     def fail(mask, message):
         hit = np.flatnonzero(mask)

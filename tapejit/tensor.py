@@ -42,6 +42,7 @@ class _State(threading.local):
         self.tape: Optional[Tape] = None      # the eager tape of this thread
         self.trace: Optional[Tape] = None     # the tape of the trace running in this thread
         self.grad_enabled = True
+        self.debug = False                    # tj.debug_nans(): checked paths, source lines kept
         # the tape that records operations on tensors already on it: the trace's while
         # tracing, else the eager tape while grad is enabled and it is not consumed
         self.active: Optional[Tape] = None
@@ -54,7 +55,9 @@ _state = _State()
 
 def _refresh_active() -> None:
     st = _state
-    if st.trace is not None:
+    if st.debug:
+        st.active = None           # under debug_nans every operation takes the checked path
+    elif st.trace is not None:
         st.active = st.trace
     elif st.grad_enabled and st.tape is not None and not st.tape.finished:
         st.active = st.tape
@@ -537,7 +540,8 @@ _PYNUM = frozenset((float, int))
 
 def _is_scalar_leaf(x: Tensor) -> bool:
     """A 0-d leaf that requires grad, used where the eager tape records."""
-    return x._tape is None and x._rg and not x._shape and _state.trace is None and _state.grad_enabled
+    return (x._tape is None and x._rg and not x._shape and _state.trace is None and _state.grad_enabled
+            and not _state.debug)
 
 
 _FAST_TEMPLATE = """
@@ -806,7 +810,16 @@ def _run_last(tape: Tape) -> None:
     sweeps.forward_vector(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, i, i + 1)
 
 
+def _debug_record(tape: Tape, out: int, value) -> None:
+    from . import debug
+    tape.locations[tape.n_ins - 1] = debug.user_location()
+    if _state.trace is None:
+        debug.check_eager(tape, out, value)
+
+
 def _result(tape: Tape, base: int, shape: tuple, is_bool: bool) -> Tensor:
+    if _state.debug:
+        _debug_record(tape, base, tape.values[base: base + _size(shape)])
     if shape:
         value = tape.values[base: base + _size(shape)].reshape(shape)
         value.flags.writeable = False
@@ -899,6 +912,8 @@ def _record_scalar(tape: Tape, code: int, args: tuple, c: float, bool_out: bool)
         slots[k], vals[k] = _scalar_slot(x, tape)
     value = scalar_value(code, vals[0], vals[1], vals[2], c)
     out = tape.emit_scalar(code, slots[0], slots[1], slots[2], c, value)
+    if _state.debug:
+        _debug_record(tape, out, value)
     return _on_tape(tape, out, (), (), value, bool_out)
 
 
