@@ -27,6 +27,7 @@ from ._threads import get_num_threads, set_num_threads
 from .function import Function, grad, trace, value_and_grad
 from .debug import debug_nans
 from .io import load
+from .optimize import OptimizeResult, minimize, multistart
 from .tensor import Tensor, as_tensor, is_grad_enabled, no_grad, tensor
 
 from . import cuda  # noqa: E402  (imports nothing from numba-cuda until used)

@@ -308,17 +308,29 @@ class Function:
         self._check_guards(v)
         return v, dv
 
-    def jvp(self, *xs, v, params=None):
+    def _split_direction(self, xs, v):
+        """(inputs, direction): v by keyword, or as the argument after the inputs
+        (scipy's hessp(x, p) calls f.hvp(x, p))."""
+        if v is None:
+            if len(xs) != len(self.inputs) + 1:
+                raise TapejitError("pass the direction as v=..., or as the argument after the inputs")
+            return xs[:-1], xs[-1]
+        return xs, v
+
+    def jvp(self, *xs, v=None, params=None):
         """(value, J v): the directional derivative, one forward-mode sweep.
         ``v`` has the inputs' shape (a tuple of arrays for several inputs)."""
+        xs, v = self._split_direction(xs, v)
         values, dv = self._forward_tangent(xs, v, params)
         out = dv[self.out_pos]
         jv = float(out[0]) if not self.output_shape else out.reshape(self.output_shape).copy()
         return self._value(values), jv
 
-    def hvp(self, *xs, v, params=None):
-        """H v, the Hessian of a scalar output times v: forward over reverse on the tape."""
+    def hvp(self, *xs, v=None, params=None):
+        """H v, the Hessian of a scalar output times v: forward over reverse on the tape.
+        ``f.hvp(x, v=p)`` or ``f.hvp(x, p)`` (scipy's hessp)."""
         self._scalar_output("hvp")
+        xs, v = self._split_direction(xs, v)
         values, dv = self._forward_tangent(xs, v, params)
         _, g = self._workspace()
         _, dg = self._tangent_workspace()

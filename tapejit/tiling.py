@@ -411,3 +411,110 @@ def _reverse_worker(phase: int, phases: int):
     def work(worker, n_workers, *args):
         stretch_reverse(worker, n_workers, phase, phases, *args)
     return work
+
+
+# ------------------------------------------------------------------------------------------
+# the plan as arrays, for loops that run entirely in compiled code (tj.minimize)
+# ------------------------------------------------------------------------------------------
+@dataclass
+class PackedPlan:
+    """Segments and stretches as flat arrays. seg: (S, 3) kind (0 plain, 1 tiled),
+    start/stop or stretch number; stretch: (T, 12) offsets and sizes into the
+    concatenated local tapes (l_*), loads, stores and sums."""
+    seg: np.ndarray
+    stretch: np.ndarray
+    l_ops: np.ndarray
+    l_ins: np.ndarray
+    l_cv: np.ndarray
+    loads: np.ndarray
+    stores: np.ndarray
+    sums: np.ndarray
+    n_local: int
+
+    def args(self):
+        return (self.seg, self.stretch, self.l_ops, self.l_ins, self.l_cv, self.loads, self.stores, self.sums)
+
+
+def pack(segments) -> PackedPlan:
+    seg, stretch = [], []
+    l_ops, l_ins, l_cv, loads, stores, sums = [], [], [], [], [], []
+    counts = dict(ins=0, loads=0, stores=0, sums=0)
+    n_local = 1
+    for kind, *rest in segments:
+        if kind == "plain":
+            seg.append((0, rest[0], rest[1]))
+            continue
+        s = rest[0]
+        seg.append((1, len(stretch), 0))
+        tail = s.tail or _EMPTY_TAPE
+        row = (counts["ins"], len(s.full[0]), counts["ins"] + len(s.full[0]), len(tail[0]),
+               counts["loads"], len(s.loads), counts["stores"], len(s.stores), counts["sums"], len(s.sums),
+               s.length, s.tile)
+        stretch.append(row)
+        for tape in (s.full, tail):
+            l_ops.append(tape[0])
+            l_ins.append(tape[1])
+            l_cv.append(tape[2])
+            counts["ins"] += len(tape[0])
+        loads.append(s.loads)
+        stores.append(s.stores)
+        sums.append(s.sums)
+        counts["loads"] += len(s.loads)
+        counts["stores"] += len(s.stores)
+        counts["sums"] += len(s.sums)
+        n_local = max(n_local, s.n_local)
+
+    def cat(parts, shape, dtype):
+        return np.concatenate(parts, axis=-1 if len(shape) == 2 and shape[0] == 8 else 0) if parts \
+            else np.zeros(shape, dtype)
+    return PackedPlan(
+        seg=np.array(seg, np.int64).reshape(-1, 3), stretch=np.array(stretch, np.int64).reshape(-1, 12),
+        l_ops=cat(l_ops, (0,), np.uint8).astype(np.uint8), l_ins=cat(l_ins, (8, 0), np.int32).astype(np.int32),
+        l_cv=cat(l_cv, (0,), np.float64).astype(np.float64),
+        loads=np.concatenate(loads).astype(np.int64) if loads else np.zeros((0, 3), np.int64),
+        stores=np.concatenate(stores).astype(np.int64) if stores else np.zeros((0, 2), np.int64),
+        sums=np.concatenate(sums).astype(np.int64) if sums else np.zeros((0, 2), np.int64),
+        n_local=n_local)
+
+
+@njit(**_JIT)
+def _stretch_tapes(stretch, l_ops, l_ins, l_cv, t):
+    f0, fn, t0, tn = stretch[t, 0], stretch[t, 1], stretch[t, 2], stretch[t, 3]
+    return (l_ops[f0:f0 + fn], l_ins[:, f0:f0 + fn], l_cv[f0:f0 + fn],
+            l_ops[t0:t0 + tn], l_ins[:, t0:t0 + tn], l_cv[t0:t0 + tn])
+
+
+@njit(**_JIT)
+def packed_forward(ops, ins, cv, consts, idx, v, seg, stretch, l_ops, l_ins, l_cv, loads, stores, sums, n_local):
+    """Values at one point, every segment in compiled code, tiles serially."""
+    for q in range(seg.shape[0]):
+        if seg[q, 0] == 0:
+            sweeps.forward_vector(ops, ins, cv, consts, idx, v, seg[q, 1], seg[q, 2])
+            continue
+        partial = np.zeros((1, max(sums.shape[0], 1)))
+        t = seg[q, 1]
+        fo, fi, fc, to, ti, tc = _stretch_tapes(stretch, l_ops, l_ins, l_cv, t)
+        st = stretch[t]
+        ld, sr, sm = loads[st[4]:st[4] + st[5]], stores[st[6]:st[6] + st[7]], sums[st[8]:st[8] + st[9]]
+        stretch_forward(0, 1, fo, np.ascontiguousarray(fi), fc, to, np.ascontiguousarray(ti), tc, consts, idx, v,
+                        n_local, ld, sr, sm, partial, st[10], st[11])
+        for k in range(sm.shape[0]):
+            v[sm[k, 1]] = partial[0, k]
+
+
+@njit(**_JIT)
+def packed_reverse(ops, ins, cv, consts, idx, v, g, seg, stretch, l_ops, l_ins, l_cv, loads, stores, sums,
+                   n_local):
+    """Adjoints at one point (after packed_forward), in compiled code."""
+    for q in range(seg.shape[0] - 1, -1, -1):
+        if seg[q, 0] == 0:
+            sweeps.reverse_vector(ops, ins, cv, consts, idx, v, g, seg[q, 1], seg[q, 2])
+            continue
+        t = seg[q, 1]
+        fo, fi, fc, to, ti, tc = _stretch_tapes(stretch, l_ops, l_ins, l_cv, t)
+        st = stretch[t]
+        ld, sr, sm = loads[st[4]:st[4] + st[5]], stores[st[6]:st[6] + st[7]], sums[st[8]:st[8] + st[9]]
+        stretch_reverse(0, 1, 0, 1, fo, np.ascontiguousarray(fi), fc, to, np.ascontiguousarray(ti), tc, consts,
+                        idx, v, g, n_local, ld, sr, sm, st[10], st[11])
+        for k in range(sm.shape[0]):
+            g[sm[k, 1]] = 0.0
