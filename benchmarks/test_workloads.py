@@ -27,6 +27,8 @@ IMPLEMENTATIONS = {
            "torch.func.vmap(grad)"],
     "L1": ["tapejit (trace, f.grad)", "scipy rosen_der (numpy)", "jax.jit(grad)"],
     "W": ["tapejit (replay)", "numba (hand-written)", "torch (eager)"],
+    "O1": ["tapejit (tj.minimize lbfgs)", "scipy L-BFGS-B (rosen, rosen_der)"],
+    "O2": ["tapejit (tj.multistart lbfgs)", "scipy L-BFGS-B loop (200 starts)"],
 }
 
 
@@ -51,6 +53,7 @@ def test_workload(benchmark, workload, implementation):
     if impl.fn is None:
         pytest.skip(f"{implementation}: {impl.note}")
     benchmark.group = f"{workload} ({c.items:,} {c.unit} per call)"
+    benchmark.extra_info["items_per_call"] = impl.items or c.items
     out = benchmark(impl.fn)
     value = np.asarray((impl.result or (lambda r: r))(out), dtype=np.float64)
     np.testing.assert_allclose(value, reference(workload), rtol=c.tolerance * 100, atol=c.tolerance)

@@ -1,0 +1,57 @@
+"""Every example runs, at its full size, and its answer is checked independently."""
+import importlib.util
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import rosen, rosen_der
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+pytestmark = pytest.mark.examples
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quickstart_prints_the_readme_gradient(capsys):
+    runpy.run_path(str(EXAMPLES / "quickstart.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "Gradient at x=2: 7.0" in out
+    assert "1,000,000 gradients" in out
+
+
+def test_rosenbrock_1m_converges_and_plots(tmp_path):
+    plot = tmp_path / "convergence.png"
+    res = load("rosenbrock_1m").main(str(plot))
+    assert res.success and res.status == 1            # stopped on the gradient norm
+    assert np.abs(rosen_der(res.x)).max() <= 1e-5     # scipy's own gradient agrees
+    assert np.abs(res.x - 1.0).max() < 1e-5
+    assert rosen(res.x) == pytest.approx(res.fun, abs=1e-12)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(res.history["fun"]) == res.nit + 1
+
+
+def test_logistic_regression_matches_scikit_learn():
+    pytest.importorskip("sklearn", reason="the example needs scikit-learn (test extra)")
+    res, acc_tj, acc_sk, w_sk = load("logistic_regression").main()
+    assert res.success
+    assert acc_tj >= acc_sk - 1e-9
+    assert np.abs(res.x - w_sk).max() < 1e-3          # the same penalized optimum
+
+
+def test_multistart_finds_rastrigins_global_minimum():
+    best = load("multistart").main()
+    assert best.fun < 1e-10
+    assert np.abs(best.x).max() < 1e-6
+    assert best.all.fun.shape == (10_000,)
+    # Rastrigin's local minima sit near integer points: every start ended at one
+    assert np.all(np.abs(best.all.x - np.round(best.all.x)) < 0.05)
+
+
+def test_batch_gradients_match_the_closed_form():
+    assert load("batch_gradients").main() < 1e-10
