@@ -27,6 +27,8 @@ IMPLEMENTATIONS = {
            "torch.func.vmap(grad)"],
     "L1": ["tapejit (trace, f.grad)", "scipy rosen_der (numpy)", "jax.jit(grad)"],
     "W": ["tapejit (replay)", "numba (hand-written)", "torch (eager)"],
+    "H1": ["tapejit (f.hvp)", "scipy rosen_hess_prod (numpy)", "jax.jit(jvp(grad))"],
+    "H2": ["tapejit (f.hessian(sparse=True))", "numpy closed form (scipy.sparse)"],
     "O1": ["tapejit (tj.minimize lbfgs)", "scipy L-BFGS-B (rosen, rosen_der)"],
     "O2": ["tapejit (tj.multistart lbfgs)", "scipy L-BFGS-B loop (200 starts)"],
 }

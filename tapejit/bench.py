@@ -348,6 +348,50 @@ def _multistart_case(size: int, device: str) -> Case:
     return Case("O2", size, "starts", impls, tolerance=1e-6)
 
 
+def _hvp_case(size: int, device: str) -> Case:
+    """One Hessian-vector product of Rosenbrock with `size` variables (traced once)."""
+    import tapejit as tj
+    from scipy.optimize import rosen_hess_prod
+    rng = np.random.default_rng(7)
+    x, p = rng.standard_normal(size), rng.standard_normal(size)
+    f = tj.trace(workloads.rosen, x)
+    impls = [Impl("tapejit (f.hvp)", lambda: f.hvp(x, p)),
+             Impl("scipy rosen_hess_prod (numpy)", lambda: rosen_hess_prod(x, p))]
+    jax = _jax()
+    if jax is not None:
+        import jax.numpy as jnp
+
+        def rosen_j(z):
+            return jnp.sum(100 * (z[1:] - z[:-1] ** 2) ** 2 + (1 - z[:-1]) ** 2)
+        hvp = jax.jit(lambda z, d: jax.jvp(jax.grad(rosen_j), (z,), (d,))[1])
+        xj, pj = jnp.asarray(x), jnp.asarray(p)
+        impls.append(Impl("jax.jit(jvp(grad))", lambda: np.asarray(jax.block_until_ready(hvp(xj, pj)))))
+    else:
+        impls.append(Impl("jax.jit(jvp(grad))", note=NOT_INSTALLED))
+    return Case("H1", 1, "products", impls, tolerance=1e-8)
+
+
+def _sparse_hessian_case(size: int, device: str) -> Case:
+    """The whole sparse Hessian of Rosenbrock with `size` variables (pattern and coloring
+    cached on the traced function after the first call), checked through H @ probe."""
+    import tapejit as tj
+    from scipy import sparse
+    rng = np.random.default_rng(8)
+    x, probe = rng.standard_normal(size), rng.standard_normal(size)
+    f = tj.trace(workloads.rosen, x)
+
+    def closed_form():
+        # Rosenbrock's tridiagonal Hessian assembled by hand (numpy + scipy.sparse)
+        diag = np.zeros(size)
+        diag[:-1] = 1200 * x[:-1] ** 2 - 400 * x[1:] + 2
+        diag[1:] += 200
+        off = -400 * x[:-1]
+        return sparse.diags([off, diag, off], [-1, 0, 1], format="csr")
+    impls = [Impl("tapejit (f.hessian(sparse=True))", lambda: f.hessian(x, sparse=True), result=lambda h: h @ probe),
+             Impl("numpy closed form (scipy.sparse)", closed_form, result=lambda h: h @ probe)]
+    return Case("H2", 1, "Hessians", impls, tolerance=1e-7)
+
+
 def _user_case(spec: str, dim: int):
     """--function module:fn --dim N: a user's scalar function of one vector."""
     def build(size: int, device: str) -> Case:
@@ -387,6 +431,10 @@ WORKLOADS = {
         Workload("L1", "Rosenbrock n=1e6: one gradient of a traced function", 1_000_000, 100_000, _l1_case, "n"),
         Workload("W", "the 'Fastest Autograd in the West' graph: forward + backward", 10_000, 1_000, _w_case,
                  "operations"),
+        Workload("H1", "Hessian-vector product of Rosenbrock (forward over reverse)", 1_000_000, 100_000,
+                 _hvp_case, "n"),
+        Workload("H2", "sparse Hessian of Rosenbrock (colored, compressed)", 100_000, 10_000,
+                 _sparse_hessian_case, "n"),
         Workload("O1", "tj.minimize L-BFGS: Rosenbrock to gradient norm 1e-5", 1_000_000, 100_000,
                  _minimize_case, "n"),
         Workload("O2", "tj.multistart L-BFGS: Rosenbrock n=100 from many starts", 10_000, 1_000,
@@ -421,7 +469,7 @@ def run_workload(workload: Workload, size: Optional[int] = None, device: str = "
             row["status"] = impl.note or NOT_INSTALLED
             rows.append(row)
             if progress:
-                progress(impl.name)
+                progress(impl.name, len(case.impls))
             continue
         try:
             out = impl.fn()
@@ -436,7 +484,7 @@ def run_workload(workload: Workload, size: Optional[int] = None, device: str = "
             row["status"] = f"error: {type(err).__name__}: {err}"[:200]
             rows.append(row)
             if progress:
-                progress(impl.name)
+                progress(impl.name, len(case.impls))
             continue
         med = statistics.median(times)
         items = impl.items or case.items
@@ -444,7 +492,7 @@ def run_workload(workload: Workload, size: Optional[int] = None, device: str = "
                    max_s=max(times), items_per_call=items, throughput=items / med)
         rows.append(row)
         if progress:
-            progress(impl.name)
+            progress(impl.name, len(case.impls))
     base = next((r for r in rows if r.get("status") == "ok"), None)
     for r in rows:
         if r.get("status") == "ok" and base is not None:

@@ -30,27 +30,30 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class _Progress:
-    def __init__(self, total: int):
-        try:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, desc="benchmarking", unit="impl", file=sys.stderr, leave=False)
-        except ImportError:
-            self.bar = None
-        self.total, self.done = total, 0
+    """One bar per workload, over its implementations (tqdm when installed, else a counter)."""
 
-    def __call__(self, label: str) -> None:
+    def __init__(self, workload: str):
+        self.workload, self.bar, self.done = workload, None, 0
+
+    def __call__(self, label: str, total: int) -> None:
         self.done += 1
-        if self.bar is not None:
+        if self.bar is None:
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=total, desc=self.workload, unit="impl", file=sys.stderr, leave=False)
+            except ImportError:
+                self.bar = False
+        if self.bar:
             self.bar.set_postfix_str(label[:30])
             self.bar.update(1)
         else:
-            print(f"\r[{self.done}/{self.total}] {label[:40]:<40}", end="", file=sys.stderr, flush=True)
+            print(f"\r{self.workload} [{self.done}/{total}] {label[:40]:<40}", end="", file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if self.bar is not None:
+        if self.bar:
             self.bar.close()
-        else:
-            print(file=sys.stderr)
+        elif self.bar is False:
+            print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
 
 
 def bench_main(args) -> int:
@@ -79,20 +82,18 @@ def bench_main(args) -> int:
     facts = bench.machine_facts()
     print(f"tapejit bench on {facts['cpu']} ({facts['cores']} cores, {facts['threads']} worker threads), "
           f"Python {facts['python']}, numpy {facts['numpy']}, numba {facts['numba']}")
-    progress = _Progress(total=sum(6 for _ in workloads))
     results = []
-    try:
-        for w in workloads:
-            size = args.batch or (w.quick_size if args.quick else w.default_size)
+    for w in workloads:
+        size = args.batch or (w.quick_size if args.quick else w.default_size)
+        progress = _Progress(w.name)
+        try:
             result = bench.run_workload(w, size=size, device=args.device, repeat=repeat,
                                         min_time=0.05 if args.quick else 0.2, progress=progress)
-            results.append(result)
+        finally:
             progress.close()
-            print()
-            print(bench.format_result(result))
-            progress = _Progress(total=6)
-    finally:
-        progress.close()
+        results.append(result)
+        print()
+        print(bench.format_result(result))
     report = {"machine": facts, "results": results}
     if not args.no_latency:
         report["first_call"] = bench.first_call_latency()
