@@ -29,6 +29,7 @@ IMPLEMENTATIONS = {
     "W": ["tapejit (replay)", "numba (hand-written)", "torch (eager)"],
     "H1": ["tapejit (f.hvp)", "scipy rosen_hess_prod (numpy)", "jax.jit(jvp(grad))"],
     "H2": ["tapejit (f.hessian(sparse=True))", "numpy closed form (scipy.sparse)"],
+    "D1": ["tapejit local engine (2 threads)", "tapejit.dask, 2 workers"],
     "O1": ["tapejit (tj.minimize lbfgs)", "scipy L-BFGS-B (rosen, rosen_der)"],
     "O2": ["tapejit (tj.multistart lbfgs)", "scipy L-BFGS-B loop (200 starts)"],
 }

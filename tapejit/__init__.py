@@ -33,3 +33,11 @@ from .tensor import Tensor, as_tensor, is_grad_enabled, no_grad, tensor
 from . import cuda  # noqa: E402  (imports nothing from numba-cuda until used)
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # tj.dask imports Dask on first use only: it is an optional extra
+    if name == "dask":
+        import importlib
+        return importlib.import_module(".dask", __name__)
+    raise AttributeError(f"module 'tapejit' has no attribute {name!r}")

@@ -8,16 +8,30 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _threads = int(os.environ.get("TAPEJIT_NUM_THREADS", 0)) or (os.cpu_count() or 1)
+_override = threading.local()
 
 
 def get_num_threads() -> int:
-    """Worker threads used by batch evaluation and tiled sweeps."""
-    return _threads
+    """Worker threads used by batch evaluation and tiled sweeps (in this thread)."""
+    return getattr(_override, "threads", None) or _threads
+
+
+@contextmanager
+def limit_threads(n: int):
+    """Use at most n worker threads for calls made from this thread: a task of an outer
+    scheduler (Dask) that already runs one task per core must not spawn more threads."""
+    previous = getattr(_override, "threads", None)
+    _override.threads = max(1, min(int(n), _threads))
+    try:
+        yield
+    finally:
+        _override.threads = previous
 
 
 def set_num_threads(n: int) -> None:

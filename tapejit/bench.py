@@ -392,6 +392,44 @@ def _sparse_hessian_case(size: int, device: str) -> Case:
     return Case("H2", 1, "Hessians", impls, tolerance=1e-7)
 
 
+def _dask_case(size: int, device: str) -> Case:
+    """B1 on a distributed.LocalCluster of 2 single-threaded worker processes, X already on
+    the workers (1,000,000-point chunks), results persisted there; beside the local engine."""
+    import tapejit as tj
+    X = np.random.default_rng(9).standard_normal((size, 10))
+    f = tj.trace(workloads.rosen, X[0])
+    impls = [Impl("tapejit local engine (2 threads)", lambda: f.batch_value_and_grad(X)[1])]
+    case = Case("D1", size, "gradients", impls)
+    try:
+        import dask.array as da
+        import distributed
+    except ImportError:
+        impls.append(Impl("tapejit.dask, 2 workers", note=NOT_INSTALLED + " (pip install tapejit[dask])"))
+        return case
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                       silence_logs=50)
+    client = distributed.Client(cluster)
+    step = min(size, 1_000_000)
+    blocks = client.scatter([X[i:i + step] for i in range(0, size, step)])
+    Xd = da.concatenate([da.from_delayed(b, shape=(min(step, size - i), 10), dtype=np.float64)
+                         for b, i in zip(blocks, range(0, size, step))])
+
+    def cluster_fn():
+        # a fresh graph each call (a fresh scatter of the Function too), results stay on the workers
+        values, grads = tj.dask.batch_value_and_grad(f, Xd, client=client)
+        grads = client.persist(grads)
+        distributed.wait(grads)
+        return grads
+    impls.append(Impl("tapejit.dask, 2 workers", cluster_fn,
+                      result=lambda grads: client.compute(grads, sync=True)))
+
+    def close():
+        client.close()
+        cluster.close()
+    case.cleanup = close
+    return case
+
+
 def _user_case(spec: str, dim: int):
     """--function module:fn --dim N: a user's scalar function of one vector."""
     def build(size: int, device: str) -> Case:
@@ -435,6 +473,8 @@ WORKLOADS = {
                  _hvp_case, "n"),
         Workload("H2", "sparse Hessian of Rosenbrock (colored, compressed)", 100_000, 10_000,
                  _sparse_hessian_case, "n"),
+        Workload("D1", "B1 on a Dask LocalCluster (2 worker processes) against the local engine", 10_000_000,
+                 1_000_000, _dask_case),
         Workload("O1", "tj.minimize L-BFGS: Rosenbrock to gradient norm 1e-5", 1_000_000, 100_000,
                  _minimize_case, "n"),
         Workload("O2", "tj.multistart L-BFGS: Rosenbrock n=100 from many starts", 10_000, 1_000,
@@ -461,6 +501,14 @@ def run_workload(workload: Workload, size: Optional[int] = None, device: str = "
                  min_time: float = 0.2, progress=None) -> dict:
     size = size or workload.default_size
     case = workload.build(size, device)
+    try:
+        return _run_case(workload, case, size, device, repeat, min_time, progress)
+    finally:
+        if hasattr(case, "cleanup"):
+            case.cleanup()
+
+
+def _run_case(workload, case, size, device, repeat, min_time, progress) -> dict:
     reference = None
     rows = []
     for impl in case.impls:
