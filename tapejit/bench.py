@@ -199,7 +199,25 @@ def _b1_case(size: int, device: str) -> Case:
     impls.append(Impl("numpy (vectorized, by hand)", numpy_fn))
     impls += _jax_batch_impls(lambda jnp: (lambda x: jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)), X)
     impls += _torch_batch_impls(lambda torch: (lambda x: torch.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)), X)
+    impls.append(_casadi_rosen_impl(X, batch=True))
     return Case("B1", size, "gradients", impls, tolerance=1e-8)
+
+
+def _casadi_rosen_impl(X, batch: bool) -> Impl:
+    """CasADi: Rosenbrock's gradient as a CasADi Function; over a batch, Function.map
+    with one thread per core."""
+    casadi = _optional("casadi")
+    name = "casadi (SX, map thread)" if batch else "casadi (MX gradient)"
+    if casadi is None:
+        return Impl(name, note=NOT_INSTALLED)
+    n = X.shape[1] if batch else X.shape[0]
+    x = (casadi.SX if batch else casadi.MX).sym("x", n)
+    f = casadi.sum1(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+    grad = casadi.Function("rosen_grad", [x], [casadi.gradient(f, x)])
+    if batch:
+        mapped = grad.map(X.shape[0], "thread", os.cpu_count() or 1)
+        return Impl(name, lambda: np.asarray(mapped(X.T)).T)
+    return Impl(name, lambda: np.asarray(grad(X)).ravel())
 
 
 def _b2_case(size: int, device: str) -> Case:
@@ -261,6 +279,7 @@ def _l1_case(size: int, device: str) -> Case:
         impls.append(Impl("jax.jit(grad)", lambda: np.asarray(jax.block_until_ready(g(xj)))))
     else:
         impls.append(Impl("jax.jit(grad)", note=NOT_INSTALLED))
+    impls.append(_casadi_rosen_impl(x, batch=False))
     return Case("L1", 1, "gradients", impls, tolerance=1e-9)
 
 

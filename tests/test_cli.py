@@ -8,6 +8,8 @@ import pytest
 
 from tapejit import bench, cli
 
+pytestmark = pytest.mark.integration
+
 ROW_FIELDS = {"implementation", "status", "agrees", "runs", "min_s", "median_s", "max_s", "items_per_call",
               "throughput", "tapejit_speedup"}
 
@@ -81,7 +83,6 @@ def test_bad_flag_exits_nonzero_with_a_message(capsys):
 
 
 def test_user_function_and_plot(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("matplotlib")
     (tmp_path / "mymodule.py").write_text(
         "import tapejit as tj\n\ndef fn(x):\n    return tj.sum(tj.sin(x) * x)\n")
     monkeypatch.chdir(tmp_path)

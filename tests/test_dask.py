@@ -10,8 +10,10 @@ import pytest
 import tapejit as tj
 from tapejit import workloads
 
-da = pytest.importorskip("dask.array", reason="tapejit[dask] is part of the test extra")
-distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.integration
+
+import dask.array as da      # noqa: E402  (tapejit[dask] is part of the test extra)
+import distributed          # noqa: E402
 
 
 def heavy(x):

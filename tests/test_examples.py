@@ -8,7 +8,7 @@ import pytest
 from scipy.optimize import rosen, rosen_der
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-pytestmark = pytest.mark.examples
+pytestmark = pytest.mark.integration
 
 
 def load(name):
@@ -37,7 +37,6 @@ def test_rosenbrock_1m_converges_and_plots(tmp_path):
 
 
 def test_logistic_regression_matches_scikit_learn():
-    pytest.importorskip("sklearn", reason="the example needs scikit-learn (test extra)")
     res, acc_tj, acc_sk, w_sk = load("logistic_regression").main()
     assert res.success
     assert acc_tj >= acc_sk - 1e-9
