@@ -193,19 +193,27 @@ def elementwise_forward(op, target: Target, indent: str, with_tangent=False) -> 
 
 def _contiguous_case(op, body: list[str], indent: str, reverse: bool) -> list[str]:
     """All operands unit-stride: index row views from 0 so that Numba drops its
-    negative-index fix-ups and LLVM vectorizes the loop (with runtime alias checks)."""
+    negative-index fix-ups and LLVM vectorizes the loop (with runtime alias checks).
+    Tangent sweeps get views of dv and dg the same way."""
     operands = "abd"[: op.arity]
     if not operands:
         return []
+    text = "\n".join(body)
+    tangent, second = "dv[" in text, "dg[" in text
     cond = " and ".join(f"s{x} == 1" for x in operands)
-    views = [f"y{x} = v[{x}:{x} + n]" for x in operands] + ["y_o = v[o:o + n]"]
+    # row views rv_ (v), rg_ (g), rt_ (dv), rh_ (dg): names no body uses
+    views = [f"rv_{x} = v[{x}:{x} + n]" for x in operands] + ["rv_o = v[o:o + n]"]
     if reverse:
-        views += [f"h{x} = g[{x}:{x} + n]" for x in operands] + ["h_o = g[o:o + n]"]
+        views += [f"rg_{x} = g[{x}:{x} + n]" for x in operands] + ["rg_o = g[o:o + n]"]
+    if tangent:
+        views += [f"rt_{x} = dv[{x}:{x} + n]" for x in operands] + ["rt_o = dv[o:o + n]"]
+    if second:
+        views += [f"rh_{x} = dg[{x}:{x} + n]" for x in operands] + ["rh_o = dg[o:o + n]"]
     loop = []
     for ln in body:
-        ln = re.sub(r"\bv\[([abd]) \+ k \* s[abd]\]", r"y\1[k]", ln)
-        ln = re.sub(r"\bg\[([abd]) \+ k \* s[abd]\]", r"h\1[k]", ln)
-        ln = ln.replace("v[o + k]", "y_o[k]").replace("g[o + k]", "h_o[k]")
+        for array, view in (("dv", "rt_"), ("dg", "rh_"), ("v", "rv_"), ("g", "rg_")):
+            ln = re.sub(rf"\b{array}\[([abd]) \+ k \* s[abd]\]", rf"{view}\1[k]", ln)
+            ln = re.sub(rf"\b{array}\[o \+ k\]", f"{view}o[k]", ln)
         loop.append(ln)
     if reverse:
         loop = _branch_free(loop)
@@ -314,6 +322,8 @@ def elementwise_hvp(op, target: Target, indent: str) -> list[str]:
     body += [f"{g_out} = 0.0", f"{h_out} = 0.0"]
     lines = [f"{indent}for k in range(n):"]
     lines += target.per_point(body, indent + "    ")
+    if target.kind == "vector":
+        return _contiguous_case(op, body, indent, reverse=True) + lines
     return lines
 
 
@@ -436,6 +446,14 @@ def render_cpu() -> str:
     out += _sweep("reverse_tangent_point", f"{_POINT_ARGS}, v, dv, g, dg, start, stop", point,
                   _hvp_body(point), True, dec,
                   "Adjoints g and their tangents dg (Hessian-vector products) at one point.")
+    out += ["", ""]
+    out += _sweep("forward_tangent_vector", f"{_POINT_ARGS}, v, dv, start, stop", vector,
+                  _forward_body(vector, True), False, dec,
+                  "forward_tangent_point for tapes of long runs (tiles): unit-stride runs vectorize.")
+    out += ["", ""]
+    out += _sweep("reverse_tangent_vector", f"{_POINT_ARGS}, v, dv, g, dg, start, stop", vector,
+                  _hvp_body(vector), True, dec,
+                  "reverse_tangent_point for tapes of long runs (tiles): unit-stride runs vectorize.")
     out += ["", ""]
     out += _sweep("forward_chunk", f"{_POINT_ARGS}, v, tmp, P, start, stop", chunk,
                   _forward_body(chunk), False, dec,

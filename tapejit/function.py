@@ -77,6 +77,7 @@ class Function:
         self._local = threading.local()
         self._variants: list[Function] = []
         self._segments = None
+        self._packed = None
         self.locations = getattr(self, "locations", {})
 
     @staticmethod
@@ -164,6 +165,7 @@ class Function:
         self._local = threading.local()
         self._variants = []
         self._segments = None
+        self._packed = None
 
     # -- argument handling ---------------------------------------------------------------
     def _flat_inputs(self, xs: tuple) -> np.ndarray:
@@ -308,9 +310,22 @@ class Function:
         if self.param_pos.size:
             v[self._params] = self._flat_params(params)
             dv[self._params] = 0.0
-        sweeps.forward_tangent_point(*self.arrays.sweep_args, v, dv, 0, len(self.arrays))
+        plan = self._tangent_plan()
+        if plan is None:
+            sweeps.forward_tangent_point(*self.arrays.sweep_args, v, dv, 0, len(self.arrays))
+        else:
+            tiling.packed_forward_tangent(*self.arrays.sweep_args, v, dv, *plan.args(), plan.n_local)
         self._check_guards(v)
         return v, dv
+
+    def _tangent_plan(self):
+        """The packed tile plan when the tape has long elementwise stretches, else None."""
+        plan = getattr(self, "_packed", None)
+        if plan is None:
+            segments = self.segments
+            plan = tiling.pack(segments) if any(kind != "plain" for kind, *_ in segments) else False
+            self._packed = plan
+        return plan or None
 
     def _split_direction(self, xs, v):
         """(inputs, direction): v by keyword, or as the argument after the inputs
@@ -339,7 +354,11 @@ class Function:
         _, g = self._workspace()
         _, dg = self._tangent_workspace()
         g[self.out_pos] += 1.0
-        sweeps.reverse_tangent_point(*self.arrays.sweep_args, values, dv, g, dg, 0, len(self.arrays))
+        plan = self._tangent_plan()
+        if plan is None:
+            sweeps.reverse_tangent_point(*self.arrays.sweep_args, values, dv, g, dg, 0, len(self.arrays))
+        else:
+            tiling.packed_reverse_tangent(*self.arrays.sweep_args, values, dv, g, dg, *plan.args(), plan.n_local)
         out = dg[self._in].copy()
         for array in (g, dg):
             array[self._in] = 0.0

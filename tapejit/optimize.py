@@ -16,10 +16,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from numba import njit
 
-from . import _sweeps_cpu as sweeps
 from ._threads import get_num_threads, run_workers
 from .errors import TapejitError
-from .tiling import pack, packed_forward, packed_reverse
+from .tiling import pack, packed_forward, packed_forward_tangent, packed_reverse, packed_reverse_tangent
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -79,16 +78,19 @@ def _value_and_grad(ops, ins, cv, consts, idx, seg, stretch, l_ops, l_ins, l_cv,
 
 
 @njit(**_JIT)
-def _hvp(ops, ins, cv, consts, idx, in0, out_slot, param_pos, v, dv, g, dg, x, direction, out):
+def _hvp(ops, ins, cv, consts, idx, seg, stretch, l_ops, l_ins, l_cv, loads, stores, sums, n_local, in0, out_slot,
+         param_pos, v, dv, g, dg, x, direction, out):
     n = x.shape[0]
     for k in range(n):
         v[in0 + k] = x[k]
         dv[in0 + k] = direction[k]
     for q in range(param_pos.shape[0]):
         dv[param_pos[q]] = 0.0
-    sweeps.forward_tangent_point(ops, ins, cv, consts, idx, v, dv, 0, ops.shape[0])
+    packed_forward_tangent(ops, ins, cv, consts, idx, v, dv, seg, stretch, l_ops, l_ins, l_cv, loads, stores, sums,
+                           n_local)
     g[out_slot] += 1.0
-    sweeps.reverse_tangent_point(ops, ins, cv, consts, idx, v, dv, g, dg, 0, ops.shape[0])
+    packed_reverse_tangent(ops, ins, cv, consts, idx, v, dv, g, dg, seg, stretch, l_ops, l_ins, l_cv, loads, stores,
+                           sums, n_local)
     for k in range(n):
         out[k] = dg[in0 + k]
         g[in0 + k] = 0.0
@@ -393,7 +395,7 @@ class _Problem:
             raise TapejitError("minimize needs one input array")
         self.f = f
         a = f.arrays
-        plan = pack(f.segments)
+        plan = self.plan = pack(f.segments)
         self.v = np.zeros(a.n_slots)
         self.g = np.zeros(a.n_slots)
         if f.param_pos.size:
@@ -406,8 +408,9 @@ class _Problem:
         if self.hv_args is None:
             a = self.f.arrays
             self.dv, self.dg = np.zeros(a.n_slots), np.zeros(a.n_slots)
-            self.hv_args = (a.ops, a.ins, a.cv, a.consts, a.idx, self.f._in.start, int(self.f.out_pos[0]),
-                            self.f.param_pos, self.v, self.dv, self.g, self.dg)
+            self.hv_args = (a.ops, a.ins, a.cv, a.consts, a.idx, *self.plan.args(), self.plan.n_local,
+                            self.f._in.start, int(self.f.out_pos[0]), self.f.param_pos, self.v, self.dv, self.g,
+                            self.dg)
         return self.hv_args
 
 

@@ -518,3 +518,91 @@ def packed_reverse(ops, ins, cv, consts, idx, v, g, seg, stretch, l_ops, l_ins, 
                         idx, v, g, n_local, ld, sr, sm, st[10], st[11])
         for k in range(sm.shape[0]):
             g[sm[k, 1]] = 0.0
+
+
+# ------------------------------------------------------------------------------------------
+# second order: values with tangents forward, adjoints with their tangents in reverse
+# (Hessian-vector products), tile by tile like the first-order plan
+# ------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _tile_forward_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, dv, lv, ldv, loads, t0,
+                          count, tile):
+    _load(v, lv, loads, t0, count)
+    _load(dv, ldv, loads, t0, count)
+    if count == tile or t_ops.shape[0] == 0:
+        sweeps.forward_tangent_vector(f_ops, f_ins, f_cv, consts, idx, lv, ldv, 0, f_ops.shape[0])
+    else:
+        sweeps.forward_tangent_vector(t_ops, t_ins, t_cv, consts, idx, lv, ldv, 0, t_ops.shape[0])
+
+
+@njit(**_JIT)
+def packed_forward_tangent(ops, ins, cv, consts, idx, v, dv, seg, stretch, l_ops, l_ins, l_cv, loads, stores,
+                           sums, n_local):
+    """Values and tangents at one point, tiles serially."""
+    lv = np.zeros(n_local)
+    ldv = np.zeros(n_local)
+    for q in range(seg.shape[0]):
+        if seg[q, 0] == 0:
+            sweeps.forward_tangent_vector(ops, ins, cv, consts, idx, v, dv, seg[q, 1], seg[q, 2])
+            continue
+        t = seg[q, 1]
+        fo, fi, fc, to, ti, tc = _stretch_tapes(stretch, l_ops, l_ins, l_cv, t)
+        fi, ti = np.ascontiguousarray(fi), np.ascontiguousarray(ti)
+        st = stretch[t]
+        ld, sr, sm = loads[st[4]:st[4] + st[5]], stores[st[6]:st[6] + st[7]], sums[st[8]:st[8] + st[9]]
+        length, tile = st[10], st[11]
+        for k in range(sm.shape[0]):
+            v[sm[k, 1]] = 0.0
+            dv[sm[k, 1]] = 0.0
+        for t0 in range(0, length, tile):
+            count = min(tile, length - t0)
+            _tile_forward_tangent(fo, fi, fc, to, ti, tc, consts, idx, v, dv, lv, ldv, ld, t0, count, tile)
+            for k in range(sr.shape[0]):
+                local, base = sr[k, 0], sr[k, 1]
+                for e in range(count):
+                    v[base + t0 + e] = lv[local + e]
+                    dv[base + t0 + e] = ldv[local + e]
+            for k in range(sm.shape[0]):
+                v[sm[k, 1]] += lv[sm[k, 0]]
+                dv[sm[k, 1]] += ldv[sm[k, 0]]
+
+
+@njit(**_JIT)
+def packed_reverse_tangent(ops, ins, cv, consts, idx, v, dv, g, dg, seg, stretch, l_ops, l_ins, l_cv, loads,
+                           stores, sums, n_local):
+    """Adjoints and their tangents at one point (after packed_forward_tangent); each tile
+    recomputes its values and tangents, then runs its reverse in cache."""
+    lv, ldv = np.zeros(n_local), np.zeros(n_local)
+    lg, ldg = np.zeros(n_local), np.zeros(n_local)
+    for q in range(seg.shape[0] - 1, -1, -1):
+        if seg[q, 0] == 0:
+            sweeps.reverse_tangent_vector(ops, ins, cv, consts, idx, v, dv, g, dg, seg[q, 1], seg[q, 2])
+            continue
+        t = seg[q, 1]
+        fo, fi, fc, to, ti, tc = _stretch_tapes(stretch, l_ops, l_ins, l_cv, t)
+        fi, ti = np.ascontiguousarray(fi), np.ascontiguousarray(ti)
+        st = stretch[t]
+        ld, sr, sm = loads[st[4]:st[4] + st[5]], stores[st[6]:st[6] + st[7]], sums[st[8]:st[8] + st[9]]
+        length, tile = st[10], st[11]
+        for t0 in range(0, length, tile):
+            count = min(tile, length - t0)
+            _tile_forward_tangent(fo, fi, fc, to, ti, tc, consts, idx, v, dv, lv, ldv, ld, t0, count, tile)
+            for k in range(sr.shape[0]):
+                local, base = sr[k, 0], sr[k, 1]
+                for e in range(count):
+                    lg[local + e] = g[base + t0 + e]
+                    ldg[local + e] = dg[base + t0 + e]
+                    g[base + t0 + e] = 0.0
+                    dg[base + t0 + e] = 0.0
+            for k in range(sm.shape[0]):
+                lg[sm[k, 0]] = g[sm[k, 1]]
+                ldg[sm[k, 0]] = dg[sm[k, 1]]
+            if count == tile or to.shape[0] == 0:
+                sweeps.reverse_tangent_vector(fo, fi, fc, consts, idx, lv, ldv, lg, ldg, 0, fo.shape[0])
+            else:
+                sweeps.reverse_tangent_vector(to, ti, tc, consts, idx, lv, ldv, lg, ldg, 0, to.shape[0])
+            _scatter(g, lg, ld, t0, count)
+            _scatter(dg, ldg, ld, t0, count)
+        for k in range(sm.shape[0]):
+            g[sm[k, 1]] = 0.0
+            dg[sm[k, 1]] = 0.0

@@ -106,3 +106,12 @@ def test_multistart_matches_scipy_per_start():
     for b in range(0, 12, 5):
         ref = scipy_minimize(rosen, X0[b], jac=rosen_der, method="L-BFGS-B", options=dict(gtol=1e-8, ftol=0))
         assert best.all.fun[b] == pytest.approx(ref.fun, abs=1e-10)
+
+
+def test_newton_cg_on_a_tiled_tape():
+    """n = 30,000: Newton-CG's Hessian-vector products run through the tiled plan."""
+    x0 = 1.0 + 0.2 * np.random.default_rng(5).standard_normal(30_000)
+    res = tj.minimize(workloads.rosen, x0, method="newton-cg", gtol=1e-8, ftol=0.0)
+    assert res.success
+    assert np.abs(rosen_der(res.x)).max() <= 1e-8
+    np.testing.assert_allclose(res.x, 1.0, atol=1e-6)
