@@ -45,16 +45,6 @@ for _code, _op in enumerate(OPS):
 # index sets per slot, as a CSR structure grown in slot order
 # ------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _append(ind, count, value):
-    if count == ind.shape[0]:
-        grown = np.empty(max(16, 2 * ind.shape[0]), ind.dtype)
-        grown[:count] = ind[:count]
-        ind = grown
-    ind[count] = value
-    return ind
-
-
-@njit(**_JIT)
 def _sort_small(values, m):
     """Sort values[:m] in place: insertion sort for the usual handful, numpy beyond."""
     if m > 32:
@@ -82,6 +72,59 @@ def _add_set(ptr, ind, count, slot, stamp, mark, collected, n_collected):
 
 
 @njit(**_JIT)
+def _instruction_patterns(op, o, n, a, sa, b, sb, d, sd, consts, idx, input_index, differentiable, elementwise,
+                          op_input, op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax,
+                          ptr, ind, count, stamp, serial, collected):
+    """Sets of one instruction's slots o..o+n-1, appended to ind from count. Returns the new
+    count, or -1 when ind is too small (the caller grows it and calls again: ind is never
+    reassigned here, which keeps this loop free of reference counting)."""
+    for k in range(n):
+        s = o + k
+        mark = serial + k
+        m = 0
+        if op == op_input:
+            if input_index[s] >= 0:
+                m = 1
+                collected[0] = input_index[s]
+        elif elementwise[op]:
+            if differentiable[op, 0]:
+                m = _add_set(ptr, ind, count, a + k * sa, stamp, mark, collected, m)
+            if differentiable[op, 1]:
+                m = _add_set(ptr, ind, count, b + k * sb, stamp, mark, collected, m)
+            if differentiable[op, 2]:
+                m = _add_set(ptr, ind, count, d + k * sd, stamp, mark, collected, m)
+        elif op == op_gather:
+            m = _add_set(ptr, ind, count, a + idx[b + k], stamp, mark, collected, m)
+        elif op == op_sum or op == op_amax:
+            inner = sb
+            r, j = k // inner, k % inner
+            for q in range(b):
+                m = _add_set(ptr, ind, count, a + (r * b + q) * sa + j, stamp, mark, collected, m)
+        elif op == op_affine:
+            for j in range(sb):
+                if consts[b + k * sb + j] != 0.0:
+                    m = _add_set(ptr, ind, count, a + j * sa, stamp, mark, collected, m)
+        elif op == op_matmul:
+            r, j = k // sb, k % sb
+            for q in range(sa):
+                m = _add_set(ptr, ind, count, a + r * sa + q, stamp, mark, collected, m)
+                m = _add_set(ptr, ind, count, b + q * sb + j, stamp, mark, collected, m)
+        elif op == op_softmax:
+            r = k // sb
+            for q in range(sb):
+                m = _add_set(ptr, ind, count, a + r * sb + q, stamp, mark, collected, m)
+        if m > 1:
+            _sort_small(collected, m)
+        if count + m > ind.shape[0]:
+            return -1
+        for q in range(m):
+            ind[count + q] = collected[q]
+        count += m
+        ptr[s + 1] = count
+    return count
+
+
+@njit(**_JIT)
 def forward_patterns(ops, ins, consts, idx, n_slots, in_pos, differentiable, elementwise,
                      op_input, op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax):
     """Input-index sets of every slot: ptr (n_slots + 1), ind."""
@@ -90,62 +133,31 @@ def forward_patterns(ops, ins, consts, idx, n_slots, in_pos, differentiable, ele
     for j in range(n_in):
         input_index[in_pos[j]] = j
     ptr = np.zeros(n_slots + 1, np.int64)
-    ind = np.empty(max(16, n_in), np.int64)
+    ind = np.empty(max(16, n_in, n_slots), np.int64)
     count = 0
     stamp = np.full(n_in, -1, np.int64)
     collected = np.empty(n_in, np.int64)
+    serial = 0                                   # stamps: a fresh mark per slot and attempt
     filled = 0                                   # slots whose sets are final
     for i in range(ops.shape[0]):
-        op = ops[i]
-        o, n, a, sa, b, sb, d, sd = ins[0, i], ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i]
+        o, n = ins[0, i], ins[1, i]
         while filled < o:                       # slots no instruction writes: empty
             filled += 1
             ptr[filled] = count
-        for k in range(n):
-            s = o + k
-            mark = s
-            m = 0
-            if op == op_input:
-                if input_index[s] >= 0:
-                    m = 1
-                    collected[0] = input_index[s]
-            elif elementwise[op]:
-                if differentiable[op, 0]:
-                    m = _add_set(ptr, ind, count, a + k * sa, stamp, mark, collected, m)
-                if differentiable[op, 1]:
-                    m = _add_set(ptr, ind, count, b + k * sb, stamp, mark, collected, m)
-                if differentiable[op, 2]:
-                    m = _add_set(ptr, ind, count, d + k * sd, stamp, mark, collected, m)
-            elif op == op_gather:
-                m = _add_set(ptr, ind, count, a + idx[b + k], stamp, mark, collected, m)
-            elif op == op_sum or op == op_amax:
-                inner = sb
-                r, j = k // inner, k % inner
-                for q in range(b):
-                    m = _add_set(ptr, ind, count, a + (r * b + q) * sa + j, stamp, mark, collected, m)
-            elif op == op_affine:
-                for j in range(sb):
-                    if consts[b + k * sb + j] != 0.0:
-                        m = _add_set(ptr, ind, count, a + j * sa, stamp, mark, collected, m)
-            elif op == op_matmul:
-                r, j = k // sb, k % sb
-                for q in range(sa):
-                    m = _add_set(ptr, ind, count, a + r * sa + q, stamp, mark, collected, m)
-                    m = _add_set(ptr, ind, count, b + q * sb + j, stamp, mark, collected, m)
-            elif op == op_softmax:
-                r = k // sb
-                for q in range(sb):
-                    m = _add_set(ptr, ind, count, a + r * sb + q, stamp, mark, collected, m)
-            _sort_small(collected, m)
-            if count + m > ind.shape[0]:
-                grown = np.empty(max(2 * ind.shape[0], count + m), ind.dtype)
-                grown[:count] = ind[:count]
-                ind = grown
-            for q in range(m):
-                ind[count + q] = collected[q]
-            count += m
-            filled = s + 1
-            ptr[filled] = count
+        while True:
+            new_count = _instruction_patterns(
+                ops[i], o, n, ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i], consts, idx,
+                input_index, differentiable, elementwise, op_input, op_gather, op_sum, op_amax, op_affine,
+                op_matmul, op_softmax, ptr, ind, count, stamp, serial, collected)
+            serial += n
+            if new_count >= 0:
+                break
+            grown = np.empty(2 * ind.shape[0], ind.dtype)
+            grown[:count] = ind[:count]
+            ind = grown
+        count = new_count
+        if n > 0:
+            filled = o + n
     while filled < n_slots:
         filled += 1
         ptr[filled] = count
