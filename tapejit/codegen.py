@@ -322,7 +322,9 @@ def elementwise_hvp(op, target: Target, indent: str) -> list[str]:
     body += [f"{g_out} = 0.0", f"{h_out} = 0.0"]
     lines = [f"{indent}for k in range(n):"]
     lines += target.per_point(body, indent + "    ")
-    if target.kind == "vector":
+    if target.kind == "vector" and op.arity == 1:
+        # unary ops only: a binary op's loop has twelve row views, and LLVM's alias checks
+        # between them tripled this sweep's compile time (83 s) for a few percent of speed
         return _contiguous_case(op, body, indent, reverse=True) + lines
     return lines
 
@@ -439,21 +441,14 @@ def render_cpu() -> str:
     out += _sweep("reverse_vector", f"{_POINT_ARGS}, v, g, start, stop", vector, _reverse_body(vector),
                   True, dec, "reverse_point for tapes of long runs: unit-stride runs vectorize.")
     out += ["", ""]
-    out += _sweep("forward_tangent_point", f"{_POINT_ARGS}, v, dv, start, stop", point,
-                  _forward_body(point, True), False, dec,
-                  "Values and tangents (forward mode) at one point.")
-    out += ["", ""]
-    out += _sweep("reverse_tangent_point", f"{_POINT_ARGS}, v, dv, g, dg, start, stop", point,
-                  _hvp_body(point), True, dec,
-                  "Adjoints g and their tangents dg (Hessian-vector products) at one point.")
-    out += ["", ""]
     out += _sweep("forward_tangent_vector", f"{_POINT_ARGS}, v, dv, start, stop", vector,
                   _forward_body(vector, True), False, dec,
-                  "forward_tangent_point for tapes of long runs (tiles): unit-stride runs vectorize.")
+                  "Values and tangents (forward mode) at one point; unit-stride runs vectorize.")
     out += ["", ""]
     out += _sweep("reverse_tangent_vector", f"{_POINT_ARGS}, v, dv, g, dg, start, stop", vector,
                   _hvp_body(vector), True, dec,
-                  "reverse_tangent_point for tapes of long runs (tiles): unit-stride runs vectorize.")
+                  "Adjoints g and their tangents dg (Hessian-vector products) at one point; "
+                  "unit-stride runs of unary ops vectorize.")
     out += ["", ""]
     out += _sweep("forward_chunk", f"{_POINT_ARGS}, v, tmp, P, start, stop", chunk,
                   _forward_body(chunk), False, dec,

@@ -312,7 +312,7 @@ class Function:
             dv[self._params] = 0.0
         plan = self._tangent_plan()
         if plan is None:
-            sweeps.forward_tangent_point(*self.arrays.sweep_args, v, dv, 0, len(self.arrays))
+            sweeps.forward_tangent_vector(*self.arrays.sweep_args, v, dv, 0, len(self.arrays))
         else:
             tiling.packed_forward_tangent(*self.arrays.sweep_args, v, dv, *plan.args(), plan.n_local)
         self._check_guards(v)
@@ -356,7 +356,7 @@ class Function:
         g[self.out_pos] += 1.0
         plan = self._tangent_plan()
         if plan is None:
-            sweeps.reverse_tangent_point(*self.arrays.sweep_args, values, dv, g, dg, 0, len(self.arrays))
+            sweeps.reverse_tangent_vector(*self.arrays.sweep_args, values, dv, g, dg, 0, len(self.arrays))
         else:
             tiling.packed_reverse_tangent(*self.arrays.sweep_args, values, dv, g, dg, *plan.args(), plan.n_local)
         out = dg[self._in].copy()
