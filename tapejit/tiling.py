@@ -478,10 +478,14 @@ def pack(segments) -> PackedPlan:
 
 
 @njit(**_JIT)
-def _stretch_tapes(stretch, l_ops, l_ins, l_cv, t):
+def _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores, sums, t):
+    """Stretch t of a packed plan: its full and tail local tapes (ins made contiguous),
+    loads, stores, sums, length and tile."""
     f0, fn, t0, tn = stretch[t, 0], stretch[t, 1], stretch[t, 2], stretch[t, 3]
-    return (l_ops[f0:f0 + fn], l_ins[:, f0:f0 + fn], l_cv[f0:f0 + fn],
-            l_ops[t0:t0 + tn], l_ins[:, t0:t0 + tn], l_cv[t0:t0 + tn])
+    st = stretch[t]
+    return (l_ops[f0:f0 + fn], np.ascontiguousarray(l_ins[:, f0:f0 + fn]), l_cv[f0:f0 + fn],
+            l_ops[t0:t0 + tn], np.ascontiguousarray(l_ins[:, t0:t0 + tn]), l_cv[t0:t0 + tn],
+            loads[st[4]:st[4] + st[5]], stores[st[6]:st[6] + st[7]], sums[st[8]:st[8] + st[9]], st[10], st[11])
 
 
 @njit(**_JIT)
@@ -492,12 +496,9 @@ def packed_forward(ops, ins, cv, consts, idx, v, seg, stretch, l_ops, l_ins, l_c
             sweeps.forward_vector(ops, ins, cv, consts, idx, v, seg[q, 1], seg[q, 2])
             continue
         partial = np.zeros((1, max(sums.shape[0], 1)))
-        t = seg[q, 1]
-        fo, fi, fc, to, ti, tc = _stretch_tapes(stretch, l_ops, l_ins, l_cv, t)
-        st = stretch[t]
-        ld, sr, sm = loads[st[4]:st[4] + st[5]], stores[st[6]:st[6] + st[7]], sums[st[8]:st[8] + st[9]]
-        stretch_forward(0, 1, fo, np.ascontiguousarray(fi), fc, to, np.ascontiguousarray(ti), tc, consts, idx, v,
-                        n_local, ld, sr, sm, partial, st[10], st[11])
+        fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
+                                                                          sums, seg[q, 1])
+        stretch_forward(0, 1, fo, fi, fc, to, ti, tc, consts, idx, v, n_local, ld, sr, sm, partial, length, tile)
         for k in range(sm.shape[0]):
             v[sm[k, 1]] = partial[0, k]
 
@@ -510,12 +511,9 @@ def packed_reverse(ops, ins, cv, consts, idx, v, g, seg, stretch, l_ops, l_ins, 
         if seg[q, 0] == 0:
             sweeps.reverse_vector(ops, ins, cv, consts, idx, v, g, seg[q, 1], seg[q, 2])
             continue
-        t = seg[q, 1]
-        fo, fi, fc, to, ti, tc = _stretch_tapes(stretch, l_ops, l_ins, l_cv, t)
-        st = stretch[t]
-        ld, sr, sm = loads[st[4]:st[4] + st[5]], stores[st[6]:st[6] + st[7]], sums[st[8]:st[8] + st[9]]
-        stretch_reverse(0, 1, 0, 1, fo, np.ascontiguousarray(fi), fc, to, np.ascontiguousarray(ti), tc, consts,
-                        idx, v, g, n_local, ld, sr, sm, st[10], st[11])
+        fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
+                                                                          sums, seg[q, 1])
+        stretch_reverse(0, 1, 0, 1, fo, fi, fc, to, ti, tc, consts, idx, v, g, n_local, ld, sr, sm, length, tile)
         for k in range(sm.shape[0]):
             g[sm[k, 1]] = 0.0
 
@@ -545,12 +543,8 @@ def packed_forward_tangent(ops, ins, cv, consts, idx, v, dv, seg, stretch, l_ops
         if seg[q, 0] == 0:
             sweeps.forward_tangent_vector(ops, ins, cv, consts, idx, v, dv, seg[q, 1], seg[q, 2])
             continue
-        t = seg[q, 1]
-        fo, fi, fc, to, ti, tc = _stretch_tapes(stretch, l_ops, l_ins, l_cv, t)
-        fi, ti = np.ascontiguousarray(fi), np.ascontiguousarray(ti)
-        st = stretch[t]
-        ld, sr, sm = loads[st[4]:st[4] + st[5]], stores[st[6]:st[6] + st[7]], sums[st[8]:st[8] + st[9]]
-        length, tile = st[10], st[11]
+        fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
+                                                                          sums, seg[q, 1])
         for k in range(sm.shape[0]):
             v[sm[k, 1]] = 0.0
             dv[sm[k, 1]] = 0.0
@@ -578,12 +572,8 @@ def packed_reverse_tangent(ops, ins, cv, consts, idx, v, dv, g, dg, seg, stretch
         if seg[q, 0] == 0:
             sweeps.reverse_tangent_vector(ops, ins, cv, consts, idx, v, dv, g, dg, seg[q, 1], seg[q, 2])
             continue
-        t = seg[q, 1]
-        fo, fi, fc, to, ti, tc = _stretch_tapes(stretch, l_ops, l_ins, l_cv, t)
-        fi, ti = np.ascontiguousarray(fi), np.ascontiguousarray(ti)
-        st = stretch[t]
-        ld, sr, sm = loads[st[4]:st[4] + st[5]], stores[st[6]:st[6] + st[7]], sums[st[8]:st[8] + st[9]]
-        length, tile = st[10], st[11]
+        fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
+                                                                          sums, seg[q, 1])
         for t0 in range(0, length, tile):
             count = min(tile, length - t0)
             _tile_forward_tangent(fo, fi, fc, to, ti, tc, consts, idx, v, dv, lv, ldv, ld, t0, count, tile)
