@@ -76,6 +76,9 @@ def refresh() -> None:
                     if old.get(module) != digests.get(module):
                         entry.unlink(missing_ok=True)
             cache.mkdir(parents=True, exist_ok=True)
-            stamp.write_text(json.dumps(digests, sort_keys=True))
+            # atomic: CI's two test passes start side by side and read each other's stamp
+            scratch = cache / f"{STAMP_NAME}.{os.getpid()}"
+            scratch.write_text(json.dumps(digests, sort_keys=True))
+            os.replace(scratch, stamp)
     except OSError:
         pass   # a read-only install: numba then caches elsewhere or not at all

@@ -19,9 +19,12 @@ import scipy.sparse as sp
 from numba import njit
 
 from .opcodes import OP, OPS
+from .errors import TapejitError
 from .symbolic import depends_on
+from ._threads import get_num_threads, run_workers
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
+MAX_STORED = 2**31 - 1        # slot sets are addressed with int32 positions
 
 # per opcode: which operands (a, b, d) carry a derivative, and which pairs interact
 DIFFERENTIABLE = np.zeros((len(OPS), 3), np.bool_)
@@ -42,7 +45,10 @@ for _code, _op in enumerate(OPS):
 
 
 # ------------------------------------------------------------------------------------------
-# index sets per slot, as a CSR structure grown in slot order
+# index sets per slot: slot s's set is ind[start[s]:end[s]], sorted, without repeats. A slot
+# whose set equals an operand's (unary ops, a constant operand, x + x, or one operand's set
+# containing the other's) shares that operand's storage instead of copying it, so a long
+# elementwise tape costs a few index copies per slot and stores each distinct set once.
 # ------------------------------------------------------------------------------------------
 @njit(**_JIT)
 def _sort_small(values, m):
@@ -60,9 +66,9 @@ def _sort_small(values, m):
 
 
 @njit(**_JIT)
-def _add_set(ptr, ind, count, slot, stamp, mark, collected, n_collected):
+def _add_set(start, end, ind, slot, stamp, mark, collected, n_collected):
     """Add slot's set to the collection (deduplicated by stamp)."""
-    for q in range(ptr[slot], ptr[slot + 1]):
+    for q in range(start[slot], end[slot]):
         j = ind[q]
         if stamp[j] != mark:
             stamp[j] = mark
@@ -72,225 +78,329 @@ def _add_set(ptr, ind, count, slot, stamp, mark, collected, n_collected):
 
 
 @njit(**_JIT)
-def _instruction_patterns(op, o, n, a, sa, b, sb, d, sd, consts, idx, input_index, differentiable, elementwise,
-                          op_input, op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax,
-                          ptr, ind, count, stamp, serial, collected):
-    """Sets of one instruction's slots o..o+n-1, appended to ind from count. Returns the new
+def _merge(ind, s1, e1, s2, e2, out):
+    """The union of the sorted sets ind[s1:e1] and ind[s2:e2], written from ind[out];
+    returns its end. Both inputs lie below out."""
+    p, q = s1, s2
+    while p < e1 and q < e2:
+        x, y = ind[p], ind[q]
+        if x < y:
+            ind[out] = x
+            p += 1
+        elif y < x:
+            ind[out] = y
+            q += 1
+        else:
+            ind[out] = x
+            p += 1
+            q += 1
+        out += 1
+    while p < e1:
+        ind[out] = ind[p]
+        p += 1
+        out += 1
+    while q < e2:
+        ind[out] = ind[q]
+        q += 1
+        out += 1
+    return out
+
+
+@njit(**_JIT)
+def _elementwise_sets(o, n, x0, sx0, x1, sx1, n_operands, start, end, ind, count):
+    """Sets of an elementwise instruction with one or two differentiable operands."""
+    if n_operands == 1:
+        for k in range(n):
+            start[o + k] = start[x0 + k * sx0]
+            end[o + k] = end[x0 + k * sx0]
+        return count
+    for k in range(n):
+        s1, e1 = start[x0 + k * sx0], end[x0 + k * sx0]
+        s2, e2 = start[x1 + k * sx1], end[x1 + k * sx1]
+        if (s1 == s2 and e1 == e2) or s2 == e2:
+            start[o + k], end[o + k] = s1, e1
+        elif s1 == e1:
+            start[o + k], end[o + k] = s2, e2
+        else:
+            if count + (e1 - s1) + (e2 - s2) > ind.shape[0]:
+                return -1
+            stop = _merge(ind, s1, e1, s2, e2, count)
+            if stop - count == e1 - s1:          # the second set lies inside the first
+                start[o + k], end[o + k] = s1, e1
+            elif stop - count == e2 - s2:
+                start[o + k], end[o + k] = s2, e2
+            else:
+                start[o + k], end[o + k] = count, stop
+                count = stop
+    return count
+
+
+@njit(**_JIT)
+def _instruction_sets(op, o, n, a, sa, b, sb, d, sd, consts, idx, differentiable, elementwise,
+                      op_input, op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax,
+                      start, end, ind, count, stamp, serial, collected):
+    """Sets of one instruction's slots o..o+n-1, stored from ind[count]. Returns the new
     count, or -1 when ind is too small (the caller grows it and calls again: ind is never
     reassigned here, which keeps this loop free of reference counting)."""
+    if op == op_input:
+        return count                             # input sets are set up front
+    if elementwise[op]:
+        n_operands = 0
+        x0, sx0, x1, sx1 = 0, 0, 0, 0
+        for x in range(3):
+            if differentiable[op, x]:
+                slot, stride = (a, sa) if x == 0 else ((b, sb) if x == 1 else (d, sd))
+                if n_operands == 0:
+                    x0, sx0 = slot, stride
+                else:
+                    x1, sx1 = slot, stride
+                n_operands += 1
+        if n_operands == 0:
+            for k in range(n):
+                start[o + k], end[o + k] = 0, 0
+            return count
+        if n_operands <= 2:
+            return _elementwise_sets(o, n, x0, sx0, x1, sx1, n_operands, start, end, ind, count)
     for k in range(n):
         s = o + k
         mark = serial + k
         m = 0
-        if op == op_input:
-            if input_index[s] >= 0:
-                m = 1
-                collected[0] = input_index[s]
-        elif elementwise[op]:
-            if differentiable[op, 0]:
-                m = _add_set(ptr, ind, count, a + k * sa, stamp, mark, collected, m)
-            if differentiable[op, 1]:
-                m = _add_set(ptr, ind, count, b + k * sb, stamp, mark, collected, m)
-            if differentiable[op, 2]:
-                m = _add_set(ptr, ind, count, d + k * sd, stamp, mark, collected, m)
+        if elementwise[op]:                      # three differentiable operands
+            m = _add_set(start, end, ind, a + k * sa, stamp, mark, collected, m)
+            m = _add_set(start, end, ind, b + k * sb, stamp, mark, collected, m)
+            m = _add_set(start, end, ind, d + k * sd, stamp, mark, collected, m)
         elif op == op_gather:
-            m = _add_set(ptr, ind, count, a + idx[b + k], stamp, mark, collected, m)
+            m = _add_set(start, end, ind, a + idx[b + k], stamp, mark, collected, m)
         elif op == op_sum or op == op_amax:
             inner = sb
             r, j = k // inner, k % inner
             for q in range(b):
-                m = _add_set(ptr, ind, count, a + (r * b + q) * sa + j, stamp, mark, collected, m)
+                m = _add_set(start, end, ind, a + (r * b + q) * sa + j, stamp, mark, collected, m)
         elif op == op_affine:
             for j in range(sb):
                 if consts[b + k * sb + j] != 0.0:
-                    m = _add_set(ptr, ind, count, a + j * sa, stamp, mark, collected, m)
+                    m = _add_set(start, end, ind, a + j * sa, stamp, mark, collected, m)
         elif op == op_matmul:
             r, j = k // sb, k % sb
             for q in range(sa):
-                m = _add_set(ptr, ind, count, a + r * sa + q, stamp, mark, collected, m)
-                m = _add_set(ptr, ind, count, b + q * sb + j, stamp, mark, collected, m)
+                m = _add_set(start, end, ind, a + r * sa + q, stamp, mark, collected, m)
+                m = _add_set(start, end, ind, b + q * sb + j, stamp, mark, collected, m)
         elif op == op_softmax:
             r = k // sb
             for q in range(sb):
-                m = _add_set(ptr, ind, count, a + r * sb + q, stamp, mark, collected, m)
+                m = _add_set(start, end, ind, a + r * sb + q, stamp, mark, collected, m)
         if m > 1:
             _sort_small(collected, m)
         if count + m > ind.shape[0]:
             return -1
         for q in range(m):
             ind[count + q] = collected[q]
+        start[s], end[s] = count, count + m
         count += m
-        ptr[s + 1] = count
     return count
 
 
 @njit(**_JIT)
 def forward_patterns(ops, ins, consts, idx, n_slots, in_pos, differentiable, elementwise,
                      op_input, op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax):
-    """Input-index sets of every slot: ptr (n_slots + 1), ind."""
+    """Input-index sets of every slot: start, end (n_slots each) into ind."""
     n_in = in_pos.shape[0]
-    input_index = np.full(n_slots, -1, np.int64)
+    # int32 throughout: the first call's cost is largely fresh pages, so half the bytes
+    # is nearly half the time (the caller checks that positions fit)
+    start = np.zeros(n_slots, np.int32)          # slots nothing writes: empty sets
+    end = np.zeros(n_slots, np.int32)
+    ind = np.empty(max(16, 2 * n_in), np.int32)
     for j in range(n_in):
-        input_index[in_pos[j]] = j
-    ptr = np.zeros(n_slots + 1, np.int64)
-    ind = np.empty(max(16, n_in, n_slots), np.int64)
-    count = 0
+        ind[j] = j
+        start[in_pos[j]], end[in_pos[j]] = j, j + 1
+    count = n_in
     stamp = np.full(n_in, -1, np.int64)
-    collected = np.empty(n_in, np.int64)
+    collected = np.empty(n_in, np.int32)
     serial = 0                                   # stamps: a fresh mark per slot and attempt
-    filled = 0                                   # slots whose sets are final
     for i in range(ops.shape[0]):
-        o, n = ins[0, i], ins[1, i]
-        while filled < o:                       # slots no instruction writes: empty
-            filled += 1
-            ptr[filled] = count
         while True:
-            new_count = _instruction_patterns(
-                ops[i], o, n, ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i], consts, idx,
-                input_index, differentiable, elementwise, op_input, op_gather, op_sum, op_amax, op_affine,
-                op_matmul, op_softmax, ptr, ind, count, stamp, serial, collected)
-            serial += n
+            new_count = _instruction_sets(
+                ops[i], ins[0, i], ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i],
+                consts, idx, differentiable, elementwise, op_input, op_gather, op_sum, op_amax, op_affine,
+                op_matmul, op_softmax, start, end, ind, count, stamp, serial, collected)
+            serial += ins[1, i]
             if new_count >= 0:
                 break
-            grown = np.empty(2 * ind.shape[0], ind.dtype)
+            if ind.shape[0] >= MAX_STORED:
+                return start, end, ind[:0], False
+            grown = np.empty(min(2 * ind.shape[0] + n_in, MAX_STORED), ind.dtype)
             grown[:count] = ind[:count]
             ind = grown
         count = new_count
-        if n > 0:
-            filled = o + n
-    while filled < n_slots:
-        filled += 1
-        ptr[filled] = count
-    return ptr, ind[:count]
+    return start, end, ind[:count], True
 
 
-@njit(**_JIT)
-def _products(ptr, ind, s1, s2, keys, count, n, fill):
-    """Entries (i, j), i <= j, of the products of two slots' input sets, as i * n + j;
-    only counted when fill is False."""
-    if not fill:
-        return count + (ptr[s1 + 1] - ptr[s1]) * (ptr[s2 + 1] - ptr[s2])
-    for p in range(ptr[s1], ptr[s1 + 1]):
+# ------------------------------------------------------------------------------------------
+# Hessian pattern: one reverse pass marks the slots that reach the output and, for each
+# reached element of a nonlinear instruction, emits the products of its interacting
+# operands' sets as (row, col) pairs with row <= col
+# ------------------------------------------------------------------------------------------
+@njit(inline="always", **_JIT)
+def _products(start, end, ind, s1, s2, rows, cols, count):
+    """Pairs of the sets of slots s1 and s2; only the upper half when they are the same
+    set. Returns the new count, or -1 when rows/cols are full."""
+    b1, e1, b2, e2 = start[s1], end[s1], start[s2], end[s2]
+    same = b1 == b2 and e1 == e2
+    if same and e1 - b1 == 1 and count < rows.shape[0]:     # the usual x_i * x_i
+        rows[count], cols[count] = ind[b1], ind[b1]
+        return count + 1
+    need = (e1 - b1) * (e1 - b1 + 1) // 2 if same else (e1 - b1) * (e2 - b2)
+    if count + need > rows.shape[0]:
+        return -1
+    for p in range(b1, e1):
         i = ind[p]
-        for q in range(ptr[s2], ptr[s2 + 1]):
+        for q in range(p if same else b2, e2):
             j = ind[q]
-            keys[count] = (i * n + j) if i <= j else (j * n + i)
+            if i <= j:
+                rows[count], cols[count] = i, j
+            else:
+                rows[count], cols[count] = j, i
             count += 1
     return count
 
 
 @njit(**_JIT)
-def _hessian_pass(ops, ins, consts, idx, n_slots, n_in, out_slot, ptr, ind, differentiable, nonlinear,
-                  elementwise, op_input, op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax,
-                  keys, fill):
-    reached = np.zeros(n_slots, np.bool_)
-    reached[out_slot] = True
-    count = 0
-    for i in range(ops.shape[0] - 1, -1, -1):
-        op = ops[i]
-        o, n, a, sa, b, sb, d, sd = ins[0, i], ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i]
-        if op == op_input:
-            continue
+def _instruction_entries(op, o, n, a, sa, b, sb, d, sd, consts, idx, reached, start, end, ind,
+                         differentiable, nonlinear, elementwise, op_gather, op_sum, op_amax, op_affine,
+                         op_matmul, op_softmax, rows, cols, count):
+    """Marks the operands of one instruction's reached slots and emits their Hessian
+    entries from count; -1 when rows/cols are full (marking twice is harmless)."""
+    if elementwise[op]:
+        # the operands with a derivative, and the pairs of them that interact, read once
+        base = np.empty(3, np.int64)
+        step = np.empty(3, np.int64)
+        n_x = 0
+        for x in range(3):
+            if differentiable[op, x]:
+                base[n_x], step[n_x] = (a, sa) if x == 0 else ((b, sb) if x == 1 else (d, sd))
+                n_x += 1
+        first = np.empty(6, np.int64)
+        second = np.empty(6, np.int64)
+        n_pairs = 0
+        p = 0
+        for x in range(3):
+            if not differentiable[op, x]:
+                continue
+            q = p
+            for y in range(x, 3):
+                if not differentiable[op, y]:
+                    continue
+                if nonlinear[op, x, y] or nonlinear[op, y, x]:
+                    first[n_pairs], second[n_pairs] = p, q
+                    n_pairs += 1
+                q += 1
+            p += 1
         for k in range(n):
             if not reached[o + k]:
                 continue
-            if elementwise[op]:
-                for x in range(3):
-                    if differentiable[op, x]:
-                        sx = a + k * sa if x == 0 else (b + k * sb if x == 1 else d + k * sd)
-                        reached[sx] = True
-                        for y in range(x, 3):
-                            if nonlinear[op, x, y] or nonlinear[op, y, x]:
-                                sy = a + k * sa if y == 0 else (b + k * sb if y == 1 else d + k * sd)
-                                count = _products(ptr, ind, sx, sy, keys, count, n_in, fill)
-            elif op == op_gather:
-                reached[a + idx[b + k]] = True
-            elif op == op_sum or op == op_amax:
-                r, j = k // sb, k % sb
-                for q in range(b):
-                    reached[a + (r * b + q) * sa + j] = True
-            elif op == op_affine:
-                for j in range(sb):
-                    if consts[b + k * sb + j] != 0.0:
-                        reached[a + j * sa] = True
-            elif op == op_matmul:
-                r, j = k // sb, k % sb
-                for q in range(sa):
-                    reached[a + r * sa + q] = True
-                    reached[b + q * sb + j] = True
-                    count = _products(ptr, ind, a + r * sa + q, b + q * sb + j, keys, count, n_in, fill)
-            elif op == op_softmax:
-                r = k // sb
-                for q in range(sb):
-                    reached[a + r * sb + q] = True
-                    for q2 in range(q, sb):
-                        count = _products(ptr, ind, a + r * sb + q, a + r * sb + q2, keys, count, n_in, fill)
+            for t in range(n_x):
+                reached[base[t] + k * step[t]] = True
+            for t in range(n_pairs):
+                count = _products(start, end, ind, base[first[t]] + k * step[first[t]],
+                                  base[second[t]] + k * step[second[t]], rows, cols, count)
+                if count < 0:
+                    return -1
+        return count
+    for k in range(n):
+        if not reached[o + k]:
+            continue
+        if op == op_gather:
+            reached[a + idx[b + k]] = True
+        elif op == op_sum or op == op_amax:
+            r, j = k // sb, k % sb
+            for q in range(b):
+                reached[a + (r * b + q) * sa + j] = True
+        elif op == op_affine:
+            for j in range(sb):
+                if consts[b + k * sb + j] != 0.0:
+                    reached[a + j * sa] = True
+        elif op == op_matmul:
+            r, j = k // sb, k % sb
+            for q in range(sa):
+                reached[a + r * sa + q] = True
+                reached[b + q * sb + j] = True
+                count = _products(start, end, ind, a + r * sa + q, b + q * sb + j, rows, cols, count)
+                if count < 0:
+                    return -1
+        elif op == op_softmax:
+            r = k // sb
+            for q in range(sb):
+                reached[a + r * sb + q] = True
+                for q2 in range(q, sb):
+                    count = _products(start, end, ind, a + r * sb + q, a + r * sb + q2, rows, cols, count)
+                    if count < 0:
+                        return -1
     return count
 
 
 @njit(**_JIT)
-def hessian_entries(ops, ins, consts, idx, n_slots, n_in, out_slot, ptr, ind, differentiable, nonlinear,
+def hessian_entries(ops, ins, consts, idx, n_slots, n_in, out_slot, start, end, ind, differentiable, nonlinear,
                     elementwise, op_input, op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax):
-    """The Hessian pattern of slot out_slot as CSR (indptr, indices): one pass counts the
-    candidate entries, a second writes them."""
-    keys = np.empty(0, np.int64)
-    count = _hessian_pass(ops, ins, consts, idx, n_slots, n_in, out_slot, ptr, ind, differentiable, nonlinear,
-                          elementwise, op_input, op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax,
-                          keys, False)
-    keys = np.empty(count, np.int64)
-    _hessian_pass(ops, ins, consts, idx, n_slots, n_in, out_slot, ptr, ind, differentiable, nonlinear,
-                  elementwise, op_input, op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax,
-                  keys, True)
-    return _symmetric_csr(keys, n_in)
+    """The Hessian pattern of slot out_slot as CSR (indptr, indices)."""
+    reached = np.zeros(n_slots, np.bool_)
+    reached[out_slot] = True
+    rows = np.empty(max(16, 4 * n_in), np.int32)
+    cols = np.empty(max(16, 4 * n_in), np.int32)
+    count = 0
+    for i in range(ops.shape[0] - 1, -1, -1):
+        if ops[i] == op_input:
+            continue
+        while True:
+            new_count = _instruction_entries(
+                ops[i], ins[0, i], ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i],
+                consts, idx, reached, start, end, ind, differentiable, nonlinear, elementwise, op_gather, op_sum,
+                op_amax, op_affine, op_matmul, op_softmax, rows, cols, count)
+            if new_count >= 0:
+                break
+            grown_rows = np.empty(2 * rows.shape[0], np.int32)
+            grown_cols = np.empty(2 * rows.shape[0], np.int32)
+            grown_rows[:count] = rows[:count]
+            grown_cols[:count] = cols[:count]
+            rows, cols = grown_rows, grown_cols
+        count = new_count
+    return _symmetric_csr(rows[:count], cols[:count], n_in)
 
 
 @njit(**_JIT)
-def _symmetric_csr(keys, n):
-    """Symmetric CSR pattern from upper-triangle entries i * n + j (with repeats), in
-    linear time: bucket by row, deduplicate with stamps, mirror, sort each (short) row."""
-    m = keys.shape[0]
-    counts = np.zeros(n + 1, np.int64)
+def _symmetric_csr(rows, cols, n):
+    """Symmetric CSR pattern from upper-triangle entries (with repeats), in linear time:
+    bucket both halves by row, drop repeats with a stamp per row, sort each (short) row."""
+    m = rows.shape[0]
+    counts = np.zeros(n + 1, np.int64)      # entry counts can pass 2**31 even when n cannot
     for q in range(m):
-        counts[keys[q] // n + 1] += 1
+        counts[rows[q] + 1] += 1
+        if rows[q] != cols[q]:
+            counts[cols[q] + 1] += 1
     for r in range(n):
         counts[r + 1] += counts[r]
     fill = counts[:-1].copy()
-    cols = np.empty(m, np.int64)
+    bucket = np.empty(counts[n], np.int32)
     for q in range(m):
-        r = keys[q] // n
-        cols[fill[r]] = keys[q] % n
+        r, c = rows[q], cols[q]
+        bucket[fill[r]] = c
         fill[r] += 1
-    stamp = np.full(n, -1, np.int64)
-    degree = np.zeros(n + 1, np.int64)
-    unique_rows = np.empty(m, np.int64)
-    unique_cols = np.empty(m, np.int64)
+        if r != c:
+            bucket[fill[c]] = r
+            fill[c] += 1
+    stamp = np.full(n, -1, np.int32)
+    indptr = np.zeros(n + 1, np.int64)
     u = 0
     for r in range(n):
+        row_start = u
         for q in range(counts[r], counts[r + 1]):
-            c = cols[q]
+            c = bucket[q]
             if stamp[c] != r:
                 stamp[c] = r
-                unique_rows[u] = r
-                unique_cols[u] = c
+                bucket[u] = c                    # compacts in place: u never passes q
                 u += 1
-                degree[r + 1] += 1
-                if c != r:
-                    degree[c + 1] += 1
-    for r in range(n):
-        degree[r + 1] += degree[r]
-    indices = np.empty(degree[n], np.int64)
-    fill = degree[:-1].copy()
-    for q in range(u):
-        r, c = unique_rows[q], unique_cols[q]
-        indices[fill[r]] = c
-        fill[r] += 1
-        if c != r:
-            indices[fill[c]] = r
-            fill[c] += 1
-    for r in range(n):
-        row = indices[degree[r]: degree[r + 1]]
-        _sort_small(row, row.shape[0])
-    return degree, indices
+        _sort_small(bucket[row_start:u], u - row_start)
+        indptr[r + 1] = u
+    return indptr, bucket[:u].copy()
 
 
 def _structural_codes():
@@ -301,19 +411,32 @@ def _slot_patterns(f):
     cache = f.__dict__.setdefault("_sparsity", {})
     if "slots" not in cache:
         a = f.arrays
-        cache["slots"] = forward_patterns(a.ops, a.ins, a.consts, a.idx, a.n_slots, f.in_pos,
-                                          DIFFERENTIABLE, ELEMENTWISE, *_structural_codes())
+        start, end, ind, fits = forward_patterns(a.ops, a.ins, a.consts, a.idx, a.n_slots, f.in_pos,
+                                                 DIFFERENTIABLE, ELEMENTWISE, *_structural_codes())
+        if not fits:
+            raise TapejitError("sparsity: the slots' input sets need more than 2**31 stored indices; "
+                               "this function is too dense for sparse derivatives, use the dense ones")
+        cache["slots"] = start, end, ind
     return cache["slots"]
+
+
+@njit(**_JIT)
+def _gather_sets(start, end, ind, slots):
+    """CSR (indptr, indices) of the sets of the given slots, in order."""
+    indptr = np.zeros(slots.shape[0] + 1, np.int64)
+    for r in range(slots.shape[0]):
+        indptr[r + 1] = indptr[r] + end[slots[r]] - start[slots[r]]
+    indices = np.empty(indptr[-1], np.int32)
+    for r in range(slots.shape[0]):
+        indices[indptr[r]: indptr[r + 1]] = ind[start[slots[r]]: end[slots[r]]]
+    return indptr, indices
 
 
 def jacobian_pattern(f) -> sp.csr_matrix:
     cache = f.__dict__.setdefault("_sparsity", {})
     if "jacobian" not in cache:
-        ptr, ind = _slot_patterns(f)
-        starts, ends = ptr[f.out_pos], ptr[f.out_pos + 1]
-        lengths = ends - starts
-        indptr = np.concatenate([[0], np.cumsum(lengths)])
-        indices = np.concatenate([ind[s:e] for s, e in zip(starts, ends)]) if len(starts) else np.zeros(0, np.int64)
+        start, end, ind = _slot_patterns(f)
+        indptr, indices = _gather_sets(start, end, ind, f.out_pos.astype(np.int64))
         cache["jacobian"] = sp.csr_matrix((np.ones(len(indices), bool), indices, indptr),
                                           shape=(f.n_outputs, f.n_inputs))
     return cache["jacobian"]
@@ -322,10 +445,10 @@ def jacobian_pattern(f) -> sp.csr_matrix:
 def hessian_pattern(f) -> sp.csr_matrix:
     cache = f.__dict__.setdefault("_sparsity", {})
     if "hessian" not in cache:
-        ptr, ind = _slot_patterns(f)
+        start, end, ind = _slot_patterns(f)
         a = f.arrays
         indptr, indices = hessian_entries(a.ops, a.ins, a.consts, a.idx, a.n_slots, f.n_inputs, int(f.out_pos[0]),
-                                          ptr, ind, DIFFERENTIABLE, NONLINEAR, ELEMENTWISE, *_structural_codes())
+                                          start, end, ind, DIFFERENTIABLE, NONLINEAR, ELEMENTWISE, *_structural_codes())
         cache["hessian"] = sp.csr_matrix((np.ones(len(indices), bool), indices, indptr),
                                          shape=(f.n_inputs, f.n_inputs))
     return cache["hessian"]
@@ -337,8 +460,8 @@ def hessian_pattern(f) -> sp.csr_matrix:
 @njit(**_JIT)
 def color_columns(n_cols, row_ptr, row_ind, col_ptr, col_ind):
     """Greedy distance-2 coloring: columns sharing a row get different colors."""
-    colors = np.full(n_cols, -1, np.int64)
-    forbidden = np.full(n_cols + 1, -1, np.int64)
+    colors = np.full(n_cols, -1, np.int32)
+    forbidden = np.full(n_cols + 1, -1, np.int32)
     for j in range(n_cols):
         for p in range(col_ptr[j], col_ptr[j + 1]):
             i = col_ind[p]
@@ -353,18 +476,19 @@ def color_columns(n_cols, row_ptr, row_ind, col_ptr, col_ind):
     return colors
 
 
-def coloring(pattern: sp.csr_matrix) -> np.ndarray:
+def coloring(pattern: sp.csr_matrix, symmetric: bool = False) -> np.ndarray:
+    """Colors of the columns; a symmetric pattern is its own transpose (no CSC copy)."""
     csr = pattern.tocsr()
-    csc = pattern.tocsc()
-    return color_columns(pattern.shape[1], csr.indptr.astype(np.int64), csr.indices.astype(np.int64),
-                         csc.indptr.astype(np.int64), csc.indices.astype(np.int64))
+    csc = csr if symmetric else pattern.tocsc()
+    return color_columns(pattern.shape[1], csr.indptr.astype(np.int64), csr.indices.astype(np.int32, copy=False),
+                         csc.indptr.astype(np.int64), csc.indices.astype(np.int32, copy=False))
 
 
 def _cached_coloring(f, kind, pattern):
     cache = f.__dict__.setdefault("_sparsity", {})
     key = f"{kind}_colors"
     if key not in cache:
-        cache[key] = coloring(pattern)
+        cache[key] = coloring(pattern, symmetric=kind == "hessian")
     return cache[key]
 
 
@@ -375,12 +499,27 @@ def _seeds(colors: np.ndarray) -> np.ndarray:
     return seeds
 
 
-def _scatter(pattern: sp.csr_matrix, compressed_by_color, colors) -> sp.csr_matrix:
-    """CSR with pattern's structure, entry (i, j) read from compressed[i, color[j]]."""
-    csr = pattern.tocsr()
-    rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
-    data = compressed_by_color[rows, colors[csr.indices]]
-    return sp.csr_matrix((data, csr.indices.copy(), csr.indptr.copy()), shape=csr.shape)
+def _scatter(f, kind, pattern: sp.csr_matrix, compressed, colors) -> sp.csr_matrix:
+    """CSR with pattern's structure, entry (i, j) read from compressed[color[j], i]
+    (compressed holds one product per color, as rows)."""
+    cache = f.__dict__.setdefault("_sparsity", {})
+    key = f"{kind}_scatter"
+    if key not in cache:
+        rows = np.repeat(np.arange(pattern.shape[0]), np.diff(pattern.indptr))
+        cache[key] = colors[pattern.indices] * pattern.shape[0] + rows
+    data = compressed.ravel()[cache[key]]
+    return sp.csr_matrix((data, pattern.indices.copy(), pattern.indptr.copy()), shape=pattern.shape)
+
+
+def _per_color(product, seeds, n_out):
+    """product(seed) for every seed, on the worker threads (each has its own workspaces)."""
+    out = np.empty((len(seeds), n_out))
+
+    def work(worker, n_workers):
+        for c in range(worker, len(seeds), n_workers):
+            out[c] = product(seeds[c])
+    run_workers(work, min(get_num_threads(), len(seeds)))
+    return out
 
 
 def sparse_jacobian(f, xs, params) -> sp.csr_matrix:
@@ -392,11 +531,12 @@ def sparse_jacobian(f, xs, params) -> sp.csr_matrix:
         return sp.csr_matrix(pattern.shape)
     if f.n_slots > 50_000:
         # long vectors: one point sweep per color keeps the runs long
-        jv = np.stack([np.ravel(f.jvp(*xs, v=f._split(s), params=params)[1]) for s in seeds])
+        f._tangent_plan()
+        jv = _per_color(lambda s: np.ravel(f.jvp(*xs, v=f._split(s), params=params)[1]), seeds, f.n_outputs)
     else:
         from . import batch as batch_engine
         _, jv, _ = f._run_flat(np.tile(x, (len(seeds), 1)), seeds, batch_engine.MODE_JVP, params)
-    return _scatter(pattern, jv.T, colors)
+    return _scatter(f, "jacobian", pattern, np.ascontiguousarray(jv), colors)
 
 
 def sparse_hessian(f, xs, params) -> sp.csr_matrix:
@@ -407,12 +547,13 @@ def sparse_hessian(f, xs, params) -> sp.csr_matrix:
         return sp.csr_matrix(pattern.shape)
     if f.n_slots > 50_000:
         # long vectors: one point sweep per color keeps the runs long (and vectorized)
-        hv = np.stack([np.ravel(f.hvp(*xs, v=f._split(s), params=params)) for s in seeds])
+        f._tangent_plan()
+        hv = _per_color(lambda s: np.ravel(f.hvp(*xs, v=f._split(s), params=params)), seeds, f.n_inputs)
     else:
         from . import batch as batch_engine
         x = f._flat_inputs(xs)
         _, hv, _ = f._run_flat(np.tile(x, (len(seeds), 1)), seeds, batch_engine.MODE_HVP, params)
-    return _scatter(pattern, hv.T, colors)
+    return _scatter(f, "hessian", pattern, np.ascontiguousarray(hv), colors)
 
 
 def n_colors(f, kind: str = "hessian") -> int:
