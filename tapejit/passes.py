@@ -44,6 +44,11 @@ class Program:
     inputs: np.ndarray       # slots written from outside: inputs and parameters
     origin: np.ndarray = None  # each instruction's index in the original tape
 
+    def __post_init__(self):
+        # kernels compile once per layout: a column selection (ins[:, keep]) can come back
+        # Fortran-ordered
+        self.ins = np.ascontiguousarray(self.ins)
+
     @classmethod
     def from_function(cls, f) -> "Program":
         a = f.arrays

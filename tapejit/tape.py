@@ -212,6 +212,16 @@ class TapeArrays:
     idx: np.ndarray      # int32 index pool
     n_slots: int
 
+    def __post_init__(self):
+        # one memory layout and writability for every tape, however it was made (recorded,
+        # optimized, loaded): Numba compiles a sweep once per argument type, and each
+        # variant costs a minute of cold compilation
+        # (dtypes are left alone: validate() names a wrong one)
+        for name in ("ops", "ins", "cv", "consts", "idx"):
+            array = getattr(self, name)
+            if isinstance(array, np.ndarray) and not (array.flags.c_contiguous and array.flags.writeable):
+                object.__setattr__(self, name, np.array(array, order="C"))
+
     @property
     def sweep_args(self):
         return self.ops, self.ins, self.cv, self.consts, self.idx
