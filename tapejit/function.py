@@ -301,12 +301,13 @@ class Function:
     def _flat_tangent(self, vs) -> np.ndarray:
         return self._flat_inputs(vs if isinstance(vs, tuple) else (vs,))
 
-    def _forward_tangent(self, xs, vs, params):
-        """Values and tangents at one point; returns (v, dv) workspaces."""
+    def _forward_tangent(self, xs, vs, params, flat_tangent=None):
+        """Values and tangents at one point; returns (v, dv) workspaces. The tangent is
+        vs (shaped like the inputs) or flat_tangent (one flat array)."""
         v, _ = self._workspace()
         dv, _ = self._tangent_workspace()
         v[self._in] = self._flat_inputs(xs)
-        dv[self._in] = self._flat_tangent(vs)
+        dv[self._in] = self._flat_tangent(vs) if flat_tangent is None else flat_tangent
         if self.param_pos.size:
             v[self._params] = self._flat_params(params)
             dv[self._params] = 0.0
@@ -350,7 +351,11 @@ class Function:
         ``f.hvp(x, v=p)`` or ``f.hvp(x, p)`` (scipy's hessp)."""
         self._scalar_output("hvp")
         xs, v = self._split_direction(xs, v)
-        values, dv = self._forward_tangent(xs, v, params)
+        return self._split(self._hvp_flat(xs, params, self._flat_tangent(v)))
+
+    def _hvp_flat(self, xs, params, flat_tangent, out=None):
+        """H v for a flat v, written to out (a new array when None)."""
+        values, dv = self._forward_tangent(xs, None, params, flat_tangent)
         _, g = self._workspace()
         _, dg = self._tangent_workspace()
         g[self.out_pos] += 1.0
@@ -359,12 +364,15 @@ class Function:
             sweeps.reverse_tangent_vector(*self.arrays.sweep_args, values, dv, g, dg, 0, len(self.arrays))
         else:
             tiling.packed_reverse_tangent(*self.arrays.sweep_args, values, dv, g, dg, *plan.args(), plan.n_local)
-        out = dg[self._in].copy()
+        if out is None:
+            out = dg[self._in].copy()
+        else:
+            out[:] = dg[self._in]
         for array in (g, dg):
             array[self._in] = 0.0
             if self.param_pos.size:
                 array[self._params] = 0.0
-        return self._split(out)
+        return out
 
     def jacobian(self, *xs, params=None, sparse: bool = False):
         """The Jacobian (n_outputs, n_inputs) at a point: dense through the batch engine

@@ -493,6 +493,17 @@ def _slot_set(slot, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step, 
 # operands' sets as (row, col) pairs with row <= col
 # ------------------------------------------------------------------------------------------
 @njit(**_JIT)
+def _whole_run(first, stride, length, run_o, run_n, run_inst):
+    """The instruction whose whole run the slots first + t * stride (t < length) are, or -1."""
+    if stride != 1 and length > 1:
+        return -1
+    r = _run_of(first, run_o, run_n)
+    if r >= 0 and run_o[r] == first and run_n[r] == length:
+        return run_inst[r]
+    return -1
+
+
+@njit(**_JIT)
 def _set_products(set1, set2, same, rows, cols, count):
     """Pairs of two sets (only the upper half when they are the same set); -1 when
     rows/cols are full."""
@@ -508,14 +519,16 @@ def _set_products(set1, set2, same, rows, cols, count):
 
 
 @njit(**_JIT)
-def _instruction_entries(op, o, n, a, sa, b, sb, d, sd, consts, idx, reached,
+def _instruction_entries(inst, op, o, n, a, sa, b, sb, d, sd, consts, idx, reached, whole,
                          run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step, start, end, ind,
                          differentiable, nonlinear, elementwise, op_gather, op_sum, op_amax, op_affine,
                          op_matmul, op_softmax, rows, cols, count, buffer1, buffer2, off, step, entry_fams, n_entry_fams):
     """Marks the operands of one instruction's reached slots and emits their Hessian
     entries from count, or entry families from n_entry_fams (entry_fams has room for one
     instruction's). Returns both counts; -1 when rows/cols are full (marking twice is
-    harmless)."""
+    harmless). A run read whole and everywhere is marked once, in whole[instruction],
+    rather than slot by slot in reached."""
+    everywhere = whole[inst]
     if elementwise[op]:
         # the operands with a derivative, and the pairs of them that interact, read once
         base = np.empty(3, np.int64)
@@ -551,18 +564,23 @@ def _instruction_entries(op, o, n, a, sa, b, sb, d, sd, consts, idx, reached,
                                       fam_step, off, step, m, m)
             fam_first[t + 1] = m
         if m >= 0:
-            everywhere = n >= FAMILY_ENTRIES_MIN
-            for k in range(n):
-                if not reached[o + k]:
-                    everywhere = False
-                    break
-            if everywhere:
+            if not everywhere:
+                everywhere = True
+                for k in range(n):
+                    if not reached[o + k]:
+                        everywhere = False
+                        break
+            if everywhere and n >= FAMILY_ENTRIES_MIN:
                 # reached everywhere: the entries are families (i0 + k di, j0 + k dj), kept
                 # as such so that instructions repeating each other's entries
                 # (sum(x**2) + sum((x - 1)**2)) are expanded once
-                for k in range(n):
-                    for t in range(n_x):
-                        reached[base[t] + k * stride[t]] = True
+                for t in range(n_x):
+                    w = _whole_run(base[t], stride[t], n, run_o, run_n, run_inst)
+                    if w >= 0:
+                        whole[w] = True
+                    else:
+                        for k in range(n):
+                            reached[base[t] + k * stride[t]] = True
                 for t in range(n_pairs):
                     u, v = first[t], second[t]
                     for f in range(fam_first[u], fam_first[u + 1]):
@@ -581,7 +599,7 @@ def _instruction_entries(op, o, n, a, sa, b, sb, d, sd, consts, idx, reached,
                 m2 = fam_first[second[t] + 1] - fam_first[second[t]]
                 per_element += m1 * (m1 + 1) // 2 if first[t] == second[t] else m1 * m2
             for k in range(n):
-                if not reached[o + k]:
+                if not everywhere and not reached[o + k]:
                     continue
                 if count + per_element > rows.shape[0]:
                     return -1, n_entry_fams
@@ -597,7 +615,7 @@ def _instruction_entries(op, o, n, a, sa, b, sb, d, sd, consts, idx, reached,
                             count += 1
             return count, n_entry_fams
         for k in range(n):
-            if not reached[o + k]:
+            if not everywhere and not reached[o + k]:
                 continue
             for t in range(n_x):
                 reached[base[t] + k * stride[t]] = True
@@ -613,14 +631,18 @@ def _instruction_entries(op, o, n, a, sa, b, sb, d, sd, consts, idx, reached,
                     return -1, n_entry_fams
         return count, n_entry_fams
     for k in range(n):
-        if not reached[o + k]:
+        if not everywhere and not reached[o + k]:
             continue
         if op == op_gather:
             reached[a + idx[b + k]] = True
         elif op == op_sum or op == op_amax:
             r, j = k // sb, k % sb
-            for q in range(b):
-                reached[a + (r * b + q) * sa + j] = True
+            w = _whole_run(a + r * b * sa + j, sa, b, run_o, run_n, run_inst)
+            if w >= 0:
+                whole[w] = True
+            else:
+                for q in range(b):
+                    reached[a + (r * b + q) * sa + j] = True
         elif op == op_affine:
             for j in range(sb):
                 if consts[b + k * sb + j] != 0.0:
@@ -659,6 +681,7 @@ def hessian_entries(ops, ins, consts, idx, n_slots, n_in, out_slot, run_o, run_n
     """The Hessian pattern of slot out_slot as CSR (indptr, indices)."""
     reached = np.zeros(n_slots, np.bool_)
     reached[out_slot] = True
+    whole = np.zeros(ops.shape[0], np.bool_)
     # generous: pages never written cost nothing, a regrowth copies everything
     rows = np.empty(16 + 8 * n_in, np.int32)
     cols = np.empty(16 + 8 * n_in, np.int32)
@@ -679,28 +702,16 @@ def hessian_entries(ops, ins, consts, idx, n_slots, n_in, out_slot, run_o, run_n
             entry_fams = grown_fams
         while True:
             new_count, n_entry_fams = _instruction_entries(
-                ops[i], ins[0, i], ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i],
-                consts, idx, reached, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step, start, end, ind,
-                differentiable, nonlinear, elementwise, op_gather, op_sum, op_amax, op_affine, op_matmul,
+                i, ops[i], ins[0, i], ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i],
+                consts, idx, reached, whole, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step, start, end,
+                ind, differentiable, nonlinear, elementwise, op_gather, op_sum, op_amax, op_affine, op_matmul,
                 op_softmax, rows, cols, count, buffer1, buffer2, off, step, entry_fams, n_entry_fams)
             if new_count >= 0:
                 break
             rows, cols = _grown(rows, 0, 2**62), _grown(cols, 0, 2**62)
         count = new_count
-    # the entry families, each once (the longest of those sharing a start), expanded
-    families = _unique_families(entry_fams[:n_entry_fams])
-    need = count
-    for t in range(families.shape[0]):
-        need += families[t, 4]
-    if need > rows.shape[0]:
-        rows, cols = _grown(rows, need, 2**62), _grown(cols, need, 2**62)
-    for t in range(families.shape[0]):
-        i0, di, j0, dj = families[t, 0], families[t, 1], families[t, 2], families[t, 3]
-        for k in range(families[t, 4]):
-            i, j = i0 + k * di, j0 + k * dj
-            rows[count], cols[count] = min(i, j), max(i, j)
-            count += 1
-    return _symmetric_csr(rows[:count], cols[:count], n_in)
+    # the entry families, each once (the longest of those sharing a start)
+    return _symmetric_csr(rows[:count], cols[:count], _unique_families(entry_fams[:n_entry_fams]), n_in)
 
 
 @njit(**_JIT)
@@ -730,16 +741,25 @@ def _unique_families(fams):
 
 
 @njit(**_JIT)
-def _symmetric_csr(rows, cols, n):
-    """Symmetric CSR pattern from upper-triangle entries (with repeats), in linear time:
-    bucket both halves by row, drop repeats with a stamp per row, sort each (short) row.
-    Few and small arrays: on a first call their fresh pages are most of the cost."""
+def _symmetric_csr(rows, cols, families, n):
+    """Symmetric CSR pattern from upper-triangle entries (with repeats), given one by one
+    (rows, cols) and as families (i0, di, j0, dj, count) of entries (i0 + k di, j0 + k dj),
+    in linear time: bucket both halves by row, drop repeats with a stamp per row, sort
+    each (short) row. Few and small arrays: on a first call their fresh pages are most of
+    the cost."""
     m = rows.shape[0]
     bounds = np.zeros(n + 1, np.int64)      # row counts, then fill positions, then indptr
     for q in range(m):
         bounds[rows[q] + 1] += 1
         if rows[q] != cols[q]:
             bounds[cols[q] + 1] += 1
+    for t in range(families.shape[0]):
+        i0, di, j0, dj = families[t, 0], families[t, 1], families[t, 2], families[t, 3]
+        for k in range(families[t, 4]):
+            i, j = i0 + k * di, j0 + k * dj
+            bounds[i + 1] += 1
+            if i != j:
+                bounds[j + 1] += 1
     for r in range(n):
         bounds[r + 1] += bounds[r]
     bucket = np.empty(bounds[n], np.int32)
@@ -750,6 +770,15 @@ def _symmetric_csr(rows, cols, n):
         if r != c:
             bucket[bounds[c]] = r
             bounds[c] += 1
+    for t in range(families.shape[0]):
+        i0, di, j0, dj = families[t, 0], families[t, 1], families[t, 2], families[t, 3]
+        for k in range(families[t, 4]):
+            r, c = i0 + k * di, j0 + k * dj
+            bucket[bounds[r]] = c
+            bounds[r] += 1
+            if r != c:
+                bucket[bounds[c]] = r
+                bounds[c] += 1
     stamp = np.full(n, -1, np.int32)
     u = 0
     row_begin = 0
@@ -895,11 +924,28 @@ def coloring(pattern: sp.csr_matrix, symmetric: bool = False) -> np.ndarray:
     return color_columns(pattern.shape[1], *_index_arrays(csr), *_index_arrays(csc), bool(csr.has_sorted_indices))
 
 
+@njit(**_JIT)
+def _band(indptr, indices):
+    """(half-bandwidth, longest row) of a CSR pattern."""
+    band, longest = 0, 0
+    for i in range(indptr.shape[0] - 1):
+        longest = max(longest, indptr[i + 1] - indptr[i])
+        for q in range(indptr[i], indptr[i + 1]):
+            band = max(band, abs(indices[q] - i))
+    return band, longest
+
+
 def _cached_coloring(f, kind, pattern):
     cache = f.__dict__.setdefault("_sparsity", {})
     key = f"{kind}_colors"
     if key not in cache:
-        cache[key] = coloring(pattern, symmetric=kind == "hessian")
+        band, longest = _band(*_index_arrays(pattern)) if pattern.shape[0] == pattern.shape[1] else (-1, 0)
+        if band >= 0 and 2 * band + 1 == longest:
+            # banded: columns closer than 2 * band + 1 share no row, so j mod (2 band + 1)
+            # is a distance-2 coloring, and an optimal one (a row this long needs as many)
+            cache[key] = (np.arange(pattern.shape[1]) % longest).astype(np.int32)
+        else:
+            cache[key] = coloring(pattern, symmetric=kind == "hessian")
     return cache[key]
 
 
@@ -931,13 +977,16 @@ def _scatter(pattern: sp.csr_matrix, compressed, colors) -> sp.csr_matrix:
 
 
 def _per_color(product, colors, n_out):
-    """product(seed of color c) for every color, on the worker threads (each has its own
-    workspaces)."""
+    """product(seed of color c, out row) for every color, on the worker threads (each
+    with its own workspaces and one seed buffer: fresh pages are a large part of a first
+    call's cost)."""
     out = np.empty((_n_colors(colors), n_out))
 
     def work(worker, n_workers):
+        seed = np.empty(colors.size)
         for c in range(worker, len(out), n_workers):
-            out[c] = product((colors == c).astype(np.float64))
+            np.equal(colors, c, out=seed)
+            product(seed, out[c])
     run_workers(work, min(get_num_threads(), len(out)))
     return out
 
@@ -948,11 +997,11 @@ def _compressed_products(f, xs, params, colors, mode, n_out):
         # long vectors: one point sweep per color keeps the runs long (and vectorized)
         f._tangent_plan()
         if mode == "jvp":
-            def product(seed):
-                return np.ravel(f.jvp(*xs, v=f._split(seed), params=params)[1])
+            def product(seed, out):
+                out[:] = np.ravel(f.jvp(*xs, v=f._split(seed), params=params)[1])
         else:
-            def product(seed):
-                return np.ravel(f.hvp(*xs, v=f._split(seed), params=params))
+            def product(seed, out):
+                f._hvp_flat(xs, params, seed, out)
         return _per_color(product, colors, n_out)
     from . import batch as batch_engine
     seeds = _seeds(colors)

@@ -252,3 +252,22 @@ def test_long_affine_tape_stores_no_per_slot_sets():
     # every elementwise run is affine; only the final sum holds an explicit set
     assert affine[run_inst[:-1]].all() and not affine[run_inst[-1]]
     assert ind.size == n
+
+
+@pytest.mark.parametrize("offsets", [(1,), (1, 2), (2,), (1, 3)])
+def test_banded_patterns_get_valid_colorings(offsets):
+    # a full band is colored j mod (2b + 1); a band with gaps falls back to the greedy one
+    def fn(x):
+        return tj.sum(x ** 2) + sum(tj.sum(x[d:] * x[:-d]) for d in offsets)
+    n = 60
+    f = tj.trace(fn, np.ones(n))
+    x = rng.standard_normal(n)
+    H = f.hessian(x, sparse=True)
+    np.testing.assert_allclose(H.toarray(), f.hessian(x), rtol=1e-12, atol=1e-12)
+    colors = sparsity._cached_coloring(f, "hessian", f.hessian_sparsity())
+    dense = f.hessian_sparsity().toarray()
+    for row in dense:
+        cols = np.flatnonzero(row)
+        assert len(set(colors[cols])) == len(cols)
+    if offsets in [(1,), (1, 2)]:           # full bands: as many colors as the longest row
+        assert sparsity.n_colors(f) == max(row.sum() for row in dense)
