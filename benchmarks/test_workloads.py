@@ -30,6 +30,8 @@ IMPLEMENTATIONS = {
     "H1": ["tapejit (f.hvp)", "scipy rosen_hess_prod (numpy)", "jax.jit(jvp(grad))"],
     "H2": ["tapejit first f.hessian(sparse=True)", "tapejit f.hessian(sparse=True), cached",
            "numpy closed form (scipy.sparse)"],
+    "J1": ["tapejit first f.jacobian(sparse=True)", "tapejit f.jacobian(sparse=True), cached",
+           "5 batched jvps (f.batch_jvp) + scatter"],
     "D1": ["tapejit local engine (2 threads)", "tapejit.dask, 2 workers"],
     "O1": ["tapejit (tj.minimize lbfgs)", "scipy L-BFGS-B (rosen, rosen_der)"],
     "O2": ["tapejit (tj.multistart lbfgs)", "scipy L-BFGS-B loop (200 starts)"],

@@ -324,7 +324,17 @@ def _w_case(size: int, device: str) -> Case:
     else:
         impls.append(Impl("torch (eager)", note=NOT_INSTALLED if torch is None else "skipped at this size"))
     impls.append(Impl("jax.jit(value_and_grad)", note="skipped: compiling a 1,000-op graph takes JAX 13+ s"))
-    case = Case("W", 1, "iterations", impls, tolerance=1e-9)
+    def facts(rows):
+        # issue 4's figures for this graph: what CSE and the other passes remove, and the
+        # Hessian-vector product's cost over the gradient's
+        raw = tj.trace(workloads.w_graph(size), x, optimize=False)
+        direction = np.random.default_rng(1).standard_normal(x.size)
+        gradient = statistics.median(_timings(lambda: f.value_and_grad(x), 5, 0.2))
+        hvp = statistics.median(_timings(lambda: f.hvp(x, direction), 5, 0.2))
+        return {"tape as recorded / after optimize()": f"{len(raw):,} / {len(f):,} instructions, "
+                                                      f"{raw.n_slots:,} / {f.n_slots:,} slots",
+                "hvp / gradient": f"{_fmt_time(hvp)} / {_fmt_time(gradient)} = {hvp / gradient:.2f}x"}
+    case = Case("W", 1, "iterations", impls, tolerance=1e-9, facts=facts)
     case.record_seconds = record
     return case
 
@@ -432,6 +442,37 @@ def _sparse_hessian_case(size: int, device: str) -> Case:
     return Case("H2", 1, "Hessians", impls, tolerance=1e-7, facts=facts)
 
 
+def _sparse_jacobian_case(size: int, device: str) -> Case:
+    """The sparse Jacobian of a banded vector function (half-bandwidth 2) with `size`
+    variables, beside as many batched jvps as it has colors (its values' cost)."""
+    import tapejit as tj
+
+    from . import sparsity
+    rng = np.random.default_rng(9)
+    x, probe = rng.standard_normal(size), rng.standard_normal(size)
+    f = tj.trace(workloads.banded, x)
+    f.jvp(x, v=probe)
+    colors = sparsity._cached_coloring(f, "jacobian", f.jacobian_sparsity())
+    seeds = sparsity._seeds(colors)
+    X = np.tile(x, (len(seeds), 1))
+
+    def first_call():
+        f.__dict__.pop("_sparsity", None)       # forget pattern and colors
+        return f.jacobian(x, sparse=True)
+
+    def batched_jvps():
+        # the same products through the batch engine: the compressed Jacobian, scattered
+        # by the pattern into the same CSR
+        _, jv = f.batch_jvp(X, V=seeds)
+        return sparsity._scatter(f.jacobian_sparsity(), np.ascontiguousarray(jv), colors)
+    impls = [Impl("tapejit first f.jacobian(sparse=True)", first_call, result=lambda J: J @ probe),
+             Impl("tapejit f.jacobian(sparse=True), cached", lambda: f.jacobian(x, sparse=True),
+                  result=lambda J: J @ probe),
+             Impl(f"{len(seeds)} batched jvps (f.batch_jvp) + scatter", batched_jvps, result=lambda J: J @ probe)]
+    return Case("J1", 1, "Jacobians", impls, tolerance=1e-9,
+                facts=lambda rows: {"colors": f"{sparsity.n_colors(f, 'jacobian')} (issue 4 asks <= 5)"})
+
+
 def _dask_case(size: int, device: str) -> Case:
     """B1 on a distributed.LocalCluster of 2 single-threaded worker processes, X already on
     the workers (1,000,000-point chunks), results persisted there; beside the local engine."""
@@ -513,6 +554,8 @@ WORKLOADS = {
                  _hvp_case, "n"),
         Workload("H2", "sparse Hessian of Rosenbrock (colored, compressed)", 100_000, 10_000,
                  _sparse_hessian_case, "n"),
+        Workload("J1", "sparse Jacobian of a banded vector function (half-bandwidth 2)", 100_000, 10_000,
+                 _sparse_jacobian_case, "n"),
         Workload("D1", "B1 on a Dask LocalCluster (2 worker processes) against the local engine", 10_000_000,
                  1_000_000, _dask_case),
         Workload("O1", "tj.minimize L-BFGS: Rosenbrock to gradient norm 1e-5", 1_000_000, 100_000,

@@ -359,11 +359,10 @@ class Function:
         _, g = self._workspace()
         _, dg = self._tangent_workspace()
         g[self.out_pos] += 1.0
-        plan = self._tangent_plan()
-        if plan is None:
+        if self._tangent_plan() is None:
             sweeps.reverse_tangent_vector(*self.arrays.sweep_args, values, dv, g, dg, 0, len(self.arrays))
-        else:
-            tiling.packed_reverse_tangent(*self.arrays.sweep_args, values, dv, g, dg, *plan.args(), plan.n_local)
+        else:   # tile by tile, on the worker threads (as the gradient's reverse)
+            tiling.reverse_tangent(self.segments, self.arrays, values, dv, g, dg)
         if out is None:
             out = dg[self._in].copy()
         else:

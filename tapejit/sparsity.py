@@ -21,7 +21,7 @@ from numba import njit
 from .opcodes import OP, OPS
 from .errors import TapejitError
 from .symbolic import depends_on
-from ._threads import get_num_threads, run_workers
+from ._threads import get_num_threads, limit_threads, run_workers
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 MAX_STORED = 2**31 - 1        # slot sets are addressed with int32 positions
@@ -313,10 +313,11 @@ def _grown(array, need, limit):
 
 
 @njit(**_JIT)
-def forward_patterns(ops, ins, consts, idx, start, end, in_pos, differentiable, elementwise,
+def forward_patterns(ops, ins, consts, idx, start, end, in_pos, n_needed, differentiable, elementwise,
                      op_input, op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax):
-    """Input-index sets of every slot: (run_o, run_n, run_inst, affine, fam_ptr, fam_off,
-    fam_step, start, end, ind) and whether the explicit storage fit int32 positions.
+    """Input-index sets of every slot written by the first n_needed instructions (the
+    others read as empty): (run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
+    start, end, ind) and whether the explicit storage fit int32 positions.
     start and end (n_slots each, zero) come from the caller: numpy's zeros are pages the
     kernel maps on first touch, and an all-affine tape never touches them."""
     n_ins = ops.shape[0]
@@ -380,6 +381,10 @@ def forward_patterns(ops, ins, consts, idx, start, end, in_pos, differentiable, 
     for i in range(n_ins):
         op, o, n = ops[i], ins[0, i], ins[1, i]
         a, sa, b, sb, d, sd = ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i]
+        if i >= n_needed:
+            affine[i] = False
+            fam_ptr[i + 1] = n_fam
+            continue
         if op == op_input and affine[i] and n > 0:
             r = _run_of(o, run_o, run_n)
             if inputs_in_run[r] > 0:
@@ -678,7 +683,8 @@ def _instruction_entries(inst, op, o, n, a, sa, b, sb, d, sd, consts, idx, reach
 def hessian_entries(ops, ins, consts, idx, n_slots, n_in, out_slot, run_o, run_n, run_inst, affine, fam_ptr,
                     fam_off, fam_step, start, end, ind, differentiable, nonlinear, elementwise,
                     op_input, op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax):
-    """The Hessian pattern of slot out_slot as CSR (indptr, indices)."""
+    """The Hessian pattern of slot out_slot as CSR (indptr, indices), with its
+    half-bandwidth and longest row."""
     reached = np.zeros(n_slots, np.bool_)
     reached[out_slot] = True
     whole = np.zeros(ops.shape[0], np.bool_)
@@ -711,7 +717,62 @@ def hessian_entries(ops, ins, consts, idx, n_slots, n_in, out_slot, run_o, run_n
             rows, cols = _grown(rows, 0, 2**62), _grown(cols, 0, 2**62)
         count = new_count
     # the entry families, each once (the longest of those sharing a start)
-    return _symmetric_csr(rows[:count], cols[:count], _unique_families(entry_fams[:n_entry_fams]), n_in)
+    families = _unique_families(entry_fams[:n_entry_fams])
+    if count == 0 and _diagonal_families(families):
+        return _csr_from_diagonals(families, n_in)
+    return _symmetric_csr(rows[:count], cols[:count], families, n_in)
+
+
+@njit(**_JIT)
+def _diagonal_families(families):
+    """Whether every family runs along a diagonal: (i0 + k s, j0 + k s) with s = 1."""
+    for t in range(families.shape[0]):
+        if families[t, 1] != 1 or families[t, 3] != 1:
+            return False
+    return True
+
+
+@njit(**_JIT)
+def _csr_from_diagonals(families, n):
+    """The symmetric CSR pattern of diagonal families (i0 + k, j0 + k), k < count, row by
+    row: row r holds j0 + (r - i0) where i0 <= r < i0 + count, and the mirror. No entry
+    list and no bucket arrays: a banded Hessian (stencils, Rosenbrock) is built in one
+    pass over its rows."""
+    n_fams = families.shape[0]
+    total = 0
+    for t in range(n_fams):
+        total += 2 * families[t, 4]
+    indptr = np.zeros(n + 1, np.int64)
+    indices = np.empty(min(total, n * n) if n > 0 else 0, np.int32)
+    row = np.empty(2 * n_fams, np.int64)
+    u = 0
+    band, longest = 0, 0
+    for r in range(n):
+        m = 0
+        for t in range(n_fams):
+            i0, j0, count = families[t, 0], families[t, 2], families[t, 4]
+            if i0 <= r < i0 + count:
+                row[m] = j0 + (r - i0)
+                m += 1
+            if j0 <= r < j0 + count:
+                row[m] = i0 + (r - j0)
+                m += 1
+        for p in range(1, m):                    # insertion sort: a handful per row
+            x = row[p]
+            q = p - 1
+            while q >= 0 and row[q] > x:
+                row[q + 1] = row[q]
+                q -= 1
+            row[q + 1] = x
+        row_start = u
+        for p in range(m):
+            if p == 0 or row[p] != row[p - 1]:
+                indices[u] = row[p]
+                band = max(band, abs(row[p] - r))
+                u += 1
+        longest = max(longest, u - row_start)
+        indptr[r + 1] = u
+    return indptr, indices[:u], band, longest
 
 
 @njit(**_JIT)
@@ -782,6 +843,7 @@ def _symmetric_csr(rows, cols, families, n):
     stamp = np.full(n, -1, np.int32)
     u = 0
     row_begin = 0
+    band, longest = 0, 0                     # for the coloring: half-bandwidth, longest row
     for r in range(n):
         row_start = u
         row_end = bounds[r]
@@ -791,6 +853,8 @@ def _symmetric_csr(rows, cols, families, n):
                 stamp[c] = r
                 bucket[u] = c                    # compacts in place: u never passes q
                 u += 1
+                band = max(band, abs(c - r))
+        longest = max(longest, u - row_start)
         row_begin = row_end
         if u - row_start > 32:
             bucket[row_start:u] = np.sort(bucket[row_start:u])
@@ -804,25 +868,29 @@ def _symmetric_csr(rows, cols, families, n):
                 bucket[q + 1] = x
         bounds[r] = row_start
     bounds[n] = u
-    return bounds, bucket[:u]
+    return bounds, bucket[:u], band, longest
 
 
 def _structural_codes():
     return (OP.input, OP.gather, OP.sum, OP.amax, OP.affine, OP.matmul, OP.softmax)
 
 
-def _slot_patterns(f):
+def _slot_patterns(f, for_hessian: bool = False):
+    """The slots' input sets, cached. The Hessian pass reads only operands, so it can do
+    without the last instruction's sets (often a long reduction)."""
     cache = f.__dict__.setdefault("_sparsity", {})
-    if "slots" not in cache:
+    key = "slots" if not for_hessian or "slots" in cache else "operand slots"
+    if key not in cache:
         a = f.arrays
+        n_needed = len(a.ops) - 1 if key == "operand slots" else len(a.ops)
         sets, fits = forward_patterns(a.ops, a.ins, a.consts, a.idx, np.zeros(a.n_slots, np.int32),
-                                      np.zeros(a.n_slots, np.int32), f.in_pos,
+                                      np.zeros(a.n_slots, np.int32), f.in_pos, n_needed,
                                       DIFFERENTIABLE, ELEMENTWISE, *_structural_codes())
         if not fits:
             raise TapejitError("sparsity: the slots' input sets need more than 2**31 stored indices; "
                                "this function is too dense for sparse derivatives, use the dense ones")
-        cache["slots"] = sets
-    return cache["slots"]
+        cache[key] = sets
+    return cache[key]
 
 
 @njit(**_JIT)
@@ -876,9 +944,10 @@ def hessian_pattern(f) -> sp.csr_matrix:
     cache = f.__dict__.setdefault("_sparsity", {})
     if "hessian" not in cache:
         a = f.arrays
-        indptr, indices = hessian_entries(a.ops, a.ins, a.consts, a.idx, a.n_slots, f.n_inputs, int(f.out_pos[0]),
-                                          *_slot_patterns(f), DIFFERENTIABLE, NONLINEAR, ELEMENTWISE,
-                                          *_structural_codes())
+        indptr, indices, band, longest = hessian_entries(
+            a.ops, a.ins, a.consts, a.idx, a.n_slots, f.n_inputs, int(f.out_pos[0]),
+            *_slot_patterns(f, for_hessian=True), DIFFERENTIABLE, NONLINEAR, ELEMENTWISE, *_structural_codes())
+        cache["hessian_band"] = band, longest
         cache["hessian"] = sp.csr_matrix((np.ones(len(indices), bool), indices, indptr),
                                          shape=(f.n_inputs, f.n_inputs))
     return cache["hessian"]
@@ -939,7 +1008,10 @@ def _cached_coloring(f, kind, pattern):
     cache = f.__dict__.setdefault("_sparsity", {})
     key = f"{kind}_colors"
     if key not in cache:
-        band, longest = _band(*_index_arrays(pattern)) if pattern.shape[0] == pattern.shape[1] else (-1, 0)
+        if f"{kind}_band" in cache:
+            band, longest = cache[f"{kind}_band"]
+        else:
+            band, longest = _band(*_index_arrays(pattern)) if pattern.shape[0] == pattern.shape[1] else (-1, 0)
         if band >= 0 and 2 * band + 1 == longest:
             # banded: columns closer than 2 * band + 1 share no row, so j mod (2 band + 1)
             # is a distance-2 coloring, and an optimal one (a row this long needs as many)
@@ -977,17 +1049,26 @@ def _scatter(pattern: sp.csr_matrix, compressed, colors) -> sp.csr_matrix:
 
 
 def _per_color(product, colors, n_out):
-    """product(seed of color c, out row) for every color, on the worker threads (each
-    with its own workspaces and one seed buffer: fresh pages are a large part of a first
-    call's cost)."""
-    out = np.empty((_n_colors(colors), n_out))
+    """product(seed of color c, out row) for every color. Whole rounds of colors run one
+    per worker thread (each with its own workspaces and seed buffer, its products on one
+    thread); the colors left over run one at a time, each product on all the threads."""
+    n_colors = _n_colors(colors)
+    out = np.empty((n_colors, n_out))
+    workers = get_num_threads()
+    spread = n_colors - n_colors % workers if workers > 1 else 0
 
     def work(worker, n_workers):
         seed = np.empty(colors.size)
-        for c in range(worker, len(out), n_workers):
-            np.equal(colors, c, out=seed)
-            product(seed, out[c])
-    run_workers(work, min(get_num_threads(), len(out)))
+        with limit_threads(1):
+            for c in range(worker, spread, n_workers):
+                np.equal(colors, c, out=seed)
+                product(seed, out[c])
+    if spread:
+        run_workers(work, workers)
+    seed = np.empty(colors.size)
+    for c in range(spread, n_colors):
+        np.equal(colors, c, out=seed)
+        product(seed, out[c])
     return out
 
 

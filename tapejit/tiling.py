@@ -562,10 +562,34 @@ def packed_forward_tangent(ops, ins, cv, consts, idx, v, dv, seg, stretch, l_ops
 
 
 @njit(**_JIT)
+def _tile_reverse_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, dv, g, dg, lv, ldv, lg, ldg,
+                          loads, stores, sums, t0, count, tile):
+    """One tile's adjoints and their tangents: recompute its values and tangents, run its
+    reverse in cache, add into the external operands' adjoints."""
+    _tile_forward_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, dv, lv, ldv, loads, t0, count, tile)
+    for q in range(stores.shape[0]):
+        local, base = stores[q, 0], stores[q, 1]
+        for e in range(count):
+            lg[local + e] = g[base + t0 + e]
+            ldg[local + e] = dg[base + t0 + e]
+            g[base + t0 + e] = 0.0
+            dg[base + t0 + e] = 0.0
+    for q in range(sums.shape[0]):
+        lg[sums[q, 0]] = g[sums[q, 1]]
+        ldg[sums[q, 0]] = dg[sums[q, 1]]
+    if count == tile or t_ops.shape[0] == 0:
+        sweeps.reverse_tangent_vector(f_ops, f_ins, f_cv, consts, idx, lv, ldv, lg, ldg, 0, f_ops.shape[0])
+    else:
+        sweeps.reverse_tangent_vector(t_ops, t_ins, t_cv, consts, idx, lv, ldv, lg, ldg, 0, t_ops.shape[0])
+    _scatter(g, lg, loads, t0, count)
+    _scatter(dg, ldg, loads, t0, count)
+
+
+@njit(**_JIT)
 def packed_reverse_tangent(ops, ins, cv, consts, idx, v, dv, g, dg, seg, stretch, l_ops, l_ins, l_cv, loads,
                            stores, sums, n_local):
-    """Adjoints and their tangents at one point (after packed_forward_tangent); each tile
-    recomputes its values and tangents, then runs its reverse in cache."""
+    """Adjoints and their tangents at one point (after packed_forward_tangent), tiles
+    serially."""
     lv, ldv = np.zeros(n_local), np.zeros(n_local)
     lg, ldg = np.zeros(n_local), np.zeros(n_local)
     for q in range(seg.shape[0] - 1, -1, -1):
@@ -575,24 +599,50 @@ def packed_reverse_tangent(ops, ins, cv, consts, idx, v, dv, g, dg, seg, stretch
         fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
                                                                           sums, seg[q, 1])
         for t0 in range(0, length, tile):
-            count = min(tile, length - t0)
-            _tile_forward_tangent(fo, fi, fc, to, ti, tc, consts, idx, v, dv, lv, ldv, ld, t0, count, tile)
-            for k in range(sr.shape[0]):
-                local, base = sr[k, 0], sr[k, 1]
-                for e in range(count):
-                    lg[local + e] = g[base + t0 + e]
-                    ldg[local + e] = dg[base + t0 + e]
-                    g[base + t0 + e] = 0.0
-                    dg[base + t0 + e] = 0.0
-            for k in range(sm.shape[0]):
-                lg[sm[k, 0]] = g[sm[k, 1]]
-                ldg[sm[k, 0]] = dg[sm[k, 1]]
-            if count == tile or to.shape[0] == 0:
-                sweeps.reverse_tangent_vector(fo, fi, fc, consts, idx, lv, ldv, lg, ldg, 0, fo.shape[0])
-            else:
-                sweeps.reverse_tangent_vector(to, ti, tc, consts, idx, lv, ldv, lg, ldg, 0, to.shape[0])
-            _scatter(g, lg, ld, t0, count)
-            _scatter(dg, ldg, ld, t0, count)
+            _tile_reverse_tangent(fo, fi, fc, to, ti, tc, consts, idx, v, dv, g, dg, lv, ldv, lg, ldg, ld, sr, sm,
+                                  t0, min(tile, length - t0), tile)
         for k in range(sm.shape[0]):
             g[sm[k, 1]] = 0.0
             dg[sm[k, 1]] = 0.0
+
+
+@njit(**_JIT)
+def stretch_reverse_tangent(worker, n_workers, phase, n_phases, f_ops, f_ins, f_cv, t_ops, t_ins, t_cv,
+                            consts, idx, v, dv, g, dg, n_local, loads, stores, sums, length, tile):
+    """One worker's share of a stretch's second-order reverse, tiles as in stretch_reverse
+    (two phases keep tiles running at once from adding into the same adjoints)."""
+    n_tiles = (length + tile - 1) // tile
+    n_phase = (n_tiles - phase + n_phases - 1) // n_phases
+    per = (n_phase + n_workers - 1) // n_workers
+    lv, ldv = np.zeros(n_local), np.zeros(n_local)
+    lg, ldg = np.zeros(n_local), np.zeros(n_local)
+    for m in range(worker * per, min(n_phase, (worker + 1) * per)):
+        t0 = (n_phases * m + phase) * tile
+        _tile_reverse_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, dv, g, dg, lv, ldv, lg, ldg,
+                              loads, stores, sums, t0, min(tile, length - t0), tile)
+
+
+def reverse_tangent(segments, arrays: TapeArrays, v, dv, g, dg) -> None:
+    """Adjoints and their tangents (after a forward tangent sweep), stretches on the
+    worker threads where their tiles allow it."""
+    for kind, *rest in reversed(segments):
+        if kind == "plain":
+            start, stop = rest
+            if stop > start:
+                sweeps.reverse_tangent_vector(*arrays.sweep_args, v, dv, g, dg, start, stop)
+            continue
+        s = rest[0]
+        workers = _workers(s) if s.parallel_reverse else 1
+        phases = 2 if workers > 1 else 1
+        for phase in range(phases):
+            run_workers(_reverse_tangent_worker(phase, phases), workers, *_tapes(s), arrays.consts, arrays.idx,
+                        v, dv, g, dg, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile)
+        for _, slot in s.sums:
+            g[slot] = 0.0
+            dg[slot] = 0.0
+
+
+def _reverse_tangent_worker(phase: int, phases: int):
+    def work(worker, n_workers, *args):
+        stretch_reverse_tangent(worker, n_workers, phase, phases, *args)
+    return work

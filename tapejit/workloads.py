@@ -1,4 +1,4 @@
-"""The benchmark workloads (B1, B2, L1, W, eager), shared by ``benchmarks/`` and
+"""The benchmark workloads (B1, B2, L1, W, J1, eager), shared by ``benchmarks/`` and
 ``tapejit bench``: each as tapejit code and as a hand-written Numba baseline that knows
 its one function and needs no tape."""
 from __future__ import annotations
@@ -16,6 +16,12 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 # -- Rosenbrock (B1: n=10 at 1e6 points; L1: n=1e6 at one point) ------------------------------
 def rosen(x):
     return tj.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+
+# -- a banded vector function (J1: the sparse Jacobian, half-bandwidth 2) ----------------------
+def banded(x):
+    n = x.shape[0]
+    return x[2:-2] * x[:-4] + tj.sin(x[1:-3]) * x[3:-1] - x[4:] ** 2 + tj.exp(x[2:-2] / n)
 
 
 @njit(**_JIT)
