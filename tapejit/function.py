@@ -229,8 +229,7 @@ class Function:
             self._local.ws = ws
         return ws
 
-    def _forward(self, xs: tuple, params) -> np.ndarray:
-        v, g = self._workspace()
+    def _set_inputs(self, v, xs: tuple, params) -> None:
         flat = self._flat_inputs(xs)
         if isinstance(self._in, slice) and flat.size >= tiling.MIN_LENGTH:
             tiling.copy(flat, v[self._in])
@@ -238,6 +237,10 @@ class Function:
             v[self._in] = flat
         if self.param_pos.size:
             v[self._params] = self._flat_params(params)
+
+    def _forward(self, xs: tuple, params) -> np.ndarray:
+        v, g = self._workspace()
+        self._set_inputs(v, xs, params)
         if _state.debug:
             from . import debug
             sweeps.forward_point(*self.arrays.sweep_args, v, 0, len(self.arrays))   # every value kept
@@ -271,6 +274,10 @@ class Function:
         v, g = self._workspace()
         g[self.out_pos] += seed
         tiling.reverse(self.segments, self.arrays, v, g, self.vector)
+        return self._take_gradient(g)
+
+    def _take_gradient(self, g) -> np.ndarray:
+        """The inputs' adjoints, leaving the workspace's zero for the next call."""
         if isinstance(self._in, slice):
             grad = np.empty(self.n_inputs)
             tiling.move(g[self._in], grad)
@@ -284,9 +291,17 @@ class Function:
     def value_and_grad(self, *xs, params=None):
         """(value, gradient) at a new point; the gradient has the inputs' shapes."""
         self._scalar_output("value_and_grad")
-        v = self._forward(xs, params)
-        value = self._value(v)
-        return value, self._split(self._reverse(1.0))
+        if self.segments[-1][0] == "plain" or self.guards.size or _state.debug:
+            v = self._forward(xs, params)
+            value = self._value(v)
+            return value, self._split(self._reverse(1.0))
+        # the tape ends with a long stretch (a vectorized objective): its forward runs
+        # inside its reverse, tile by tile (no guards to check before the reverse)
+        v, g = self._workspace()
+        self._set_inputs(v, xs, params)
+        g[self.out_pos] += 1.0
+        tiling.forward_reverse(self.segments, self.arrays, v, g, self.vector)
+        return self._value(v), self._split(self._take_gradient(g))
 
     def grad(self, *xs, params=None):
         """The gradient at a new point (a tuple of arrays for several inputs)."""

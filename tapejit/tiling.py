@@ -344,6 +344,30 @@ def stretch_reverse(worker, n_workers, phase, n_phases, f_ops, f_ins, f_cv, t_op
 
 
 @njit(**_JIT)
+def stretch_value_reverse(worker, n_workers, phase, n_phases, f_ops, f_ins, f_cv, t_ops, t_ins, t_cv,
+                          consts, idx, v, g, n_local, loads, stores, sums, length, tile, tile_sums):
+    """stretch_reverse that also keeps what each tile's recomputed forward produced: its
+    escaping values (written to v) and its part of every whole sum (tile_sums[tile])."""
+    n_tiles = (length + tile - 1) // tile
+    n_phase = (n_tiles - phase + n_phases - 1) // n_phases
+    per = (n_phase + n_workers - 1) // n_workers
+    lv = np.zeros(n_local)
+    lg = np.zeros(n_local)
+    for m in range(worker * per, min(n_phase, (worker + 1) * per)):
+        t = n_phases * m + phase
+        t0 = t * tile
+        count = min(tile, length - t0)
+        _tile_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, g, lv, lg,
+                      loads, stores, sums, t0, count, tile)
+        for q in range(sums.shape[0]):          # the reverse leaves the tile's values in lv
+            tile_sums[t, q] = lv[sums[q, 0]]
+        for q in range(stores.shape[0]):
+            local, base = stores[q, 0], stores[q, 1]
+            for e in range(count):
+                v[base + t0 + e] = lv[local + e]
+
+
+@njit(**_JIT)
 def copy(src, dst):
     """dst[:] = src."""
     for k in range(src.shape[0]):
@@ -410,6 +434,41 @@ def reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, vector: 
 def _reverse_worker(phase: int, phases: int):
     def work(worker, n_workers, *args):
         stretch_reverse(worker, n_workers, phase, phases, *args)
+    return work
+
+
+def forward_reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, vector: bool = True) -> None:
+    """Values and adjoints (the output's adjoint already seeded in g) when the tape ends
+    with a stretch: that stretch's forward is not run on its own, because every tile of
+    its reverse recomputes the tile's values anyway; the fused pass also writes the
+    stretch's escaping values and whole sums. Sums are added in the order forward() uses,
+    so values are identical to forward()'s."""
+    *head, (kind, s) = segments
+    forward(head, arrays, v, vector)
+    workers = _workers(s) if s.parallel_reverse else 1
+    phases = 2 if workers > 1 else 1
+    n_tiles = (s.length + s.tile - 1) // s.tile
+    tile_sums = np.zeros((n_tiles, max(len(s.sums), 1)))
+    for phase in range(phases):
+        run_workers(_value_reverse_worker(phase, phases), workers, *_tapes(s), arrays.consts, arrays.idx,
+                    v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile, tile_sums)
+    forward_workers = _workers(s)
+    per = (n_tiles + forward_workers - 1) // forward_workers
+    for q, (_, slot) in enumerate(s.sums):
+        total = 0.0
+        for w in range(forward_workers):
+            partial = 0.0
+            for t in range(w * per, min(n_tiles, (w + 1) * per)):
+                partial += tile_sums[t, q]
+            total += partial
+        v[slot] = total
+        g[slot] = 0.0
+    reverse(head, arrays, v, g, vector)
+
+
+def _value_reverse_worker(phase: int, phases: int):
+    def work(worker, n_workers, *args):
+        stretch_value_reverse(worker, n_workers, phase, phases, *args)
     return work
 
 
