@@ -368,9 +368,27 @@ class Function:
         xs, v = self._split_direction(xs, v)
         return self._split(self._hvp_flat(xs, params, self._flat_tangent(v)))
 
+    def _ends_in_stretch(self) -> bool:
+        """Whether the tape ends with a long stretch after plain code only (and has no
+        guards to check before a reverse): then that stretch's forward can run inside
+        its reverse, which recomputes each tile's values anyway."""
+        segments = self.segments
+        return (segments[-1][0] != "plain" and all(kind == "plain" for kind, *_ in segments[:-1])
+                and not self.guards.size and not _state.debug)
+
     def _hvp_flat(self, xs, params, flat_tangent, out=None):
         """H v for a flat v, written to out (a new array when None)."""
-        values, dv = self._forward_tangent(xs, None, params, flat_tangent)
+        if self._ends_in_stretch():
+            values, _ = self._workspace()
+            dv, _ = self._tangent_workspace()
+            self._set_inputs(values, xs, params)
+            dv[self._in] = flat_tangent
+            if self.param_pos.size:
+                dv[self._params] = 0.0
+            for _, start, stop in self.segments[:-1]:
+                sweeps.forward_tangent_vector(*self.arrays.sweep_args, values, dv, start, stop)
+        else:
+            values, dv = self._forward_tangent(xs, None, params, flat_tangent)
         _, g = self._workspace()
         _, dg = self._tangent_workspace()
         g[self.out_pos] += 1.0
