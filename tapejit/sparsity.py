@@ -498,12 +498,16 @@ def _slot_set(slot, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step, 
 # operands' sets as (row, col) pairs with row <= col
 # ------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _whole_run(first, stride, length, run_o, run_n, run_inst):
-    """The instruction whose whole run the slots first + t * stride (t < length) are, or -1."""
-    if stride != 1 and length > 1:
-        return -1
+def _whole_run(first, stride, length, run_o, run_n, run_inst, ops, op_input):
+    """For the slots first + t * stride (t < length): the instruction whose whole run they
+    are, -2 when they lie in an input's run (whose marks nothing reads), else -1."""
     r = _run_of(first, run_o, run_n)
-    if r >= 0 and run_o[r] == first and run_n[r] == length:
+    if r < 0:
+        return -1
+    last = first + (length - 1) * stride
+    if run_o[r] <= last < run_o[r] + run_n[r] and ops[run_inst[r]] == op_input:
+        return -2
+    if (stride == 1 or length == 1) and run_o[r] == first and run_n[r] == length:
         return run_inst[r]
     return -1
 
@@ -524,7 +528,7 @@ def _set_products(set1, set2, same, rows, cols, count):
 
 
 @njit(**_JIT)
-def _instruction_entries(inst, op, o, n, a, sa, b, sb, d, sd, consts, idx, reached, whole,
+def _instruction_entries(inst, op, o, n, a, sa, b, sb, d, sd, consts, idx, reached, whole, ops, op_input,
                          run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step, start, end, ind,
                          differentiable, nonlinear, elementwise, op_gather, op_sum, op_amax, op_affine,
                          op_matmul, op_softmax, rows, cols, count, buffer1, buffer2, off, step, entry_fams, n_entry_fams):
@@ -580,10 +584,10 @@ def _instruction_entries(inst, op, o, n, a, sa, b, sb, d, sd, consts, idx, reach
                 # as such so that instructions repeating each other's entries
                 # (sum(x**2) + sum((x - 1)**2)) are expanded once
                 for t in range(n_x):
-                    w = _whole_run(base[t], stride[t], n, run_o, run_n, run_inst)
+                    w = _whole_run(base[t], stride[t], n, run_o, run_n, run_inst, ops, op_input)
                     if w >= 0:
                         whole[w] = True
-                    else:
+                    elif w == -1:
                         for k in range(n):
                             reached[base[t] + k * stride[t]] = True
                 for t in range(n_pairs):
@@ -642,10 +646,10 @@ def _instruction_entries(inst, op, o, n, a, sa, b, sb, d, sd, consts, idx, reach
             reached[a + idx[b + k]] = True
         elif op == op_sum or op == op_amax:
             r, j = k // sb, k % sb
-            w = _whole_run(a + r * b * sa + j, sa, b, run_o, run_n, run_inst)
+            w = _whole_run(a + r * b * sa + j, sa, b, run_o, run_n, run_inst, ops, op_input)
             if w >= 0:
                 whole[w] = True
-            else:
+            elif w == -1:
                 for q in range(b):
                     reached[a + (r * b + q) * sa + j] = True
         elif op == op_affine:
@@ -680,12 +684,12 @@ def _instruction_entries(inst, op, o, n, a, sa, b, sb, d, sd, consts, idx, reach
 
 
 @njit(**_JIT)
-def hessian_entries(ops, ins, consts, idx, n_slots, n_in, out_slot, run_o, run_n, run_inst, affine, fam_ptr,
+def hessian_entries(ops, ins, consts, idx, reached, n_in, out_slot, run_o, run_n, run_inst, affine, fam_ptr,
                     fam_off, fam_step, start, end, ind, differentiable, nonlinear, elementwise,
                     op_input, op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax):
     """The Hessian pattern of slot out_slot as CSR (indptr, indices), with its
-    half-bandwidth and longest row."""
-    reached = np.zeros(n_slots, np.bool_)
+    half-bandwidth and longest row. reached (n_slots, zero) comes from the caller:
+    numpy's zeros are pages mapped on first touch, and runs read whole mark nothing."""
     reached[out_slot] = True
     whole = np.zeros(ops.shape[0], np.bool_)
     # generous: pages never written cost nothing, a regrowth copies everything
@@ -709,8 +713,8 @@ def hessian_entries(ops, ins, consts, idx, n_slots, n_in, out_slot, run_o, run_n
         while True:
             new_count, n_entry_fams = _instruction_entries(
                 i, ops[i], ins[0, i], ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i],
-                consts, idx, reached, whole, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step, start, end,
-                ind, differentiable, nonlinear, elementwise, op_gather, op_sum, op_amax, op_affine, op_matmul,
+                consts, idx, reached, whole, ops, op_input, run_o, run_n, run_inst, affine, fam_ptr, fam_off,
+                fam_step, start, end, ind, differentiable, nonlinear, elementwise, op_gather, op_sum, op_amax, op_affine, op_matmul,
                 op_softmax, rows, cols, count, buffer1, buffer2, off, step, entry_fams, n_entry_fams)
             if new_count >= 0:
                 break
@@ -734,43 +738,46 @@ def _diagonal_families(families):
 
 @njit(**_JIT)
 def _csr_from_diagonals(families, n):
-    """The symmetric CSR pattern of diagonal families (i0 + k, j0 + k), k < count, row by
-    row: row r holds j0 + (r - i0) where i0 <= r < i0 + count, and the mirror. No entry
-    list and no bucket arrays: a banded Hessian (stencils, Rosenbrock) is built in one
-    pass over its rows."""
+    """The symmetric CSR pattern of diagonal families (i0 + k, j0 + k), k < count: each
+    puts column r + d (d = j0 - i0) in rows i0 .. i0 + count - 1 and, mirrored, column
+    r - d in rows j0 .. j0 + count - 1. Walking the distinct offsets in increasing order
+    writes every row already sorted and without repeats: a banded Hessian (stencils,
+    Rosenbrock) is built in one pass over its rows, with no entry list, bucket or sort."""
     n_fams = families.shape[0]
-    total = 0
+    # (offset, first row, end row) of every family and its mirror, sorted by offset
+    spans = np.empty((2 * n_fams, 3), np.int64)
     for t in range(n_fams):
-        total += 2 * families[t, 4]
-    indptr = np.zeros(n + 1, np.int64)
+        i0, j0, count = families[t, 0], families[t, 2], families[t, 4]
+        spans[2 * t, 0], spans[2 * t, 1], spans[2 * t, 2] = j0 - i0, i0, i0 + count
+        spans[2 * t + 1, 0], spans[2 * t + 1, 1], spans[2 * t + 1, 2] = i0 - j0, j0, j0 + count
+    order = np.argsort(spans[:, 0], kind="mergesort")
+    spans = spans[order]
+    offsets = np.empty(2 * n_fams, np.int64)     # distinct offsets, their spans first..last
+    first = np.empty(2 * n_fams + 1, np.int64)
+    n_offsets = 0
+    for t in range(2 * n_fams):
+        if t == 0 or spans[t, 0] != spans[t - 1, 0]:
+            offsets[n_offsets] = spans[t, 0]
+            first[n_offsets] = t
+            n_offsets += 1
+    first[n_offsets] = 2 * n_fams
+    total = 0
+    for t in range(2 * n_fams):
+        total += spans[t, 2] - spans[t, 1]
+    indptr = np.empty(n + 1, np.int64)
     indices = np.empty(min(total, n * n) if n > 0 else 0, np.int32)
-    row = np.empty(2 * n_fams, np.int64)
     u = 0
     band, longest = 0, 0
+    indptr[0] = 0
     for r in range(n):
-        m = 0
-        for t in range(n_fams):
-            i0, j0, count = families[t, 0], families[t, 2], families[t, 4]
-            if i0 <= r < i0 + count:
-                row[m] = j0 + (r - i0)
-                m += 1
-            if j0 <= r < j0 + count:
-                row[m] = i0 + (r - j0)
-                m += 1
-        for p in range(1, m):                    # insertion sort: a handful per row
-            x = row[p]
-            q = p - 1
-            while q >= 0 and row[q] > x:
-                row[q + 1] = row[q]
-                q -= 1
-            row[q + 1] = x
-        row_start = u
-        for p in range(m):
-            if p == 0 or row[p] != row[p - 1]:
-                indices[u] = row[p]
-                band = max(band, abs(row[p] - r))
-                u += 1
-        longest = max(longest, u - row_start)
+        for q in range(n_offsets):
+            for t in range(first[q], first[q + 1]):
+                if spans[t, 1] <= r < spans[t, 2]:
+                    indices[u] = r + offsets[q]
+                    band = max(band, abs(offsets[q]))
+                    u += 1
+                    break
+        longest = max(longest, u - indptr[r])
         indptr[r + 1] = u
     return indptr, indices[:u], band, longest
 
@@ -945,7 +952,7 @@ def hessian_pattern(f) -> sp.csr_matrix:
     if "hessian" not in cache:
         a = f.arrays
         indptr, indices, band, longest = hessian_entries(
-            a.ops, a.ins, a.consts, a.idx, a.n_slots, f.n_inputs, int(f.out_pos[0]),
+            a.ops, a.ins, a.consts, a.idx, np.zeros(a.n_slots, np.bool_), f.n_inputs, int(f.out_pos[0]),
             *_slot_patterns(f, for_hessian=True), DIFFERENTIABLE, NONLINEAR, ELEMENTWISE, *_structural_codes())
         cache["hessian_band"] = band, longest
         cache["hessian"] = sp.csr_matrix((np.ones(len(indices), bool), indices, indptr),
