@@ -27,8 +27,17 @@ PROGRAMS = {
 }
 
 
+@pytest.fixture(params=["one worker", "split across workers"])
+def workers(request, monkeypatch):
+    """Stretches this short run on one thread by default; split them to test the phases."""
+    if request.param == "split across workers":
+        monkeypatch.setattr(tiling, "TILES_PER_WORKER", 1)
+        monkeypatch.setattr(tiling, "TILES_PER_WORKER_SECOND_ORDER", 1)
+    return request.param
+
+
 @pytest.mark.parametrize("name", PROGRAMS)
-def test_tiled_equals_untiled(name):
+def test_tiled_equals_untiled(name, workers):
     fn = PROGRAMS[name]
     x0 = rng.standard_normal(N)
     params = (np.array([0.7, -1.3]),)
@@ -44,10 +53,13 @@ def test_tiled_equals_untiled(name):
         np.testing.assert_allclose(f.grad(x), g.grad(x), rtol=1e-12, atol=1e-13)
         # a second call reuses the workspaces: they must have been left clean
         np.testing.assert_allclose(f.grad(x), g.grad(x), rtol=1e-12, atol=1e-13)
+        u = rng.standard_normal(N)
+        np.testing.assert_allclose(f.hvp(x, u), g.hvp(x, u), rtol=1e-11, atol=1e-11)
+        np.testing.assert_allclose(f.hvp(x, u), g.hvp(x, u), rtol=1e-11, atol=1e-11)
 
 
 @pytest.mark.parametrize("name", [n for n in PROGRAMS if n != "vector output"])
-def test_fused_value_and_grad_equals_forward_then_reverse(name):
+def test_fused_value_and_grad_equals_forward_then_reverse(name, workers):
     """A tape ending in a stretch runs that stretch's forward inside its reverse: the value
     is bit-identical to f(x), the gradient to a separate forward and reverse."""
     fn = PROGRAMS[name]
