@@ -563,6 +563,23 @@ def _instruction_entries(inst, op, o, n, a, sa, b, sb, d, sd, consts, idx, reach
                     n_pairs += 1
                 q += 1
             p += 1
+        if not everywhere and n >= FAMILY_ENTRIES_MIN:
+            everywhere = True
+            for k in range(n):
+                if not reached[o + k]:
+                    everywhere = False
+                    break
+        if everywhere and n >= FAMILY_ENTRIES_MIN:
+            # reached everywhere: operands read whole are marked once, inputs not at all
+            for t in range(n_x):
+                w = _whole_run(base[t], stride[t], n, run_o, run_n, run_inst, ops, op_input)
+                if w >= 0:
+                    whole[w] = True
+                elif w == -1:
+                    for k in range(n):
+                        reached[base[t] + k * stride[t]] = True
+            if n_pairs == 0:                     # linear: no entries
+                return count, n_entry_fams
         # operands in affine runs: their families for the whole instruction, operand t's
         # in off/step[fam_first[t]:fam_first[t + 1]]
         fam_first = np.zeros(4, np.int64)
@@ -573,23 +590,10 @@ def _instruction_entries(inst, op, o, n, a, sa, b, sb, d, sd, consts, idx, reach
                                       fam_step, off, step, m, m)
             fam_first[t + 1] = m
         if m >= 0:
-            if not everywhere:
-                everywhere = True
-                for k in range(n):
-                    if not reached[o + k]:
-                        everywhere = False
-                        break
             if everywhere and n >= FAMILY_ENTRIES_MIN:
-                # reached everywhere: the entries are families (i0 + k di, j0 + k dj), kept
-                # as such so that instructions repeating each other's entries
-                # (sum(x**2) + sum((x - 1)**2)) are expanded once
-                for t in range(n_x):
-                    w = _whole_run(base[t], stride[t], n, run_o, run_n, run_inst, ops, op_input)
-                    if w >= 0:
-                        whole[w] = True
-                    elif w == -1:
-                        for k in range(n):
-                            reached[base[t] + k * stride[t]] = True
+                # the entries are families (i0 + k di, j0 + k dj), kept as such so that
+                # instructions repeating each other's entries (sum(x**2) + sum((x - 1)**2))
+                # are expanded once
                 for t in range(n_pairs):
                     u, v = first[t], second[t]
                     for f in range(fam_first[u], fam_first[u + 1]):
