@@ -306,6 +306,15 @@ def _structural_sets(op, o, n, a, sa, b, sb, d, sd, consts, idx, elementwise,
 
 
 @njit(**_JIT)
+def _grown_ind(ind, need):
+    """ind grown (copied) to hold at least need entries, or empty when it already holds
+    MAX_STORED: positions are int32."""
+    if ind.shape[0] >= MAX_STORED:
+        return ind[:0]
+    return _grown(ind, need, MAX_STORED)
+
+
+@njit(**_JIT)
 def _grown(array, need, limit):
     grown = np.empty(min(max(2 * array.shape[0], need), limit), array.dtype)
     grown[:array.shape[0]] = array
@@ -395,10 +404,11 @@ def forward_patterns(ops, ins, consts, idx, start, end, in_pos, n_needed, differ
                 n_fam += 1
         if op != op_input:
             explicit = True
+            shared = False
+            n_operands = 0
+            x0, sx0, x1, sx1 = 0, 0, 0, 0
             if elementwise[op] and n > 0:
                 m = 0
-                n_operands = 0
-                x0, sx0, x1, sx1 = 0, 0, 0, 0
                 for x in range(3):
                     if differentiable[op, x]:
                         slot, stride = (a, sa) if x == 0 else ((b, sb) if x == 1 else (d, sd))
@@ -437,39 +447,32 @@ def forward_patterns(ops, ins, consts, idx, start, end, in_pos, n_needed, differ
                                                                  fam_step, start, end, ind, count)
                                         if new_count >= 0:
                                             break
-                                        if ind.shape[0] >= MAX_STORED:
+                                        ind = _grown_ind(ind, count + run_n[r] * FAMILIES_MAX)
+                                        if ind.shape[0] == 0:
                                             return (run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
-                                                    start, end, ind[:0]), False
-                                        ind = _grown(ind, count + run_n[r] * FAMILIES_MAX, MAX_STORED)
+                                                    start, end, ind), False
                                     count = new_count
                                     materialized[ri] = True
                             r += 1
-                    while True:
-                        new_count = _elementwise_sets(o, n, x0, sx0, x1, sx1, n_operands, start, end, ind, count)
-                        if new_count >= 0:
-                            break
-                        if ind.shape[0] >= MAX_STORED:
-                            return (run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
-                                    start, end, ind[:0]), False
-                        ind = _grown(ind, count + n_in, MAX_STORED)
-                    count = new_count
-                    explicit = False             # done
-                    materialized[i] = True
+                    shared = True                # explicit, sharing its operands' sets
             if explicit and n > 0:
-                if stamp.shape[0] != n_in:
+                if not shared and stamp.shape[0] != n_in:
                     stamp = np.full(n_in, -1, np.int64)
                 while True:
-                    new_count = _structural_sets(
-                        op, o, n, a, sa, b, sb, d, sd, consts, idx, elementwise, op_gather, op_sum, op_amax,
-                        op_affine, op_matmul, op_softmax, run_o, run_n, run_inst, affine, fam_ptr, fam_off,
-                        fam_step, start, end, ind, count, stamp, serial, collected)
-                    serial += n
+                    if shared:
+                        new_count = _elementwise_sets(o, n, x0, sx0, x1, sx1, n_operands, start, end, ind, count)
+                    else:
+                        new_count = _structural_sets(
+                            op, o, n, a, sa, b, sb, d, sd, consts, idx, elementwise, op_gather, op_sum, op_amax,
+                            op_affine, op_matmul, op_softmax, run_o, run_n, run_inst, affine, fam_ptr, fam_off,
+                            fam_step, start, end, ind, count, stamp, serial, collected)
+                        serial += n
                     if new_count >= 0:
                         break
-                    if ind.shape[0] >= MAX_STORED:
+                    ind = _grown_ind(ind, count + n_in)
+                    if ind.shape[0] == 0:
                         return (run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
-                                start, end, ind[:0]), False
-                    ind = _grown(ind, count + n_in, MAX_STORED)
+                                start, end, ind), False
                 count = new_count
                 materialized[i] = True
         fam_ptr[i + 1] = n_fam

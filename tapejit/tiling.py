@@ -326,28 +326,13 @@ def stretch_forward(worker, n_workers, f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, c
 
 @njit(**_JIT)
 def stretch_reverse(worker, n_workers, phase, n_phases, f_ops, f_ins, f_cv, t_ops, t_ins, t_cv,
-                    consts, idx, v, g, n_local, loads, stores, sums, length, tile):
+                    consts, idx, v, g, n_local, loads, stores, sums, length, tile, keep_values, tile_sums):
     """One worker's share of the tiles t with t % n_phases == phase. With two phases,
     tiles running at once are never adjacent, so their additions into the adjoints of
     shared operands (x[1:] and x[:-1]) never meet; the caller uses one phase and one
-    worker when a load could reach further."""
-    n_tiles = (length + tile - 1) // tile
-    n_phase = (n_tiles - phase + n_phases - 1) // n_phases
-    per = (n_phase + n_workers - 1) // n_workers
-    lv = np.zeros(n_local)
-    lg = np.zeros(n_local)
-    for m in range(worker * per, min(n_phase, (worker + 1) * per)):
-        t0 = (n_phases * m + phase) * tile
-        count = min(tile, length - t0)
-        _tile_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, g, lv, lg,
-                      loads, stores, sums, t0, count, tile)
-
-
-@njit(**_JIT)
-def stretch_value_reverse(worker, n_workers, phase, n_phases, f_ops, f_ins, f_cv, t_ops, t_ins, t_cv,
-                          consts, idx, v, g, n_local, loads, stores, sums, length, tile, tile_sums):
-    """stretch_reverse that also keeps what each tile's recomputed forward produced: its
-    escaping values (written to v) and its part of every whole sum (tile_sums[tile])."""
+    worker when a load could reach further. With keep_values, also keep what each tile's
+    recomputed forward produced: its escaping values (written to v) and its part of every
+    whole sum (tile_sums[tile])."""
     n_tiles = (length + tile - 1) // tile
     n_phase = (n_tiles - phase + n_phases - 1) // n_phases
     per = (n_phase + n_workers - 1) // n_workers
@@ -359,6 +344,8 @@ def stretch_value_reverse(worker, n_workers, phase, n_phases, f_ops, f_ins, f_cv
         count = min(tile, length - t0)
         _tile_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, g, lv, lg,
                       loads, stores, sums, t0, count, tile)
+        if not keep_values:
+            continue
         for q in range(sums.shape[0]):          # the reverse leaves the tile's values in lv
             tile_sums[t, q] = lv[sums[q, 0]]
         for q in range(stores.shape[0]):
@@ -383,6 +370,7 @@ def move(src, dst):
 
 
 _EMPTY_TAPE = (np.zeros(0, np.uint8), np.zeros((8, 0), np.int32), np.zeros(0))
+_NO_SUMS = np.zeros((0, 1))
 
 
 def _tapes(s: Stretch):
@@ -435,7 +423,7 @@ def reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, vector: 
             phases = 2 if workers > 1 else 1
             for phase in range(phases):
                 run_workers(_reverse_worker(phase, phases), workers, *_tapes(s), arrays.consts, arrays.idx,
-                            v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile)
+                            v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile, False, _NO_SUMS)
             for _, slot in s.sums:
                 g[slot] = 0.0
 
@@ -459,8 +447,8 @@ def forward_reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, 
     n_tiles = (s.length + s.tile - 1) // s.tile
     tile_sums = np.zeros((n_tiles, max(len(s.sums), 1)))
     for phase in range(phases):
-        run_workers(_value_reverse_worker(phase, phases), workers, *_tapes(s), arrays.consts, arrays.idx,
-                    v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile, tile_sums)
+        run_workers(_reverse_worker(phase, phases), workers, *_tapes(s), arrays.consts, arrays.idx,
+                    v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile, True, tile_sums)
     forward_workers = _workers(s)
     per = (n_tiles + forward_workers - 1) // forward_workers
     for q, (_, slot) in enumerate(s.sums):
@@ -473,12 +461,6 @@ def forward_reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, 
         v[slot] = total
         g[slot] = 0.0
     reverse(head, arrays, v, g, vector)
-
-
-def _value_reverse_worker(phase: int, phases: int):
-    def work(worker, n_workers, *args):
-        stretch_value_reverse(worker, n_workers, phase, phases, *args)
-    return work
 
 
 # ------------------------------------------------------------------------------------------
@@ -581,7 +563,8 @@ def packed_reverse(ops, ins, cv, consts, idx, v, g, seg, stretch, l_ops, l_ins, 
             continue
         fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
                                                                           sums, seg[q, 1])
-        stretch_reverse(0, 1, 0, 1, fo, fi, fc, to, ti, tc, consts, idx, v, g, n_local, ld, sr, sm, length, tile)
+        stretch_reverse(0, 1, 0, 1, fo, fi, fc, to, ti, tc, consts, idx, v, g, n_local, ld, sr, sm, length, tile,
+                        False, np.zeros((0, 1)))
         for k in range(sm.shape[0]):
             g[sm[k, 1]] = 0.0
 
