@@ -291,7 +291,7 @@ class Function:
     def value_and_grad(self, *xs, params=None):
         """(value, gradient) at a new point; the gradient has the inputs' shapes."""
         self._scalar_output("value_and_grad")
-        if self.segments[-1][0] == "plain" or self.guards.size or _state.debug:
+        if not self._fusable_tail():
             v = self._forward(xs, params)
             value = self._value(v)
             return value, self._split(self._reverse(1.0))
@@ -316,16 +316,26 @@ class Function:
     def _flat_tangent(self, vs) -> np.ndarray:
         return self._flat_inputs(vs if isinstance(vs, tuple) else (vs,))
 
-    def _forward_tangent(self, xs, vs, params, flat_tangent=None):
+    def _fusable_tail(self) -> bool:
+        """Whether the tape ends with a long stretch and has no guards to check before a
+        reverse: then that stretch's forward can run inside its reverse, which
+        recomputes each tile's values anyway."""
+        return self.segments[-1][0] != "plain" and not self.guards.size and not _state.debug
+
+    def _forward_tangent(self, xs, vs, params, flat_tangent=None, head_only: bool = False):
         """Values and tangents at one point; returns (v, dv) workspaces. The tangent is
-        vs (shaped like the inputs) or flat_tangent (one flat array)."""
+        vs (shaped like the inputs) or flat_tangent (one flat array). head_only: only the
+        plain segments before a fusable final stretch (the reverse runs that one)."""
         v, _ = self._workspace()
         dv, _ = self._tangent_workspace()
-        v[self._in] = self._flat_inputs(xs)
+        self._set_inputs(v, xs, params)
         dv[self._in] = self._flat_tangent(vs) if flat_tangent is None else flat_tangent
         if self.param_pos.size:
-            v[self._params] = self._flat_params(params)
             dv[self._params] = 0.0
+        if head_only:
+            for _, start, stop in self.segments[:-1]:
+                sweeps.forward_tangent_vector(*self.arrays.sweep_args, v, dv, start, stop)
+            return v, dv
         plan = self._tangent_plan()
         if plan is None:
             sweeps.forward_tangent_vector(*self.arrays.sweep_args, v, dv, 0, len(self.arrays))
@@ -336,7 +346,7 @@ class Function:
 
     def _tangent_plan(self):
         """The packed tile plan when the tape has long elementwise stretches, else None."""
-        plan = getattr(self, "_packed", None)
+        plan = self._packed
         if plan is None:
             segments = self.segments
             plan = tiling.pack(segments) if any(kind != "plain" for kind, *_ in segments) else False
@@ -368,27 +378,11 @@ class Function:
         xs, v = self._split_direction(xs, v)
         return self._split(self._hvp_flat(xs, params, self._flat_tangent(v)))
 
-    def _ends_in_stretch(self) -> bool:
-        """Whether the tape ends with a long stretch after plain code only (and has no
-        guards to check before a reverse): then that stretch's forward can run inside
-        its reverse, which recomputes each tile's values anyway."""
-        segments = self.segments
-        return (segments[-1][0] != "plain" and all(kind == "plain" for kind, *_ in segments[:-1])
-                and not self.guards.size and not _state.debug)
-
     def _hvp_flat(self, xs, params, flat_tangent, out=None):
         """H v for a flat v, written to out (a new array when None)."""
-        if self._ends_in_stretch():
-            values, _ = self._workspace()
-            dv, _ = self._tangent_workspace()
-            self._set_inputs(values, xs, params)
-            dv[self._in] = flat_tangent
-            if self.param_pos.size:
-                dv[self._params] = 0.0
-            for _, start, stop in self.segments[:-1]:
-                sweeps.forward_tangent_vector(*self.arrays.sweep_args, values, dv, start, stop)
-        else:
-            values, dv = self._forward_tangent(xs, None, params, flat_tangent)
+        # there is no tiled forward-tangent driver for a stretch before the last one
+        head_only = self._fusable_tail() and all(kind == "plain" for kind, *_ in self.segments[:-1])
+        values, dv = self._forward_tangent(xs, None, params, flat_tangent, head_only)
         _, g = self._workspace()
         _, dg = self._tangent_workspace()
         g[self.out_pos] += 1.0

@@ -1,14 +1,16 @@
 """Sparse Jacobians and Hessians: patterns from the tape, coloring, compressed evaluation.
 
-- The **Jacobian pattern** propagates, slot by slot, the set of inputs each slot depends
-  on (element by element through vector instructions; only through operands that have a
-  derivative, so comparisons and conditions carry nothing).
+- The **Jacobian pattern** propagates the set of inputs each slot depends on (only through
+  operands that have a derivative, so comparisons and conditions carry nothing): per
+  instruction where a run's sets are affine in the element index, slot by slot elsewhere
+  (see "Index sets" below).
 - The **Hessian pattern** adds, for every element of a nonlinear instruction that
   influences the output, the products of its operands' input sets. Which operand pairs
   interact is read from the opcode table: operand x's partial depends on operand y (or on
   the output), found by ``symbolic.depends_on``.
-- Columns are colored greedily so that no two columns of one color share a row
-  (distance-2 coloring: every entry is recovered directly); one tangent (Jacobian) or
+- Columns are colored so that no two columns of one color share a row (distance-2
+  coloring: every entry is recovered directly), a banded pattern in closed form, any other
+  greedily; one tangent (Jacobian) or
   Hessian-vector product (Hessian) per color gives the compressed matrix, scattered into
   CSR. Patterns and colorings are computed once per Function and cached on it.
 """

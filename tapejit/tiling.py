@@ -325,6 +325,15 @@ def stretch_forward(worker, n_workers, f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, c
 
 
 @njit(**_JIT)
+def _phase_share(worker, n_workers, phase, n_phases, length, tile):
+    """The range of m, tile t = n_phases * m + phase, that this worker runs in this phase."""
+    n_tiles = (length + tile - 1) // tile
+    n_phase = (n_tiles - phase + n_phases - 1) // n_phases
+    per = (n_phase + n_workers - 1) // n_workers
+    return worker * per, min(n_phase, (worker + 1) * per)
+
+
+@njit(**_JIT)
 def stretch_reverse(worker, n_workers, phase, n_phases, f_ops, f_ins, f_cv, t_ops, t_ins, t_cv,
                     consts, idx, v, g, n_local, loads, stores, sums, length, tile, keep_values, tile_sums):
     """One worker's share of the tiles t with t % n_phases == phase. With two phases,
@@ -333,12 +342,10 @@ def stretch_reverse(worker, n_workers, phase, n_phases, f_ops, f_ins, f_cv, t_op
     worker when a load could reach further. With keep_values, also keep what each tile's
     recomputed forward produced: its escaping values (written to v) and its part of every
     whole sum (tile_sums[tile])."""
-    n_tiles = (length + tile - 1) // tile
-    n_phase = (n_tiles - phase + n_phases - 1) // n_phases
-    per = (n_phase + n_workers - 1) // n_workers
     lv = np.zeros(n_local)
     lg = np.zeros(n_local)
-    for m in range(worker * per, min(n_phase, (worker + 1) * per)):
+    first, stop = _phase_share(worker, n_workers, phase, n_phases, length, tile)
+    for m in range(first, stop):
         t = n_phases * m + phase
         t0 = t * tile
         count = min(tile, length - t0)
@@ -419,19 +426,19 @@ def reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, vector: 
                 step(*arrays.sweep_args, v, g, start, stop)
         else:
             s = rest[0]
-            workers = _workers(s) if s.parallel_reverse else 1
-            phases = 2 if workers > 1 else 1
-            for phase in range(phases):
-                run_workers(_reverse_worker(phase, phases), workers, *_tapes(s), arrays.consts, arrays.idx,
-                            v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile, False, _NO_SUMS)
+            _in_phases(stretch_reverse, _workers(s) if s.parallel_reverse else 1, *_tapes(s), arrays.consts,
+                       arrays.idx, v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile, False, _NO_SUMS)
             for _, slot in s.sums:
                 g[slot] = 0.0
 
 
-def _reverse_worker(phase: int, phases: int):
-    def work(worker, n_workers, *args):
-        stretch_reverse(worker, n_workers, phase, phases, *args)
-    return work
+def _in_phases(kernel, workers: int, *args) -> None:
+    """kernel(worker, n_workers, phase, n_phases, *args) on the workers: two phases when
+    there are several (tiles running at once are then never adjacent), else one."""
+    phases = 2 if workers > 1 else 1
+    for phase in range(phases):
+        run_workers(lambda worker, n_workers, *rest, phase=phase: kernel(worker, n_workers, phase, phases, *rest),
+                    workers, *args)
 
 
 def forward_reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, vector: bool = True) -> None:
@@ -442,13 +449,10 @@ def forward_reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, 
     so values are identical to forward()'s."""
     *head, (kind, s) = segments
     forward(head, arrays, v, vector)
-    workers = _workers(s) if s.parallel_reverse else 1
-    phases = 2 if workers > 1 else 1
     n_tiles = (s.length + s.tile - 1) // s.tile
     tile_sums = np.zeros((n_tiles, max(len(s.sums), 1)))
-    for phase in range(phases):
-        run_workers(_reverse_worker(phase, phases), workers, *_tapes(s), arrays.consts, arrays.idx,
-                    v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile, True, tile_sums)
+    _in_phases(stretch_reverse, _workers(s) if s.parallel_reverse else 1, *_tapes(s), arrays.consts, arrays.idx,
+               v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile, True, tile_sums)
     forward_workers = _workers(s)
     per = (n_tiles + forward_workers - 1) // forward_workers
     for q, (_, slot) in enumerate(s.sums):
@@ -641,17 +645,14 @@ def packed_reverse_tangent(ops, ins, cv, consts, idx, v, dv, g, dg, seg, stretch
                            stores, sums, n_local):
     """Adjoints and their tangents at one point (after packed_forward_tangent), tiles
     serially."""
-    lv, ldv = np.zeros(n_local), np.zeros(n_local)
-    lg, ldg = np.zeros(n_local), np.zeros(n_local)
     for q in range(seg.shape[0] - 1, -1, -1):
         if seg[q, 0] == 0:
             sweeps.reverse_tangent_vector(ops, ins, cv, consts, idx, v, dv, g, dg, seg[q, 1], seg[q, 2])
             continue
         fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
                                                                           sums, seg[q, 1])
-        for t0 in range(0, length, tile):
-            _tile_reverse_tangent(fo, fi, fc, to, ti, tc, consts, idx, v, dv, g, dg, lv, ldv, lg, ldg, ld, sr, sm,
-                                  t0, min(tile, length - t0), tile)
+        stretch_reverse_tangent(0, 1, 0, 1, fo, fi, fc, to, ti, tc, consts, idx, v, dv, g, dg, n_local, ld, sr, sm,
+                                length, tile)
         for k in range(sm.shape[0]):
             g[sm[k, 1]] = 0.0
             dg[sm[k, 1]] = 0.0
@@ -662,12 +663,10 @@ def stretch_reverse_tangent(worker, n_workers, phase, n_phases, f_ops, f_ins, f_
                             consts, idx, v, dv, g, dg, n_local, loads, stores, sums, length, tile):
     """One worker's share of a stretch's second-order reverse, tiles as in stretch_reverse
     (two phases keep tiles running at once from adding into the same adjoints)."""
-    n_tiles = (length + tile - 1) // tile
-    n_phase = (n_tiles - phase + n_phases - 1) // n_phases
-    per = (n_phase + n_workers - 1) // n_workers
     lv, ldv = np.zeros(n_local), np.zeros(n_local)
     lg, ldg = np.zeros(n_local), np.zeros(n_local)
-    for m in range(worker * per, min(n_phase, (worker + 1) * per)):
+    first, stop = _phase_share(worker, n_workers, phase, n_phases, length, tile)
+    for m in range(first, stop):
         t0 = (n_phases * m + phase) * tile
         _tile_reverse_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, dv, g, dg, lv, ldv, lg, ldg,
                               loads, stores, sums, t0, min(tile, length - t0), tile)
@@ -683,17 +682,9 @@ def reverse_tangent(segments, arrays: TapeArrays, v, dv, g, dg) -> None:
                 sweeps.reverse_tangent_vector(*arrays.sweep_args, v, dv, g, dg, start, stop)
             continue
         s = rest[0]
-        workers = _workers(s, second_order=True) if s.parallel_reverse else 1
-        phases = 2 if workers > 1 else 1
-        for phase in range(phases):
-            run_workers(_reverse_tangent_worker(phase, phases), workers, *_tapes(s), arrays.consts, arrays.idx,
-                        v, dv, g, dg, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile)
+        _in_phases(stretch_reverse_tangent, _workers(s, second_order=True) if s.parallel_reverse else 1,
+                   *_tapes(s), arrays.consts, arrays.idx, v, dv, g, dg, s.n_local, s.loads, s.stores, s.sums,
+                   s.length, s.tile)
         for _, slot in s.sums:
             g[slot] = 0.0
             dg[slot] = 0.0
-
-
-def _reverse_tangent_worker(phase: int, phases: int):
-    def work(worker, n_workers, *args):
-        stretch_reverse_tangent(worker, n_workers, phase, phases, *args)
-    return work
