@@ -18,7 +18,8 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 #: workspace budget per worker (values and adjoints), in bytes
 WORKSPACE_BYTES = 4 << 20
-#: below this many instruction-points a batch runs on the calling thread
+#: below this many slot-points (a slot or a constant-block entry, at one point, is about a
+#: nanosecond of work) a batch runs on the calling thread: a pool hand-off costs tens of us
 SERIAL_WORK = 200_000
 
 MODE_VALUES, MODE_GRAD, MODE_VJP, MODE_JVP, MODE_HVP = 0, 1, 2, 3, 4
@@ -35,30 +36,46 @@ def chunk_size(n_slots: int, batch: int) -> int:
 
 
 @njit(**_JIT)
-def _load_chunk(v, X, in_pos, param_pos, param_vals, p0, P):
-    for j in range(in_pos.shape[0]):
-        s = in_pos[j]
+def _columns_to_rows(v, rows, X, p0, P):
+    """v[rows[j], p] = X[p0 + p, j] for the chunk's P points; zeros in the rest of a
+    full-width row, so that the sweeps can always run whole rows."""
+    Xb = X[p0:p0 + P]
+    for j in range(rows.shape[0]):
+        row = v[rows[j]]
         for p in range(P):
-            v[s, p] = X[p0 + p, j]
-    for j in range(param_pos.shape[0]):
-        s = param_pos[j]
-        value = param_vals[j]
+            row[p] = Xb[p, j]
+        for p in range(P, row.shape[0]):
+            row[p] = 0.0
+
+
+@njit(**_JIT)
+def _rows_to_columns(out, v, rows, p0, P, clear):
+    """out[p0 + p, j] = v[rows[j], p]; with ``clear`` the rows are zeroed after."""
+    Ob = out[p0:p0 + P]
+    for j in range(rows.shape[0]):
+        row = v[rows[j]]
         for p in range(P):
-            v[s, p] = value
+            Ob[p, j] = row[p]
+        if clear:
+            row[:] = 0.0
+
+
+@njit(**_JIT)
+def _fill_rows(v, rows, values):
+    """Parameters: rows that no sweep writes, set once per workspace."""
+    for j in range(rows.shape[0]):
+        v[rows[j]] = values[j]
 
 
 @njit(**_JIT)
 def _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P):
-    for m in range(out_pos.shape[0]):
-        s = out_pos[m]
-        for p in range(P):
-            vals[p0 + p, m] = v[s, p]
+    _rows_to_columns(vals, v, out_pos, p0, P, False)
     for p in range(P):
         valid[p0 + p] = True
     for q in range(guard_pos.shape[0]):
-        s = guard_pos[q]
+        row = v[guard_pos[q]]
         for p in range(P):
-            if v[s, p] != 1.0:
+            if row[p] != 1.0:
                 valid[p0 + p] = False
 
 
@@ -68,41 +85,36 @@ def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, n_slots, in_pos, p
     """Chunks worker, worker + n_workers, ... of the batch.
 
     mode 0: values; 1: values and the gradient of out_pos[0]; 2: values and u^T J with
-    the rows of ``seeds`` as u (vector-Jacobian products)."""
+    the rows of ``seeds`` as u (vector-Jacobian products). Sweeps run whole rows of
+    ``chunk`` points; a last, partial chunk computes on zeros past its P points."""
     B = X.shape[0]
     n_ins = ops.shape[0]
     n_chunks = (B + chunk - 1) // chunk
     v = np.empty((n_slots, chunk))
     tmp = np.empty((2, chunk))
     g = np.zeros((n_slots if mode > 0 else 1, chunk))
+    _fill_rows(v, param_pos, param_vals)
     for ci in range(worker, n_chunks, n_workers):
         p0 = ci * chunk
         P = min(chunk, B - p0)
-        _load_chunk(v, X, in_pos, param_pos, param_vals, p0, P)
-        forward_chunk(ops, ins, cv, consts, idx, v, tmp, P, 0, n_ins)
+        _columns_to_rows(v, in_pos, X, p0, P)
+        forward_chunk(ops, ins, cv, consts, idx, v, tmp, chunk, 0, n_ins)
         _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P)
         if mode == MODE_VALUES:
             continue
         if mode == MODE_GRAD:
-            s = out_pos[0]
-            for p in range(P):
-                g[s, p] += 1.0
+            g[out_pos[0]] += 1.0
         else:
+            Sb = seeds[p0:p0 + P]
             for m in range(out_pos.shape[0]):
-                s = out_pos[m]
+                row = g[out_pos[m]]
                 for p in range(P):
-                    g[s, p] += seeds[p0 + p, m]
-        reverse_chunk(ops, ins, cv, consts, idx, v, g, tmp, P, 0, n_ins)
+                    row[p] += Sb[p, m]
+        reverse_chunk(ops, ins, cv, consts, idx, v, g, tmp, chunk, 0, n_ins)
         # inputs and parameters are not consumed by the sweep: read, then clear
-        for j in range(in_pos.shape[0]):
-            s = in_pos[j]
-            for p in range(P):
-                grads[p0 + p, j] = g[s, p]
-                g[s, p] = 0.0
+        _rows_to_columns(grads, g, in_pos, p0, P, True)
         for j in range(param_pos.shape[0]):
-            s = param_pos[j]
-            for p in range(P):
-                g[s, p] = 0.0
+            g[param_pos[j]] = 0.0
 
 
 @njit(**_JIT)
@@ -115,20 +127,15 @@ def _run_chunks_tangent(worker, n_workers, ops, ins, cv, consts, idx, n_slots, i
     v = np.empty((n_slots, chunk))
     dv = np.zeros((n_slots, chunk))
     tmp = np.empty((2, chunk))
+    _fill_rows(v, param_pos, param_vals)
     for ci in range(worker, n_chunks, n_workers):
         p0 = ci * chunk
         P = min(chunk, B - p0)
-        _load_chunk(v, X, in_pos, param_pos, param_vals, p0, P)
-        for j in range(in_pos.shape[0]):
-            s = in_pos[j]
-            for p in range(P):
-                dv[s, p] = seeds[p0 + p, j]
-        forward_tangent_chunk(ops, ins, cv, consts, idx, v, dv, tmp, P, 0, n_ins)
+        _columns_to_rows(v, in_pos, X, p0, P)
+        _columns_to_rows(dv, in_pos, seeds, p0, P)
+        forward_tangent_chunk(ops, ins, cv, consts, idx, v, dv, tmp, chunk, 0, n_ins)
         _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P)
-        for m in range(out_pos.shape[0]):
-            s = out_pos[m]
-            for p in range(P):
-                grads[p0 + p, m] = dv[s, p]
+        _rows_to_columns(grads, dv, out_pos, p0, P, False)
 
 
 @njit(**_JIT)
@@ -143,31 +150,22 @@ def _run_chunks_hvp(worker, n_workers, ops, ins, cv, consts, idx, n_slots, in_po
     g = np.zeros((n_slots, chunk))
     dg = np.zeros((n_slots, chunk))
     tmp = np.empty((2, chunk))
+    _fill_rows(v, param_pos, param_vals)
     for ci in range(worker, n_chunks, n_workers):
         p0 = ci * chunk
         P = min(chunk, B - p0)
-        _load_chunk(v, X, in_pos, param_pos, param_vals, p0, P)
-        for j in range(in_pos.shape[0]):
-            s = in_pos[j]
-            for p in range(P):
-                dv[s, p] = seeds[p0 + p, j]
-        forward_tangent_chunk(ops, ins, cv, consts, idx, v, dv, tmp, P, 0, n_ins)
+        _columns_to_rows(v, in_pos, X, p0, P)
+        _columns_to_rows(dv, in_pos, seeds, p0, P)
+        forward_tangent_chunk(ops, ins, cv, consts, idx, v, dv, tmp, chunk, 0, n_ins)
         _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P)
-        s = out_pos[0]
-        for p in range(P):
-            g[s, p] += 1.0
-        reverse_tangent_chunk(ops, ins, cv, consts, idx, v, dv, g, dg, tmp, P, 0, n_ins)
+        g[out_pos[0]] += 1.0
+        reverse_tangent_chunk(ops, ins, cv, consts, idx, v, dv, g, dg, tmp, chunk, 0, n_ins)
+        _rows_to_columns(grads, dg, in_pos, p0, P, True)
         for j in range(in_pos.shape[0]):
-            s = in_pos[j]
-            for p in range(P):
-                grads[p0 + p, j] = dg[s, p]
-                g[s, p] = 0.0
-                dg[s, p] = 0.0
+            g[in_pos[j]] = 0.0
         for j in range(param_pos.shape[0]):
-            s = param_pos[j]
-            for p in range(P):
-                g[s, p] = 0.0
-                dg[s, p] = 0.0
+            g[param_pos[j]] = 0.0
+            dg[param_pos[j]] = 0.0
 
 
 _DRIVERS = {MODE_JVP: _run_chunks_tangent, MODE_HVP: _run_chunks_hvp}
@@ -190,7 +188,8 @@ def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seed
     chunk = chunk or chunk_size(arrays.n_slots, B)
     n_chunks = -(-B // chunk)
     workers = min(threads or get_num_threads(), n_chunks)
-    if B * max(len(arrays), 1) < SERIAL_WORK:
+    # per point: every slot is written once; a constant block (affine) is a multiply-add each
+    if B * (arrays.n_slots + len(arrays.consts)) < SERIAL_WORK:
         workers = 1
     args = (arrays.ops, arrays.ins, arrays.cv, arrays.consts, arrays.idx, arrays.n_slots, in_pos,
             param_pos, param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode)

@@ -28,6 +28,9 @@ HERE = Path(__file__).parent
 CPU_FILE = HERE / "_sweeps_cpu.py"
 CUDA_FILE = HERE / "_sweeps_cuda.py"
 
+#: math functions the CPU sweeps take from tapejit._vmath instead of the C library
+VECTOR_MATH = ("exp", "expm1", "log", "log1p")
+
 _OPERAND_FIELDS = {"a": ("a", "sa"), "b": ("b", "sb"), "d": ("d", "sd")}
 _ACCESSORS = {"V": "v", "G": "g", "T": "dv", "H": "dg"}
 _SCRATCH = ("S0", "S1")
@@ -37,6 +40,7 @@ def table_hash() -> str:
     text = repr([(op.name, op.arity, op.value, sorted(op.partials.items()), op.forward,
                   op.reverse, op.tangent, op.hvp) for op in OPS])
     text += Path(__file__).with_name("symbolic.py").read_text()
+    text += Path(__file__).with_name("_vmath.py").read_text()
     text += Path(opcodes.__file__).name + Path(__file__).read_text()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -188,6 +192,9 @@ def elementwise_forward(op, target: Target, indent: str, with_tangent=False) -> 
         return _scalar_case(body, target, indent) + lines
     if target.kind == "vector":
         return _contiguous_case(op, body, indent, reverse=False) + lines
+    if target.kind == "chunk":
+        flat = elementwise_forward(op, Target("vector"), "", with_tangent)
+        return _flat_case(op, flat, indent, reverse=False) + lines
     return lines
 
 
@@ -222,6 +229,35 @@ def _contiguous_case(op, body: list[str], indent: str, reverse: bool) -> list[st
     return out + [f"{indent}    continue"]
 
 
+def _flat_case(op, vector_lines: list[str], indent: str, reverse: bool) -> list[str]:
+    """The chunk target's fast path. Rows of P points are contiguous and the sweeps always
+    run full-width chunks, so n unit-stride rows are one flat run of n * P values (and a
+    single row, n == 1, is flat whatever its strides): one loop, no row structure.
+
+    Offsets into the flat workspaces are unsigned so that Numba emits no negative-index
+    fix-up (which stops LLVM vectorizing); array views would do the same but cost
+    reference-count updates on every instruction, which short chunks cannot hide."""
+    operands = "abd"[: op.arity]
+    if not operands:
+        return []
+    start = vector_lines.index("for k in range(n):") + 1
+    body = [ln[4:] for ln in vector_lines[start:]]
+    cond = " and ".join(f"s{x} == 1" for x in operands)
+    offsets = [f"u{x} = np.uint64({x} * P)" for x in operands + "o"]
+    loop = []
+    for ln in body:
+        for array in ("dv", "dg", "v", "g"):
+            ln = re.sub(rf"\b{array}\[([abd]) \+ k \* s[abd]\]", rf"{array}f[u\1 + k]", ln)
+            ln = re.sub(rf"\b{array}\[o \+ k\]", f"{array}f[uo + k]", ln)
+        loop.append(ln)
+    if reverse:
+        loop = _branch_free(loop)
+    out = [f"{indent}if n == 1 or ({cond}):"] + [f"{indent}    {ln}" for ln in offsets]
+    out += [f"{indent}    for k in range(np.uint64(n * P)):"]
+    out += [f"{indent}        {ln}" for ln in loop]
+    return out + [f"{indent}    continue"]
+
+
 def _branch_free(lines: list[str]) -> list[str]:
     """Rewrite the azmul branch 'if g_o != 0.0: acc += g_o * p' as a select."""
     out = []
@@ -230,7 +266,7 @@ def _branch_free(lines: list[str]) -> list[str]:
             continue
         if ln.startswith("    "):
             ln = ln[4:]
-            m = re.match(r"(\S+) \+= g_o \* (.*)$", ln)
+            m = re.match(r"(.+?) \+= g_o \* (.*)$", ln)
             if m:
                 ln = f"{m.group(1)} += (g_o * {m.group(2)}) if g_o != 0.0 else 0.0"
         out.append(ln)
@@ -283,6 +319,9 @@ def elementwise_reverse(op, target: Target, indent: str) -> list[str]:
         return _scalar_case(body, target, indent) + lines
     if target.kind == "vector":
         return _contiguous_case(op, body, indent, reverse=True) + lines
+    if target.kind == "chunk":
+        flat = elementwise_reverse(op, Target("vector"), "")
+        return _flat_case(op, flat, indent, reverse=True) + lines
     return lines
 
 
@@ -322,9 +361,12 @@ def elementwise_hvp(op, target: Target, indent: str) -> list[str]:
     body += [f"{g_out} = 0.0", f"{h_out} = 0.0"]
     lines = [f"{indent}for k in range(n):"]
     lines += target.per_point(body, indent + "    ")
-    if target.kind == "vector" and op.arity == 1:
+    if op.arity == 1 and target.kind in ("vector", "chunk"):
         # unary ops only: a binary op's loop has twelve row views, and LLVM's alias checks
         # between them tripled this sweep's compile time (83 s) for a few percent of speed
+        if target.kind == "chunk":
+            flat = elementwise_hvp(op, Target("vector"), "")
+            return _flat_case(op, flat, indent, reverse=True) + lines
         return _contiguous_case(op, body, indent, reverse=True) + lines
     return lines
 
@@ -405,6 +447,10 @@ def _sweep(name, args, target, body_fn, reverse, decorator, doc, only=None):
     lines = [decorator, f"def {name}({args}):", f'    """{doc}"""']
     if target.kind in ("point", "vector", "local"):
         lines += ["    s0 = 0.0", "    s1 = 0.0"]
+    if target.kind == "chunk":
+        # flat views of the full-width workspaces (rows of P points, C-contiguous)
+        params = [a.strip() for a in args.split(",")]
+        lines += [f"    {a}f = {a}.reshape({a}.size)" for a in ("v", "dv", "g", "dg") if a in params]
     rng = "range(stop - 1, start - 1, -1)" if reverse else "range(start, stop)"
     lines.append(f"    for i in {rng}:")
     lines.append("        op = ops[i]")
@@ -420,8 +466,11 @@ def render_cpu() -> str:
         f'"""Generated by tapejit.codegen from tapejit/opcodes.py (table {table_hash()}); do not edit."""',
         "# ruff: noqa",
         "import numpy as np",
-        f"from math import {', '.join(MATH_NAMES)}",
+        f"from math import {', '.join(n for n in MATH_NAMES if n not in VECTOR_MATH)}",
         "from numba import njit",
+        "",
+        "# vectorizable versions: loops over a chunk or a run of slots become SIMD code",
+        f"from ._vmath import {', '.join(VECTOR_MATH)}",
         "",
         "# error_model='numpy': x/0 gives inf or nan as IEEE says, never an exception",
         "_JIT = dict(cache=True, nogil=True, error_model='numpy')",
@@ -452,11 +501,11 @@ def render_cpu() -> str:
     out += ["", ""]
     out += _sweep("forward_chunk", f"{_POINT_ARGS}, v, tmp, P, start, stop", chunk,
                   _forward_body(chunk), False, dec,
-                  "Values at P points laid out v[slot, point].")
+                  "Values at P points laid out v[slot, point]; P == v.shape[1] (full-width chunks).")
     out += ["", ""]
     out += _sweep("reverse_chunk", f"{_POINT_ARGS}, v, g, tmp, P, start, stop", chunk,
                   _reverse_body(chunk), True, dec,
-                  "Adjoints at P points; consumed adjoint rows are zeroed.")
+                  "Adjoints at P == v.shape[1] points; consumed adjoint rows are zeroed.")
     out += ["", ""]
     out += _sweep("forward_tangent_chunk", f"{_POINT_ARGS}, v, dv, tmp, P, start, stop", chunk,
                   _forward_body(chunk, True), False, dec,
