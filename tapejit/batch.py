@@ -8,8 +8,12 @@ never batch size times tape length.
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from numba import njit
+
+from .adjoint_plan import adjoint_plan
 
 from ._sweeps_cpu import forward_chunk, forward_tangent_chunk, reverse_chunk, reverse_tangent_chunk
 from ._threads import get_num_threads, run_workers
@@ -80,9 +84,9 @@ def _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P):
 
 
 @njit(**_JIT)
-def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, n_slots, in_pos, param_pos,
+def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_pos, param_pos,
                 param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode):
-    """Chunks worker, worker + n_workers, ... of the batch.
+    """The worker's block of chunks of the batch.
 
     mode 0: values; 1: values and the gradient of out_pos[0]; 2: values and u^T J with
     the rows of ``seeds`` as u (vector-Jacobian products). Sweeps run whole rows of
@@ -94,7 +98,8 @@ def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, n_slots, in_pos, p
     tmp = np.empty((2, chunk))
     g = np.zeros((n_slots if mode > 0 else 1, chunk))
     _fill_rows(v, param_pos, param_vals)
-    for ci in range(worker, n_chunks, n_workers):
+    # a contiguous block of chunks per worker: each faults in its own pages of the results
+    for ci in range(worker * n_chunks // n_workers, (worker + 1) * n_chunks // n_workers):
         p0 = ci * chunk
         P = min(chunk, B - p0)
         _columns_to_rows(v, in_pos, X, p0, P)
@@ -102,15 +107,18 @@ def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, n_slots, in_pos, p
         _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P)
         if mode == MODE_VALUES:
             continue
+        # the seeds assign their rows (the plan counts on it); several outputs may share one
         if mode == MODE_GRAD:
-            g[out_pos[0]] += 1.0
+            g[out_pos[0]] = 1.0
         else:
             Sb = seeds[p0:p0 + P]
+            for m in range(out_pos.shape[0]):
+                g[out_pos[m]] = 0.0
             for m in range(out_pos.shape[0]):
                 row = g[out_pos[m]]
                 for p in range(P):
                     row[p] += Sb[p, m]
-        reverse_chunk(ops, ins, cv, consts, idx, v, g, tmp, chunk, 0, n_ins)
+        reverse_chunk(ops, ins, cv, consts, idx, plan, v, g, tmp, chunk, 0, n_ins)
         # inputs and parameters are not consumed by the sweep: read, then clear
         _rows_to_columns(grads, g, in_pos, p0, P, True)
         for j in range(param_pos.shape[0]):
@@ -118,7 +126,7 @@ def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, n_slots, in_pos, p
 
 
 @njit(**_JIT)
-def _run_chunks_tangent(worker, n_workers, ops, ins, cv, consts, idx, n_slots, in_pos, param_pos,
+def _run_chunks_tangent(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_pos, param_pos,
                         param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode):
     """Values and J v (forward mode), with the rows of ``seeds`` as tangents v."""
     B = X.shape[0]
@@ -128,7 +136,8 @@ def _run_chunks_tangent(worker, n_workers, ops, ins, cv, consts, idx, n_slots, i
     dv = np.zeros((n_slots, chunk))
     tmp = np.empty((2, chunk))
     _fill_rows(v, param_pos, param_vals)
-    for ci in range(worker, n_chunks, n_workers):
+    # a contiguous block of chunks per worker: each faults in its own pages of the results
+    for ci in range(worker * n_chunks // n_workers, (worker + 1) * n_chunks // n_workers):
         p0 = ci * chunk
         P = min(chunk, B - p0)
         _columns_to_rows(v, in_pos, X, p0, P)
@@ -139,7 +148,7 @@ def _run_chunks_tangent(worker, n_workers, ops, ins, cv, consts, idx, n_slots, i
 
 
 @njit(**_JIT)
-def _run_chunks_hvp(worker, n_workers, ops, ins, cv, consts, idx, n_slots, in_pos, param_pos,
+def _run_chunks_hvp(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_pos, param_pos,
                     param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode):
     """Values and Hessian-vector products H v (forward over reverse), v the rows of seeds."""
     B = X.shape[0]
@@ -151,7 +160,8 @@ def _run_chunks_hvp(worker, n_workers, ops, ins, cv, consts, idx, n_slots, in_po
     dg = np.zeros((n_slots, chunk))
     tmp = np.empty((2, chunk))
     _fill_rows(v, param_pos, param_vals)
-    for ci in range(worker, n_chunks, n_workers):
+    # a contiguous block of chunks per worker: each faults in its own pages of the results
+    for ci in range(worker * n_chunks // n_workers, (worker + 1) * n_chunks // n_workers):
         p0 = ci * chunk
         P = min(chunk, B - p0)
         _columns_to_rows(v, in_pos, X, p0, P)
@@ -169,6 +179,18 @@ def _run_chunks_hvp(worker, n_workers, ops, ins, cv, consts, idx, n_slots, in_po
 
 
 _DRIVERS = {MODE_JVP: _run_chunks_tangent, MODE_HVP: _run_chunks_hvp}
+
+
+_plans: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _plan_for(arrays, out_pos) -> np.ndarray:
+    """The reverse sweep's adjoint plan for these seeds, computed once per tape."""
+    per_tape = _plans.setdefault(arrays, {})
+    key = tuple(int(s) for s in out_pos)
+    if key not in per_tape:
+        per_tape[key] = adjoint_plan(arrays, np.asarray(out_pos))
+    return per_tape[key]
 
 
 def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seeds=None,
@@ -191,7 +213,9 @@ def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seed
     # per point: every slot is written once; a constant block (affine) is a multiply-add each
     if B * (arrays.n_slots + len(arrays.consts)) < SERIAL_WORK:
         workers = 1
-    args = (arrays.ops, arrays.ins, arrays.cv, arrays.consts, arrays.idx, arrays.n_slots, in_pos,
+    seeded = out_pos[:1] if mode == MODE_GRAD else out_pos
+    plan = _plan_for(arrays, seeded) if mode in (MODE_GRAD, MODE_VJP) else np.zeros(0, np.uint8)
+    args = (arrays.ops, arrays.ins, arrays.cv, arrays.consts, arrays.idx, plan, arrays.n_slots, in_pos,
             param_pos, param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode)
     run_workers(_DRIVERS.get(mode, _run_chunks), workers, *args)
     return vals, grads, valid

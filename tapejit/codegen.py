@@ -191,7 +191,8 @@ def elementwise_forward(op, target: Target, indent: str, with_tangent=False) -> 
     if target.kind == "point":
         return _scalar_case(body, target, indent) + lines
     if target.kind == "vector":
-        return _contiguous_case(op, body, indent, reverse=False) + lines
+        return (_scalar_case(body, target, indent) + _contiguous_case(op, body, indent, reverse=False)
+                + lines)
     if target.kind == "chunk":
         flat = elementwise_forward(op, Target("vector"), "", with_tangent)
         return _flat_case(op, flat, indent, reverse=False) + lines
@@ -229,7 +230,7 @@ def _contiguous_case(op, body: list[str], indent: str, reverse: bool) -> list[st
     return out + [f"{indent}    continue"]
 
 
-def _flat_case(op, vector_lines: list[str], indent: str, reverse: bool) -> list[str]:
+def _flat_case(op, vector_lines: list[str], indent: str, reverse: bool, planned: bool = False) -> list[str]:
     """The chunk target's fast path. Rows of P points are contiguous and the sweeps always
     run full-width chunks, so n unit-stride rows are one flat run of n * P values (and a
     single row, n == 1, is flat whatever its strides): one loop, no row structure.
@@ -250,12 +251,60 @@ def _flat_case(op, vector_lines: list[str], indent: str, reverse: bool) -> list[
             ln = re.sub(rf"\b{array}\[([abd]) \+ k \* s[abd]\]", rf"{array}f[u\1 + k]", ln)
             ln = re.sub(rf"\b{array}\[o \+ k\]", f"{array}f[uo + k]", ln)
         loop.append(ln)
+    out = [f"{indent}if n == 1 or ({cond}):"] + [f"{indent}    {ln}" for ln in offsets]
     if reverse:
         loop = _branch_free(loop)
-    out = [f"{indent}if n == 1 or ({cond}):"] + [f"{indent}    {ln}" for ln in offsets]
+    if planned:
+        return out + _first_write_loops(op, loop, indent + "    ") + [f"{indent}    continue"]
     out += [f"{indent}    for k in range(np.uint64(n * P)):"]
     out += [f"{indent}        {ln}" for ln in loop]
     return out + [f"{indent}    continue"]
+
+
+#: binary opcodes whose chunk reverse can assign an operand's adjoint instead of adding to
+#: it (every unary opcode can): each such operand doubles the opcode's loops, and compile
+#: time with them, so only the arithmetic that batch tapes are made of
+FIRST_WRITE_BINARY = ("add", "sub", "mul", "div")
+FIRST_WRITE_BITS = {"a": 1, "b": 2, "d": 4}
+#: plan bit: the output's adjoint rows were accumulated into and must be zeroed once read
+ZERO_AFTER_READ = 8
+
+
+def first_write_operands(op) -> str:
+    """The operands whose adjoint the chunk reverse may assign (see tapejit.adjoint_plan)."""
+    if op.arity == 1 or op.name in FIRST_WRITE_BINARY:
+        return "".join(x for x in "abd" if x in op.partials)
+    return ""
+
+
+def _first_write_loops(op, loop: list[str], indent: str) -> list[str]:
+    """The flat reverse loop once per subset of operands that the instruction's plan bits
+    say to assign (``=``: no earlier contribution, so no load of a stale row and no
+    zeroing needed), then the output's rows zeroed only when the plan asks."""
+    consume = [ln for ln in loop if ln != "gf[uo + k] = 0.0"]
+    names = first_write_operands(op)
+    subsets = [""]
+    for x in names:
+        subsets = [s + x for s in subsets] + subsets
+    out = []
+    for n_branch, subset in enumerate(subsets):
+        body = consume
+        for x in subset:
+            body = [ln.replace(f"gf[u{x} + k] += ", f"gf[u{x} + k] = ") for ln in body]
+        mask = sum(FIRST_WRITE_BITS[x] for x in names)
+        want = sum(FIRST_WRITE_BITS[x] for x in subset)
+        if len(subsets) == 1:
+            head = []
+        elif n_branch == len(subsets) - 1:
+            head = [f"{indent}else:"]
+        else:
+            head = [f"{indent}{'if' if n_branch == 0 else 'elif'} (plan[i] & {mask}) == {want}:"]
+        pad = indent + ("    " if head else "")
+        out += head + [f"{pad}for k in range(np.uint64(n * P)):"] + [f"{pad}    {ln}" for ln in body]
+    out += [f"{indent}if plan[i] & {ZERO_AFTER_READ}:",
+            f"{indent}    for k in range(np.uint64(n * P)):",
+            f"{indent}        gf[uo + k] = 0.0"]
+    return out
 
 
 def _branch_free(lines: list[str]) -> list[str]:
@@ -275,10 +324,16 @@ def _branch_free(lines: list[str]) -> list[str]:
 
 def _scalar_case(body: list[str], target: Target, indent: str) -> list[str]:
     """For one point, a run of length 1 (a scalar tape) skips the loop: interpreter
-    overhead per instruction is what scalar tapes pay."""
+    overhead per instruction is what scalar tapes pay. One value at a time, the C
+    library's exp and log are faster than the vectorizable ones (shorter dependency chains)."""
     single = [re.sub(r"\bk \* s[abd]\b", "0", ln).replace(" + k]", "]").replace("o + k", "o") for ln in body]
-    single = [re.sub(r"\b([abd]) \+ 0\b", r"\1", ln) for ln in single]
+    single = [_scalar_math(re.sub(r"\b([abd]) \+ 0\b", r"\1", ln)) for ln in single]
     return [f"{indent}if n == 1:"] + [indent + "    " + ln for ln in single] + [f"{indent}    continue"]
+
+
+def _scalar_math(line: str) -> str:
+    """Call the C library's version of the VECTOR_MATH functions (imported as c_exp, ...)."""
+    return re.sub(rf"\b({'|'.join(VECTOR_MATH)})\(", r"c_\1(", line)
 
 
 def _tangent_lines(op, target: Target) -> list[str]:
@@ -318,10 +373,11 @@ def elementwise_reverse(op, target: Target, indent: str) -> list[str]:
     if target.kind == "point":
         return _scalar_case(body, target, indent) + lines
     if target.kind == "vector":
-        return _contiguous_case(op, body, indent, reverse=True) + lines
+        return (_scalar_case(body, target, indent) + _contiguous_case(op, body, indent, reverse=True)
+                + lines)
     if target.kind == "chunk":
         flat = elementwise_reverse(op, Target("vector"), "")
-        return _flat_case(op, flat, indent, reverse=True) + lines
+        return _flat_case(op, flat, indent, reverse=True, planned=True) + lines
     return lines
 
 
@@ -454,7 +510,10 @@ def _sweep(name, args, target, body_fn, reverse, decorator, doc, only=None):
     rng = "range(stop - 1, start - 1, -1)" if reverse else "range(start, stop)"
     lines.append(f"    for i in {rng}:")
     lines.append("        op = ops[i]")
-    lines += _dispatch(body_fn, "        ", only)
+    body = _dispatch(body_fn, "        ", only)
+    if target.kind == "point":
+        body = [_scalar_math(ln) for ln in body]
+    lines += body
     lines.append("")
     return lines
 
@@ -469,8 +528,10 @@ def render_cpu() -> str:
         f"from math import {', '.join(n for n in MATH_NAMES if n not in VECTOR_MATH)}",
         "from numba import njit",
         "",
-        "# vectorizable versions: loops over a chunk or a run of slots become SIMD code",
+        "# vectorizable versions: loops over a chunk or a run of slots become SIMD code;",
+        "# one value at a time (point sweeps, runs of length 1) calls the C library's",
         f"from ._vmath import {', '.join(VECTOR_MATH)}",
+        f"from math import {', '.join(f'{n} as c_{n}' for n in VECTOR_MATH)}",
         "",
         "# error_model='numpy': x/0 gives inf or nan as IEEE says, never an exception",
         "_JIT = dict(cache=True, nogil=True, error_model='numpy')",
@@ -503,9 +564,10 @@ def render_cpu() -> str:
                   _forward_body(chunk), False, dec,
                   "Values at P points laid out v[slot, point]; P == v.shape[1] (full-width chunks).")
     out += ["", ""]
-    out += _sweep("reverse_chunk", f"{_POINT_ARGS}, v, g, tmp, P, start, stop", chunk,
+    out += _sweep("reverse_chunk", f"{_POINT_ARGS}, plan, v, g, tmp, P, start, stop", chunk,
                   _reverse_body(chunk), True, dec,
-                  "Adjoints at P == v.shape[1] points; consumed adjoint rows are zeroed.")
+                  "Adjoints at P == v.shape[1] points, following tapejit.adjoint_plan's plan: "
+                  "first contributions assign, rows accumulated into are zeroed once read.")
     out += ["", ""]
     out += _sweep("forward_tangent_chunk", f"{_POINT_ARGS}, v, dv, tmp, P, start, stop", chunk,
                   _forward_body(chunk, True), False, dec,

@@ -104,6 +104,9 @@ def _remap_operands(prog: Program, i: int, slot_map: np.ndarray) -> None:
     if op == OP.gather:
         old = f[2] + prog.idx[f[4]: f[4] + n].astype(np.int64)
         new = slot_map[old]
+        # an element nothing reads may gather a dropped slot (mapped to -1): point it at
+        # slot 0, which precedes every gather; its value is never used, its adjoint is 0
+        new[new < 0] = 0
         start = len(prog.idx)
         prog.idx = np.concatenate([prog.idx, new.astype(prog.idx.dtype)])
         f[2], f[4] = 0, start

@@ -124,3 +124,16 @@ def test_trace_optimizes_by_default_and_w_graph_sizes():
     g = tj.trace(workloads.w_graph(200), workloads.w_inputs(), optimize=False)
     assert len(f) <= len(g)
     same(g, f, workloads.w_inputs())
+
+
+def test_dead_elements_of_a_gather_do_not_break_the_tape():
+    # the last element of the concatenation is never read, so its producer is dropped;
+    # the gather still names that element and must read a valid slot instead
+    def fn(x):
+        return tj.sum(tj.concatenate([x[:4] * 1.0, x[-1:] * 0.5])[::-1][1:] ** 2)
+    x = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    f = tj.trace(fn, x)
+    expected = np.array([0.2, 0.4, 0.6, 0.8, 0.0])
+    assert f(x) == pytest.approx(np.sum(x[:4] ** 2), rel=1e-15)
+    np.testing.assert_allclose(f.grad(x), expected, rtol=1e-15)
+    np.testing.assert_allclose(f.batch_grad(np.tile(x, (3, 1))), np.tile(expected, (3, 1)), rtol=1e-15)
