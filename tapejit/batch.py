@@ -194,14 +194,15 @@ def _plan_for(arrays, out_pos) -> np.ndarray:
 
 
 def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seeds=None,
-        chunk=None, threads=None):
+        chunk=None, threads=None, out=(None, None)):
     """Replay ``arrays`` at the rows of X (B, n_in). Returns (values (B, n_out),
-    derivatives (B, n_in), or (B, n_out) for JVP, and valid (B,))."""
+    derivatives (B, n_in), or (B, n_out) for JVP, and valid (B,)); ``out`` may give
+    the two result arrays to write (see check_out)."""
     B = X.shape[0]
     n_out = len(out_pos)
-    vals = np.empty((B, n_out))
     width = n_out if mode == MODE_JVP else len(in_pos)
-    grads = np.empty((B, width) if mode else (0, 0))
+    vals = np.empty((B, n_out)) if out[0] is None else out[0]
+    grads = (np.empty((B, width) if mode else (0, 0))) if out[1] is None else out[1]
     valid = np.ones(B, np.bool_)
     if B == 0:
         return vals, grads, valid
@@ -219,3 +220,20 @@ def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seed
             param_pos, param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode)
     run_workers(_DRIVERS.get(mode, _run_chunks), workers, *args)
     return vals, grads, valid
+
+
+def check_out(array, shape: tuple, name: str, X) -> np.ndarray:
+    """A caller's result buffer as the engine writes it: float64, C-contiguous, writeable,
+    of the result's shape (or one that views as it), not overlapping the inputs. Reusing
+    buffers saves a large batch the page faults of fresh memory (a few ms per 100 MB)."""
+    from .errors import ShapeError, TapejitError
+    if not isinstance(array, np.ndarray) or array.dtype != np.float64:
+        raise TapejitError(f"{name} must be a float64 numpy array")
+    if not (array.flags.c_contiguous and array.flags.writeable):
+        raise TapejitError(f"{name} must be C-contiguous and writeable")
+    if array.size != int(np.prod(shape)) or array.shape[:1] != shape[:1]:
+        raise ShapeError(f"{name} has shape {array.shape}; the results have {shape[0]} rows of {shape[1]}")
+    if np.may_share_memory(array, X):
+        raise TapejitError(f"{name} overlaps the input points")
+    return array.reshape(shape)
+

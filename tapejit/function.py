@@ -462,19 +462,27 @@ class Function:
         return value, self._split(self._reverse(seed.reshape(-1)))
 
     # -- batches -----------------------------------------------------------------------------
-    def _run_batch(self, Xs, params, mode, on_branch_change, seeds=None, device="cpu", dtype=None):
+    def _run_batch(self, Xs, params, mode, on_branch_change, seeds=None, device="cpu", dtype=None,
+                   out=(None, None)):
         if on_branch_change not in BRANCH_MODES:
             raise TapejitError(f"on_branch_change must be one of {BRANCH_MODES}, got {on_branch_change!r}")
         if device not in ("cpu", "cuda"):
             raise TapejitError(f"device must be 'cpu' or 'cuda', got {device!r}")
         if device == "cuda":
+            if out[0] is not None or out[1] is not None:
+                raise TapejitError("out= buffers are for the CPU engine; on the GPU pass device arrays in")
             return self._run_cuda(Xs, params, mode, on_branch_change, seeds, dtype or np.float64)
         if dtype is not None and np.dtype(dtype) != np.float64:
             raise TapejitError("the CPU engine computes in float64; dtype applies to device='cuda'")
         X = self._batch_inputs(Xs)
+        B = X.shape[0]
+        if out[1] is not None and len(self.inputs) != 1:
+            raise TapejitError("an out= gradient buffer needs a function of one input array")
+        out = (None if out[0] is None else batch_engine.check_out(out[0], (B, self.n_outputs), "out (values)", X),
+               None if out[1] is None else batch_engine.check_out(out[1], (B, self.n_inputs), "out (gradients)", X))
         vals, derivs, valid = batch_engine.run(
             self.arrays, self.in_pos, self.param_pos, self._flat_params(params), self.out_pos,
-            self.guards, X, mode, seeds=seeds)
+            self.guards, X, mode, seeds=seeds, out=out)
         self._check_branches(X, params, mode, seeds, vals, derivs, valid, on_branch_change)
         if _state.debug:
             bad = ~np.isfinite(vals).all(axis=1) | (~np.isfinite(derivs).all(axis=1) if mode else False)
@@ -564,31 +572,38 @@ class Function:
             return flat.reshape((B,) + self.input_shapes[0]) if len(self.inputs) == 1 else flat
         return self._split(flat, B)
 
-    def batch(self, *Xs, params=None, on_branch_change: str = "raise", device: str = "cpu", dtype=None):
+    def batch(self, *Xs, params=None, on_branch_change: str = "raise", device: str = "cpu", dtype=None,
+              out: np.ndarray | None = None):
         """Values at every row: X of shape (B, *input shape) -> (B,) or (B, *output shape).
 
         ``device="cuda"`` runs on the GPU (numpy in, numpy out; device arrays stay on the
-        device); ``dtype=np.float32`` computes in single precision there."""
+        device); ``dtype=np.float32`` computes in single precision there. ``out``: a
+        float64 C-contiguous array of the result's shape to write and return (as numpy's
+        ``out=``; reusing one spares a large batch the page faults of fresh memory)."""
         vals, _, valid = self._run_batch(Xs, params, batch_engine.MODE_VALUES, on_branch_change,
-                                         device=device, dtype=dtype)
-        out = self._batch_values(vals, len(valid))
-        return (out, valid) if on_branch_change == "mask" else out
+                                         device=device, dtype=dtype, out=(out, None))
+        result = self._batch_values(vals, len(valid)) if out is None else out
+        return (result, valid) if on_branch_change == "mask" else result
 
     def batch_value_and_grad(self, *Xs, params=None, on_branch_change: str = "raise",
-                             device: str = "cpu", dtype=None):
-        """(values (B,), gradients (B, *input shape)) at every row."""
+                             device: str = "cpu", dtype=None, out: tuple | None = None):
+        """(values (B,), gradients (B, *input shape)) at every row; ``out=(values,
+        gradients)`` writes into and returns those arrays (see ``batch``)."""
         self._scalar_output("batch_value_and_grad")
+        buffers = (None, None) if out is None else tuple(out)
         vals, grads, valid = self._run_batch(Xs, params, batch_engine.MODE_GRAD, on_branch_change,
-                                             device=device, dtype=dtype)
+                                             device=device, dtype=dtype, out=buffers)
         B = len(valid)
-        out = (vals.reshape(B), self._batch_split(grads, B))
-        return out + (valid,) if on_branch_change == "mask" else out
+        result = (vals.reshape(B) if buffers[0] is None else buffers[0],
+                  self._batch_split(grads, B) if buffers[1] is None else buffers[1])
+        return result + (valid,) if on_branch_change == "mask" else result
 
-    def batch_grad(self, *Xs, params=None, on_branch_change: str = "raise", device: str = "cpu", dtype=None):
-        """Gradients (B, *input shape) at every row."""
-        out = self.batch_value_and_grad(*Xs, params=params, on_branch_change=on_branch_change,
-                                        device=device, dtype=dtype)
-        return (out[1], out[2]) if on_branch_change == "mask" else out[1]
+    def batch_grad(self, *Xs, params=None, on_branch_change: str = "raise", device: str = "cpu", dtype=None,
+                   out: np.ndarray | None = None):
+        """Gradients (B, *input shape) at every row; ``out``: the array to write (see ``batch``)."""
+        result = self.batch_value_and_grad(*Xs, params=params, on_branch_change=on_branch_change,
+                                           device=device, dtype=dtype, out=None if out is None else (None, out))
+        return (result[1], result[2]) if on_branch_change == "mask" else result[1]
 
     def _seeds(self, S, width_shape, name, device):
         from .cuda import is_device_array

@@ -213,3 +213,34 @@ def test_trace_inside_eager_code_does_not_touch_the_eager_tape():
     np.testing.assert_allclose(f.grad(np.zeros(3)), [2.0, 2.0, 2.0])
     y.backward()
     assert w.grad.item() == 4.0
+
+
+def test_batch_results_into_caller_buffers():
+    f = tj.trace(rosen_tj, np.zeros(6))
+    X = rng.standard_normal((301, 6))
+    vals, grads = f.batch_value_and_grad(X)
+    v_out, g_out = np.full(301, np.nan), np.full((301, 6), np.nan)
+    got = f.batch_value_and_grad(X, out=(v_out, g_out))
+    assert got[0] is v_out and got[1] is g_out
+    np.testing.assert_array_equal(v_out, vals)
+    np.testing.assert_array_equal(g_out, grads)
+    g2 = np.empty((301, 6))
+    assert f.batch_grad(X, out=g2) is g2 and np.array_equal(g2, grads)
+    v2 = np.empty(301)
+    assert f.batch(X, out=v2) is v2 and np.array_equal(v2, vals)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.empty((301, 6), np.float32), "float64"),
+    (np.empty((6, 301)).T, "C-contiguous"),
+    (np.empty((300, 6)), "shape"),
+])
+def test_bad_out_buffers_are_refused_before_any_work(bad, message):
+    f = tj.trace(rosen_tj, np.zeros(6))
+    X = rng.standard_normal((301, 6))
+    with pytest.raises(tj.TapejitError, match=message):
+        f.batch_grad(X, out=bad)
+    with pytest.raises(tj.TapejitError, match="overlaps"):
+        f.batch_grad(X, out=X)
+    with pytest.raises(tj.TapejitError, match="CPU engine"):
+        f.batch_grad(X, out=np.empty((301, 6)), device="cuda")
