@@ -21,7 +21,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-_INLINE = dict(cache=True, nogil=True, error_model="numpy", inline="always")
+_INLINE = dict(cache=True, nogil=True, error_model="numpy")
 
 _LOG2E = 1.4426950408889634
 # ln 2 split in two: _LN2_HI has 32 trailing zero bits, so k * _LN2_HI is exact for |k| < 2**20

@@ -261,10 +261,11 @@ def _flat_case(op, vector_lines: list[str], indent: str, reverse: bool, planned:
     return out + [f"{indent}    continue"]
 
 
-#: binary opcodes whose chunk reverse can assign an operand's adjoint instead of adding to
-#: it (every unary opcode can): each such operand doubles the opcode's loops, and compile
-#: time with them, so only the arithmetic that batch tapes are made of
-FIRST_WRITE_BINARY = ("add", "sub", "mul", "div")
+#: opcodes whose chunk reverse can assign an operand's adjoint instead of adding to it:
+#: each such operand doubles the opcode's loops, and compile time with them (all unary
+#: opcodes took reverse_chunk from 11 s to 55 s of cold compilation), so only the
+#: arithmetic and functions that batch tapes are mostly made of
+FIRST_WRITE_OPS = ("add", "sub", "mul", "neg", "square", "add_c", "mul_c", "rsub_c", "exp", "softplus")
 FIRST_WRITE_BITS = {"a": 1, "b": 2, "d": 4}
 #: plan bit: the output's adjoint rows were accumulated into and must be zeroed once read
 ZERO_AFTER_READ = 8
@@ -272,7 +273,7 @@ ZERO_AFTER_READ = 8
 
 def first_write_operands(op) -> str:
     """The operands whose adjoint the chunk reverse may assign (see tapejit.adjoint_plan)."""
-    if op.arity == 1 or op.name in FIRST_WRITE_BINARY:
+    if op.name in FIRST_WRITE_OPS:
         return "".join(x for x in "abd" if x in op.partials)
     return ""
 
@@ -417,12 +418,9 @@ def elementwise_hvp(op, target: Target, indent: str) -> list[str]:
     body += [f"{g_out} = 0.0", f"{h_out} = 0.0"]
     lines = [f"{indent}for k in range(n):"]
     lines += target.per_point(body, indent + "    ")
-    if op.arity == 1 and target.kind in ("vector", "chunk"):
+    if target.kind == "vector" and op.arity == 1:
         # unary ops only: a binary op's loop has twelve row views, and LLVM's alias checks
         # between them tripled this sweep's compile time (83 s) for a few percent of speed
-        if target.kind == "chunk":
-            flat = elementwise_hvp(op, Target("vector"), "")
-            return _flat_case(op, flat, indent, reverse=True) + lines
         return _contiguous_case(op, body, indent, reverse=True) + lines
     return lines
 
