@@ -241,26 +241,28 @@ def _rewrite_slots(body: list[str], access) -> list[str]:
 def _flat_case(op, vector_lines: list[str], indent: str, reverse: bool, planned: bool = False) -> list[str]:
     """The chunk target's fast path. Rows of P points are contiguous and the sweeps always
     run full-width chunks, so n unit-stride rows are one flat run of n * P values (and a
-    single row, n == 1, is flat whatever its strides): one loop, no row structure.
+    single row, n == 1, is flat whatever its strides): one loop over views of the flat
+    workspaces, no row structure.
 
-    Offsets into the flat workspaces are unsigned so that Numba emits no negative-index
-    fix-up (which stops LLVM vectorizing). Row views from 0 run as fast, and under
-    NUMBA_BOUNDSCHECK=1 compile in far less time (reverse_chunk 69 s against 160 s):
-    the next change to make here."""
+    Views indexed from 0 let Numba drop its negative-index fix-ups (which stop LLVM
+    vectorizing). Unsigned offsets into the whole flat arrays ran as fast, but under
+    NUMBA_BOUNDSCHECK=1 reverse_chunk took 160 s to compile against 69 s with views."""
     operands = "abd"[: op.arity]
     if not operands:
         return []
     start = vector_lines.index("for k in range(n):") + 1
     body = [ln[4:] for ln in vector_lines[start:]]
     cond = " and ".join(f"s{x} == 1" for x in operands)
-    offsets = [f"u{x} = np.uint64({x} * P)" for x in operands + "o"]
-    loop = _rewrite_slots(body, lambda array, x: f"{array}f[u{x} + k]")
-    out = [f"{indent}if n == 1 or ({cond}):"] + [f"{indent}    {ln}" for ln in offsets]
+    loop = _rewrite_slots(body, lambda array, x: f"w{array}_{x}[k]")
+    text = "\n".join(loop)
+    views = [f"w{array}_{x} = {array}f[{x} * P:({x} + n) * P]"
+             for array in ("v", "g", "dv") for x in operands + "o" if f"w{array}_{x}[" in text]
+    out = [f"{indent}if n == 1 or ({cond}):"] + [f"{indent}    {ln}" for ln in views]
     if reverse:
         loop = _branch_free(loop)
     if planned:
         return out + _first_write_loops(op, loop, indent + "    ") + [f"{indent}    continue"]
-    out += [f"{indent}    for k in range(np.uint64(n * P)):"]
+    out += [f"{indent}    for k in range(n * P):"]
     out += [f"{indent}        {ln}" for ln in loop]
     return out + [f"{indent}    continue"]
 
@@ -286,7 +288,7 @@ def _first_write_loops(op, loop: list[str], indent: str) -> list[str]:
     """The flat reverse loop once per subset of operands that the instruction's plan bits
     say to assign (``=``: no earlier contribution, so no load of a stale row and no
     zeroing needed), then the output's rows zeroed only when the plan asks."""
-    consume = [ln for ln in loop if ln != "gf[uo + k] = 0.0"]
+    consume = [ln for ln in loop if ln != "wg_o[k] = 0.0"]
     names = first_write_operands(op)
     subsets = [""]
     for x in names:
@@ -295,7 +297,7 @@ def _first_write_loops(op, loop: list[str], indent: str) -> list[str]:
     for n_branch, subset in enumerate(subsets):
         body = consume
         for x in subset:
-            body = [ln.replace(f"gf[u{x} + k] += ", f"gf[u{x} + k] = ") for ln in body]
+            body = [ln.replace(f"wg_{x}[k] += ", f"wg_{x}[k] = ") for ln in body]
         mask = sum(FIRST_WRITE_BITS[x] for x in names)
         want = sum(FIRST_WRITE_BITS[x] for x in subset)
         if len(subsets) == 1:
@@ -305,10 +307,9 @@ def _first_write_loops(op, loop: list[str], indent: str) -> list[str]:
         else:
             head = [f"{indent}{'if' if n_branch == 0 else 'elif'} (plan[i] & {mask}) == {want}:"]
         pad = indent + ("    " if head else "")
-        out += head + [f"{pad}for k in range(np.uint64(n * P)):"] + [f"{pad}    {ln}" for ln in body]
+        out += head + [f"{pad}for k in range(n * P):"] + [f"{pad}    {ln}" for ln in body]
     out += [f"{indent}if plan[i] & {ZERO_AFTER_READ}:",
-            f"{indent}    for k in range(np.uint64(n * P)):",
-            f"{indent}        gf[uo + k] = 0.0"]
+            f"{indent}    wg_o[:] = 0.0"]
     return out
 
 

@@ -47,8 +47,12 @@ def test_batch_gradients_equal_single_points_on_random_programs(program, seed):
     f = tj.trace(build(program), rng.standard_normal(5) * 0.5)
     X = rng.standard_normal((53, 5)) * 0.5
     expected = np.array([f.grad(x) for x in X])
+    # single points call the C library's exp, the chunk sweeps tapejit._vmath's (within 2 ulp
+    # of it), and a dozen chained products amplify that (1.01e-12 relative seen); a wrong plan
+    # adds a stale row or drops a contribution: errors of the gradient's own size
+    scale = max(1.0, float(np.abs(expected).max()))
     for chunk in (4, 8, 53):
-        np.testing.assert_allclose(batch_grads(f, X, chunk), expected, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(batch_grads(f, X, chunk), expected, rtol=1e-10, atol=1e-12 * scale)
 
 
 def test_rosenbrock_assigns_and_zeroes_only_what_it_must():

@@ -70,7 +70,10 @@ def test_the_tape_is_shipped_once_per_worker_not_once_per_chunk(client):
     after = shipped(client)
     assert np.isfinite(total)
     assert set(after) == set(before) and len(after) == 2
-    assert all(after[w] - before[w] == 1 for w in after), (before, after)
+    # Shipping per chunk would unpickle ~20 copies per worker. distributed may deserialize a
+    # worker's replica twice (seen once in CI on a loaded box: the broadcast's replica and a
+    # dependency fetch for a stolen task racing), so a second copy is tolerated, a third is not.
+    assert all(1 <= after[w] - before[w] <= 2 for w in after), (before, after)
 
 
 def test_multistart_on_the_cluster_matches_the_local_multistart(client):
