@@ -10,8 +10,10 @@ zeroing. Rows accumulated into before any assignment (partial overlaps, broadcas
 structural operations) keep the old rule: zero at the start, zeroed once read.
 
 The plan is one byte per instruction: bits 1, 2, 4 assign operand a, b, d; bit 8 zeroes
-the output's rows after the sweep reads them. Only the chunk sweep's flat loops (all
-operands unit-stride, or a single row) follow it; its other paths always add and zero.
+the output's rows after the sweep reads them. The chunk sweep's elementwise loops follow
+it; an assignment needs a flat run (all operands unit-stride, or a single row), so runs
+that go row by row only add, and zero when bit 8 says. Structural operations always add
+and zero.
 """
 from __future__ import annotations
 

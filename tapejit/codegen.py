@@ -193,9 +193,9 @@ def elementwise_forward(op, target: Target, indent: str, with_tangent=False) -> 
     if target.kind == "vector":
         return (_scalar_case(body, target, indent) + _contiguous_case(op, body, indent, reverse=False)
                 + lines)
-    if target.kind == "chunk":
+    if target.kind == "chunk" and op.arity:
         flat = elementwise_forward(op, Target("vector"), "", with_tangent)
-        return _flat_case(op, flat, indent, reverse=False) + lines
+        return _flat_case(op, flat, indent, reverse=False)
     return lines
 
 
@@ -239,32 +239,37 @@ def _rewrite_slots(body: list[str], access) -> list[str]:
 
 
 def _flat_case(op, vector_lines: list[str], indent: str, reverse: bool, planned: bool = False) -> list[str]:
-    """The chunk target's fast path. Rows of P points are contiguous and the sweeps always
-    run full-width chunks, so n unit-stride rows are one flat run of n * P values (and a
-    single row, n == 1, is flat whatever its strides): one loop over views of the flat
-    workspaces, no row structure.
+    """The chunk target's elementwise loops. Rows of P points are contiguous and the sweeps
+    always run full-width chunks, so n unit-stride rows are one flat run of n * P values
+    (and a single row, n == 1, is flat whatever its strides): one loop. Other runs go row
+    by row through the same loop, P values at a time, so each opcode has one loop (and its
+    assigning variants) in the generated code, not a flat one and a 2-D one: cold compile
+    of the chunk sweeps is dominated by LLVM vectorizing those loops.
 
     Views indexed from 0 let Numba drop its negative-index fix-ups (which stop LLVM
     vectorizing). Unsigned offsets into the whole flat arrays ran as fast, but under
     NUMBA_BOUNDSCHECK=1 reverse_chunk took 160 s to compile against 69 s with views."""
     operands = "abd"[: op.arity]
-    if not operands:
-        return []
     start = vector_lines.index("for k in range(n):") + 1
     body = [ln[4:] for ln in vector_lines[start:]]
     cond = " and ".join(f"s{x} == 1" for x in operands)
     loop = _rewrite_slots(body, lambda array, x: f"w{array}_{x}[k]")
     text = "\n".join(loop)
-    views = [f"w{array}_{x} = {array}f[{x} * P:({x} + n) * P]"
+    first_row = {x: f"(({x} + row * s{x}) * P)" for x in operands}
+    first_row["o"] = "((o + row) * P)"
+    views = [f"w{array}_{x} = {array}f[{first_row[x]}:{first_row[x]} + width]"
              for array in ("v", "g", "dv") for x in operands + "o" if f"w{array}_{x}[" in text]
-    out = [f"{indent}if n == 1 or ({cond}):"] + [f"{indent}    {ln}" for ln in views]
+    out = [f"{indent}if n == 1 or ({cond}):",
+           f"{indent}    n_rows, width = 1, n * P",
+           f"{indent}else:",
+           f"{indent}    n_rows, width = n, P",
+           f"{indent}for row in range(n_rows):"] + [f"{indent}    {ln}" for ln in views]
     if reverse:
         loop = _branch_free(loop)
     if planned:
-        return out + _first_write_loops(op, loop, indent + "    ") + [f"{indent}    continue"]
-    out += [f"{indent}    for k in range(n * P):"]
-    out += [f"{indent}        {ln}" for ln in loop]
-    return out + [f"{indent}    continue"]
+        return out + _first_write_loops(op, loop, indent + "    ")
+    out += [f"{indent}    for k in range(width):"]
+    return out + [f"{indent}        {ln}" for ln in loop]
 
 
 #: opcodes whose chunk reverse can assign an operand's adjoint instead of adding to it:
@@ -307,7 +312,7 @@ def _first_write_loops(op, loop: list[str], indent: str) -> list[str]:
         else:
             head = [f"{indent}{'if' if n_branch == 0 else 'elif'} (plan[i] & {mask}) == {want}:"]
         pad = indent + ("    " if head else "")
-        out += head + [f"{pad}for k in range(n * P):"] + [f"{pad}    {ln}" for ln in body]
+        out += head + [f"{pad}for k in range(width):"] + [f"{pad}    {ln}" for ln in body]
     out += [f"{indent}if plan[i] & {ZERO_AFTER_READ}:",
             f"{indent}    wg_o[:] = 0.0"]
     return out
@@ -381,9 +386,9 @@ def elementwise_reverse(op, target: Target, indent: str) -> list[str]:
     if target.kind == "vector":
         return (_scalar_case(body, target, indent) + _contiguous_case(op, body, indent, reverse=True)
                 + lines)
-    if target.kind == "chunk":
+    if target.kind == "chunk" and op.arity:
         flat = elementwise_reverse(op, Target("vector"), "")
-        return _flat_case(op, flat, indent, reverse=True, planned=True) + lines
+        return _flat_case(op, flat, indent, reverse=True, planned=True)
     return lines
 
 
