@@ -295,6 +295,9 @@ def _w_case(size: int, device: str) -> Case:
     """The W graph with `size` operations: forward and backward at one point."""
     import tapejit as tj
     x = workloads.w_inputs()
+    # a small trace first: the first one in a process also loads the passes' compiled code
+    # from Numba's cache (~0.2 s), which is not recording
+    tj.trace(workloads.w_graph(min(size, 100)), x)
     start = time.perf_counter()
     f = tj.trace(workloads.w_graph(size), x)
     record = time.perf_counter() - start

@@ -97,7 +97,11 @@ class Function:
     @property
     def vector(self) -> bool:
         """Whether the tape is made of long runs (vector sweeps) or mostly scalars."""
-        return bool(len(self.arrays)) and int(self.arrays.ins[1].max()) >= VECTOR_RUN
+        vector = self.__dict__.get("_vector")
+        if vector is None:
+            runs = self.arrays.ins[1][self.arrays.ops != OP.input]    # inputs are not work
+            vector = self._vector = bool(runs.size) and int(runs.max()) >= VECTOR_RUN
+        return vector
 
     # -- sizes ---------------------------------------------------------------------------
     @property

@@ -55,7 +55,9 @@ class Tape:
         self.idx = np.zeros(16, np.int32)
         self.n_ins = 0
         self.n_slots = 0
-        self.max_run = 1                # longest run recorded: picks scalar or vector sweeps
+        # longest run an operation wrote: picks scalar or vector sweeps (inputs excluded:
+        # a 100-vector of inputs to 20,000 scalar operations wants the scalar sweeps)
+        self.max_run = 1
         self.n_consts = 0
         self.n_idx = 0
         self.finished = False
@@ -118,7 +120,7 @@ class Tape:
         self._mv_cv[i] = c
         self.n_ins = i + 1
         self.n_slots = out + n
-        if n > self.max_run:
+        if n > self.max_run and op != OP.input:
             self.max_run = n
         return out
 
