@@ -40,19 +40,34 @@ def batch_grads(f, X, chunk):
     return grads
 
 
+def textbook_batch_grads(f, X, chunk):
+    """The chunk engine with a plan that never assigns and zeroes every row once read: the
+    textbook reverse sweep (adjoints start at zero, every contribution adds), with the same
+    arithmetic as the planned sweep, so the two agree exactly (an assignment is the first
+    addition to a zero)."""
+    textbook = lambda arrays, seeded: np.full(len(arrays.ops), ZERO_AFTER_READ, np.uint8)   # noqa: E731
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batch, "_plan_for", textbook)
+        return batch_grads(f, X, chunk)
+
+
 @settings(max_examples=40, deadline=None)
 @given(program=st.lists(step, min_size=1, max_size=12), seed=st.integers(0, 1000))
-def test_batch_gradients_equal_single_points_on_random_programs(program, seed):
+def test_batch_gradients_equal_the_textbook_sweep_on_random_programs(program, seed):
     rng = np.random.default_rng(seed)
     f = tj.trace(build(program), rng.standard_normal(5) * 0.5)
     X = rng.standard_normal((53, 5)) * 0.5
-    expected = np.array([f.grad(x) for x in X])
-    # single points call the C library's exp, the chunk sweeps tapejit._vmath's (within 2 ulp
-    # of it), and a dozen chained products amplify that (1.01e-12 relative seen); a wrong plan
-    # adds a stale row or drops a contribution: errors of the gradient's own size
-    scale = max(1.0, float(np.abs(expected).max()))
+    # a stale row from the previous chunk or a dropped contribution changes the result;
+    # the chunking does not change any point's arithmetic
+    expected = textbook_batch_grads(f, X, 53)
     for chunk in (4, 8, 53):
-        np.testing.assert_allclose(batch_grads(f, X, chunk), expected, rtol=1e-10, atol=1e-12 * scale)
+        np.testing.assert_array_equal(batch_grads(f, X, chunk), expected)
+    # and the engine against single points (the C library's exp there, tapejit._vmath's in
+    # the chunks, within 2 ulp): random programs that chain exp into sin of 1e13 amplify that
+    # into 1e-4 of the value (seen), so only well-conditioned ones are compared
+    single = np.array([f.grad(x) for x in X])
+    if np.all(np.isfinite(single)) and np.abs(single).max() < 1e3:
+        np.testing.assert_allclose(expected, single, rtol=1e-8, atol=1e-10)
 
 
 def test_rosenbrock_assigns_and_zeroes_only_what_it_must():
