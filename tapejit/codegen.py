@@ -181,6 +181,9 @@ def _operand_loads(names, target, slot_fn=None) -> list[str]:
 
 
 def elementwise_forward(op, target: Target, indent: str, with_tangent=False) -> list[str]:
+    if target.kind == "chunk" and op.arity:
+        flat = elementwise_forward(op, Target("vector"), "", with_tangent)
+        return _flat_case(op, flat, indent, reverse=False)
     names = expr_names(op.value)
     body = _operand_loads(names, target)
     body.append(f"{target.slot('v', 'o + k')} = {render_expr(op.value)}")
@@ -193,9 +196,6 @@ def elementwise_forward(op, target: Target, indent: str, with_tangent=False) -> 
     if target.kind == "vector":
         return (_scalar_case(body, target, indent) + _contiguous_case(op, body, indent, reverse=False)
                 + lines)
-    if target.kind == "chunk" and op.arity:
-        flat = elementwise_forward(op, Target("vector"), "", with_tangent)
-        return _flat_case(op, flat, indent, reverse=False)
     return lines
 
 
@@ -361,23 +361,20 @@ def _tangent_lines(op, target: Target) -> list[str]:
 
 
 def elementwise_reverse(op, target: Target, indent: str) -> list[str]:
+    if target.kind == "chunk" and op.arity:
+        flat = elementwise_reverse(op, Target("vector"), "")
+        return _flat_case(op, flat, indent, reverse=True, planned=True)
     g_out = target.slot("g", "o + k")
     body = [f"g_o = {g_out}"]
     if op.partials:
+        # azmul: a zero adjoint contributes nothing, even through an infinite partial
+        # (the chunk target's loops get the same rule as a select: _branch_free)
         names = set().union(*[expr_names(e) for e in op.partials.values()])
-        if target.kind == "chunk":
-            # branch-free so that the loop over points vectorizes
-            body += _operand_loads(names, target)
-            for operand, expr in op.partials.items():
-                dst = target.slot("g", _operand_index(operand))
-                body.append(f"{dst} += (g_o * ({render_expr(expr)})) if g_o != 0.0 else 0.0")
-        else:
-            # azmul: a zero adjoint contributes nothing, even through an infinite partial
-            body.append("if g_o != 0.0:")
-            body += ["    " + ln for ln in _operand_loads(names, target)]
-            for operand, expr in op.partials.items():
-                dst = target.slot("g", _operand_index(operand))
-                body.append(f"    {dst} += g_o * ({render_expr(expr)})")
+        body.append("if g_o != 0.0:")
+        body += ["    " + ln for ln in _operand_loads(names, target)]
+        for operand, expr in op.partials.items():
+            dst = target.slot("g", _operand_index(operand))
+            body.append(f"    {dst} += g_o * ({render_expr(expr)})")
     body.append(f"{g_out} = 0.0")
     lines = [f"{indent}for k in range(n):"]
     lines += target.per_point(body, indent + "    ")
@@ -386,9 +383,6 @@ def elementwise_reverse(op, target: Target, indent: str) -> list[str]:
     if target.kind == "vector":
         return (_scalar_case(body, target, indent) + _contiguous_case(op, body, indent, reverse=True)
                 + lines)
-    if target.kind == "chunk" and op.arity:
-        flat = elementwise_reverse(op, Target("vector"), "")
-        return _flat_case(op, flat, indent, reverse=True, planned=True)
     return lines
 
 

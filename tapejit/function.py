@@ -77,6 +77,7 @@ class Function:
         self._local = threading.local()
         self._variants: list[Function] = []
         self._segments = None
+        self._vector = None
         self._packed = None
         self.locations = getattr(self, "locations", {})
 
@@ -97,11 +98,10 @@ class Function:
     @property
     def vector(self) -> bool:
         """Whether the tape is made of long runs (vector sweeps) or mostly scalars."""
-        vector = self.__dict__.get("_vector")
-        if vector is None:
+        if self._vector is None:
             runs = self.arrays.ins[1][self.arrays.ops != OP.input]    # inputs are not work
-            vector = self._vector = bool(runs.size) and int(runs.max()) >= VECTOR_RUN
-        return vector
+            self._vector = bool(runs.size) and int(runs.max()) >= VECTOR_RUN
+        return self._vector
 
     # -- sizes ---------------------------------------------------------------------------
     @property
@@ -169,6 +169,7 @@ class Function:
         self._local = threading.local()
         self._variants = []
         self._segments = None
+        self._vector = None
         self._packed = None
 
     # -- argument handling ---------------------------------------------------------------
