@@ -60,6 +60,8 @@ class Tape:
         self.max_run = 1
         self.n_consts = 0
         self.n_idx = 0
+        # whether an instruction wrote n != 1 or a stride: reset() must restore the defaults
+        self.shaped = False
         self.finished = False
         self.serial = next(_serials)    # identifies this recording; leaves remember it
         self.leaves: list = []          # eager mode: (leaf tensor, base slot)
@@ -70,6 +72,9 @@ class Tape:
     def _views(self) -> None:
         self._mv_ops = memoryview(self.ops)
         self._mv_ins = [memoryview(self.ins[f]) for f in range(_N_FIELDS)]
+        # the fields a scalar record writes, one attribute each (the eager hot path)
+        self._mv_out, self._mv_a, self._mv_b, self._mv_d = (self._mv_ins[0], self._mv_ins[2],
+                                                            self._mv_ins[4], self._mv_ins[6])
         self._mv_cv = memoryview(self.cv)
         self._mv_values = memoryview(self.values)
 
@@ -120,6 +125,8 @@ class Tape:
         self._mv_cv[i] = c
         self.n_ins = i + 1
         self.n_slots = out + n
+        if n != 1 or sa or sb or sd:
+            self.shaped = True
         if n > self.max_run and op != OP.input:
             self.max_run = n
         return out
@@ -136,11 +143,10 @@ class Tape:
         if out == self.slot_capacity:
             self._grow_slots(out + 1)
         self._mv_ops[i] = op
-        f = self._mv_ins
-        f[0][i] = out
-        f[2][i] = a
-        f[4][i] = b
-        f[6][i] = d
+        self._mv_out[i] = out
+        self._mv_a[i] = a
+        self._mv_b[i] = b
+        self._mv_d[i] = d
         self._mv_cv[i] = c
         self._mv_values[out] = value
         self.n_ins = i + 1
@@ -176,9 +182,16 @@ class Tape:
         return start
 
     def reset(self) -> None:
-        """Forget every instruction but keep the buffers (nothing refers to them any more)."""
-        used = self.n_ins
-        self.ins[:, :used] = _DEFAULT_FIELDS
+        """Forget every instruction but keep the buffers (nothing refers to them any more).
+
+        Rows are restored to the defaults the scalar records rely on (n = 1, strides 0)
+        only when some instruction changed those: a scalar-only recording leaves its
+        operand fields behind, which is harmless because every record writes the
+        fields its opcode reads (and the eager tape is only ever replayed by the
+        sweeps, never saved or validated)."""
+        if self.shaped:
+            self.ins[:, :self.n_ins] = _DEFAULT_FIELDS
+            self.shaped = False
         self.n_ins = self.n_slots = self.n_consts = self.n_idx = 0
         self.max_run = 1
         self.finished = False

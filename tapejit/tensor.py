@@ -43,11 +43,13 @@ class _State(threading.local):
         self.trace: Optional[Tape] = None     # the tape of the trace running in this thread
         self.grad_enabled = True
         self.debug = False                    # tj.debug_nans(): checked paths, source lines kept
+        self.eager = True                     # set by _refresh_active from the three above
         # the tape that records operations on tensors already on it: the trace's while
         # tracing, else the eager tape while grad is enabled and it is not consumed
         self.active: Optional[Tape] = None
-        self.capacity = (64, 256)             # size of the last finished tape, to size the next
+        self.spare: Optional[Tape] = None     # the tape before: a loop's last tensors may hold it
         self.adjoints = np.zeros(256)         # reused by backward(): the sweep leaves it zeroed
+        self.adjoints_mv = memoryview(self.adjoints)
 
 
 _state = _State()
@@ -55,6 +57,8 @@ _state = _State()
 
 def _refresh_active() -> None:
     st = _state
+    # whether a leaf that requires grad starts (or joins) the eager recording
+    st.eager = not st.debug and st.trace is None and st.grad_enabled
     if st.debug:
         st.active = None           # under debug_nans every operation takes the checked path
     elif st.trace is not None:
@@ -73,9 +77,20 @@ def _eager_tape() -> Tape:
         if tape is not None and sys.getrefcount(tape) <= 3 and sys.getrefcount(tape.values) <= 3:
             tape.reset()   # nothing holds a tensor of it any more: reuse its buffers
         else:
-            tape = Tape(*_state.capacity)
+            # `for ...: x = tj.tensor(...); y = f(x); y.backward()` starts each recording
+            # while the previous iteration's x and y still hold the tape before: keep that
+            # one aside (if small) and reuse the one before it, which is free by now
+            spare = _state.spare
+            _state.spare = tape if tape is not None and tape.slot_capacity <= _SPARE_SLOTS else None
+            if spare is not None and sys.getrefcount(spare) <= 2 and sys.getrefcount(spare.values) <= 3:
+                spare.reset()
+                tape = spare
+            else:
+                tape = Tape(64, 256) if tape is None else Tape(max(64, tape.n_ins), max(256, tape.n_slots))
+            del spare
         _state.tape = tape
-        _refresh_active()
+        # callers record eagerly (no trace, grad enabled): the new tape is the active one
+        _state.active = None if _state.debug else tape
     elif tape.n_ins > 4096 and sys.getrefcount(tape) <= 4 and sys.getrefcount(tape.values) <= 3:
         # a recording nobody can backward through any more (every tensor of it is gone,
         # no backward was called): start over instead of growing without bound
@@ -374,7 +389,12 @@ class Tensor:
 
         ``gradient`` seeds the adjoint of a non-scalar tensor (the vector of a
         vector-Jacobian product). The tape is consumed unless ``retain_graph=True``."""
-        _backward(self, gradient, retain_graph)
+        tape = self._tape
+        if (gradient is None and not self._shape and tape is not None and tape is _state.tape
+                and not tape.finished and tape.max_run < VECTOR_RUN):
+            _backward_scalar(self, tape, retain_graph)
+        else:
+            _backward(self, gradient, retain_graph)
 
     # -- arithmetic ----------------------------------------------------------------------
     # The binary operators are generated below the class (_install_operators): each
@@ -538,16 +558,26 @@ def _on_tape(tape: Tape, base: int, strides: tuple, shape: tuple, value, is_bool
 _PYNUM = frozenset((float, int))
 
 
+#: the largest tape (in slots) kept aside for reuse: bigger ones cost more memory than allocation time
+_SPARE_SLOTS = 1 << 16
+
+
 def _is_scalar_leaf(x: Tensor) -> bool:
     """A 0-d leaf that requires grad, used where the eager tape records."""
-    return (x._tape is None and x._rg and not x._shape and _state.trace is None and _state.grad_enabled
-            and not _state.debug)
+    return x._tape is None and x._rg and not x._shape and _state.eager
 
 
 _FAST_TEMPLATE = """
 def apply({params}):
-    tape = x._tape
-    if tape is not _state.active or tape is None or x._shape{extra_check}:
+    {load_tape}
+    if tape is None:
+        # a leaf already bound to the recording tape records like a tensor on it
+        tape = _state.active
+        if tape is None or x._leaf_serial != tape.serial or not x._rg:
+            tape = None
+    elif tape is not _state.active:
+        tape = None
+    if tape is None or x._shape{extra_check}:
         {slow}
     a = x._value{load_b}
     try:
@@ -561,9 +591,8 @@ def apply({params}):
     if out == tape.slot_capacity:
         tape._grow_slots(out + 1)
     tape._mv_ops[i] = {code}
-    f = tape._mv_ins
-    f[0][i] = out
-    f[2][i] = x._base{store_b}{store_c}
+    tape._mv_out[i] = out
+    tape._mv_a[i] = x._base{store_b}{store_c}
     tape._mv_values[out] = value
     tape.n_ins = i + 1
     tape.n_slots = out + 1
@@ -575,6 +604,16 @@ def apply({params}):
     t._bool = False
     return t
 """
+
+# numpy-named functions also take Python numbers and arrays: those have no _tape
+_LOAD_TAPE_ANY = """try:
+        tape = x._tape
+    except AttributeError:
+        return M._elementwise({code}, (x,){c_arg})"""
+
+# y on the tape, or a leaf bound to it (a leaf's _leaf_serial is read only when it has no tape)
+_Y_ON_TAPE = """ or y._shape \\
+            or (y._tape is not tape and (y._tape is not None or y._leaf_serial != tape.serial or not y._rg))"""
 
 _SLOW_UNARY = """if type(x) is not Tensor or not M._is_scalar_leaf(x):
             return M._elementwise({code}, (x,){c_arg})
@@ -601,12 +640,14 @@ def _fast_path(code: int, kind: str):
     with_c = kind == "number"
     source = _FAST_TEMPLATE.format(
         params="x, y" if binary else ("x, c" if with_c else "x"),
-        extra_check=" or y._tape is not tape or y._shape" if binary else "",
+        load_tape=(_LOAD_TAPE_ANY.format(code=code, c_arg=", float(c)" if with_c else "")
+                   if kind == "unary" else "tape = x._tape"),
+        extra_check=_Y_ON_TAPE if binary else "",
         slow=(_SLOW_BINARY if binary else _SLOW_UNARY).format(code=code, c_arg=", float(c)" if with_c else ""),
         load_b="\n    b = y._value" if binary else "",
         expr=expr, code=code,
         b_or_zero="b" if binary else "0.0", c_or_zero="float(c)" if with_c else "0.0",
-        store_b="\n    f[4][i] = y._base" if binary else "",
+        store_b="\n    tape._mv_b[i] = y._base" if binary else "",
         store_c="\n    tape._mv_cv[i] = c" if with_c else "",
     )
     namespace = dict(_PY_NAMES, abs=abs, Tensor=Tensor, _state=_state, _new=_new, scalar_value=scalar_value,
@@ -648,7 +689,14 @@ def {name}(x, other):
     if type(other) in _PYNUM:
         c = {c_value}
         tape = x._tape
-        if tape is _state.active and tape is not None and not x._shape:
+        if tape is None:
+            # a leaf already bound to the recording tape records like a tensor on it
+            tape = _state.active
+            if tape is not None and (x._leaf_serial != tape.serial or not x._rg):
+                tape = None
+        elif tape is not _state.active:
+            tape = None
+        if tape is not None and not x._shape:
             a = x._value
             try:
                 value = {expr_c}
@@ -661,9 +709,8 @@ def {name}(x, other):
             if out == tape.slot_capacity:
                 tape._grow_slots(out + 1)
             tape._mv_ops[i] = {code_c}
-            f = tape._mv_ins
-            f[0][i] = out
-            f[2][i] = x._base
+            tape._mv_out[i] = out
+            tape._mv_a[i] = x._base
             tape._mv_cv[i] = c
             tape._mv_values[out] = value
             tape.n_ins = i + 1
@@ -1068,11 +1115,16 @@ def _backward(t: Tensor, gradient, retain_graph: bool) -> None:
     if tape.finished:
         raise TapeConsumedError("backward() through a tape that was already consumed by an earlier "
                                 "backward(); pass retain_graph=True to the first call to keep it")
-    g = _state.adjoints
+    st = _state
+    g = st.adjoints
     if len(g) < tape.n_slots:
-        g = _state.adjoints = np.zeros(max(tape.n_slots, 2 * len(g)))
+        g = st.adjoints = np.zeros(max(tape.n_slots, 2 * len(g)))
+        st.adjoints_mv = memoryview(g)
     last = tape.n_ins
     if not t._shape and gradient is None:
+        if tape.max_run < VECTOR_RUN:
+            _backward_scalar(t, tape, retain_graph)
+            return
         g[t._base] = 1.0
     else:
         seed = _seed(t, gradient)
@@ -1103,9 +1155,37 @@ def _backward(t: Tensor, gradient, retain_graph: bool) -> None:
             g[base] = 0.0
     if not retain_graph:
         tape.finished = True
-        if tape is _state.tape:
-            _state.capacity = (max(64, tape.n_ins), max(256, tape.n_slots))
-            _refresh_active()
+        if _state.active is tape:
+            _state.active = None
+
+
+def _backward_scalar(t: Tensor, tape: Tape, retain_graph: bool) -> None:
+    """backward() of a 0-d tensor on a tape of scalar instructions: the common eager case,
+    with the adjoints read and written through a memoryview."""
+    st = _state
+    if len(st.adjoints) < tape.n_slots:
+        st.adjoints = np.zeros(max(tape.n_slots, 2 * len(st.adjoints)))
+        st.adjoints_mv = memoryview(st.adjoints)
+    g = st.adjoints_mv
+    last = tape.n_ins
+    g[t._base] = 1.0
+    if last > 64:
+        # instructions after the one that wrote t cannot influence it
+        last = int(np.searchsorted(tape.ins[0, :last], t._base, side="right"))
+    sweeps.reverse_point(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, _state.adjoints, 0, last)
+    for leaf, base in tape.leaves:
+        if leaf._shape:
+            n = _size(leaf._shape)
+            adjoints = _state.adjoints
+            _accumulate(leaf, adjoints[base: base + n].reshape(leaf._shape).copy())
+            adjoints[base: base + n] = 0.0
+        else:
+            _accumulate(leaf, g[base])
+            g[base] = 0.0
+    if not retain_graph:
+        tape.finished = True
+        if _state.active is tape:
+            _state.active = None
 
 
 def _max_offset(t: Tensor) -> int:

@@ -275,3 +275,79 @@ def test_abandoned_recordings_do_not_grow_the_tape():
         y = tj.sum(x * 2.0)          # recorded, never differentiated, then dropped
     del y
     assert _state.tape.n_ins < 10_000
+
+
+def test_numpy_named_functions_take_python_numbers():
+    assert tj.sin(0.5).item() == np.sin(0.5)
+    assert tj.exp(1).item() == np.exp(1.0)
+    np.testing.assert_allclose(tj.log1p(np.array([0.5, 2.0])).numpy(), np.log1p([0.5, 2.0]), rtol=1e-15)
+
+
+def test_a_loop_holding_the_last_tensors_reuses_two_tapes(monkeypatch):
+    # at each iteration's first operation the previous x and y still hold the tape before
+    module = sys.modules["tapejit.tensor"]
+    made = []
+
+    class CountedTape(module.Tape):
+        def __init__(self, *args):
+            made.append(args)
+            super().__init__(*args)
+
+    monkeypatch.setattr(module, "Tape", CountedTape)
+    module._state.tape = module._state.spare = None
+    tapes = set()
+    for k in range(20):
+        x = tj.tensor(0.1 * k, requires_grad=True)
+        y = x * tj.sin(x) + x**2 * 3.0
+        tapes.add(id(y._tape))
+        y.backward()
+        assert x.grad.item() == pytest.approx(np.sin(0.1 * k) + 0.1 * k * np.cos(0.1 * k) + 6 * 0.1 * k,
+                                              rel=1e-14, abs=1e-15)
+    assert len(tapes) == 2 and len(made) == 2
+
+
+def test_leaves_bound_to_the_tape_record_on_every_path():
+    # the first use binds a leaf; later uses (either side, with numbers, with tensors,
+    # with itself) take the fast paths; a new recording binds it again
+    for _ in range(2):
+        x = tj.tensor(1.5, requires_grad=True)
+        w = tj.tensor(-0.5, requires_grad=True)
+        y = (x * w) + (2.0 - x) / w + x * x + tj.exp(w) * (w ** 3.0) - x / 4
+        y.backward()
+        gx = w.item() - 1 / w.item() + 2 * x.item() - 0.25
+        gw = x.item() - (2.0 - x.item()) / w.item() ** 2 + np.exp(w.item()) * (w.item() ** 3 + 3 * w.item() ** 2)
+        assert x.grad.item() == pytest.approx(gx, rel=1e-14)
+        assert w.grad.item() == pytest.approx(gw, rel=1e-14)
+    # a leaf that stopped requiring grad after it was bound is a constant from then on
+    x = tj.tensor(2.0, requires_grad=True)
+    w = tj.tensor(3.0, requires_grad=True)
+    y = x * w
+    x.requires_grad = False
+    y = y + x * 5.0
+    y.backward()
+    assert w.grad.item() == 2.0
+
+
+def test_a_tape_reused_after_scalar_and_vector_recordings_differentiates_correctly():
+    # reset() keeps a scalar-only recording's operand fields: a unary instruction recorded
+    # over a binary one's row must not read them, on the plain and on the tiled reverse
+    x0 = rng.uniform(0.5, 1.5, 4096)
+    for _ in range(3):
+        a = tj.tensor(0.7, requires_grad=True)
+        b = tj.tensor(1.3, requires_grad=True)
+        y = a * b + a / b - b * b
+        tape = y._tape
+        # the scalar records leave n and the strides to the rows' defaults
+        assert (tape.ins[[1, 3, 5, 7], :tape.n_ins] == np.array([[1], [0], [0], [0]])).all()
+        y.backward()
+        del y, tape
+        assert a.grad.item() == pytest.approx(1.3 + 1 / 1.3, rel=1e-15)
+        a = tj.tensor(0.7, requires_grad=True)
+        v = tj.tensor(x0, requires_grad=True)
+        s = tj.sqrt(tj.sin(tj.exp(a)))                  # unary rows over the rows above
+        loss = tj.sum(tj.exp(v * s) * v)
+        loss.backward()
+        sv = np.sqrt(np.sin(np.exp(0.7)))
+        np.testing.assert_allclose(v.grad.numpy(), np.exp(x0 * sv) * (1 + x0 * sv), rtol=1e-13)
+        ds = np.cos(np.exp(0.7)) * np.exp(0.7) / (2 * sv)
+        assert a.grad.item() == pytest.approx(np.sum(np.exp(x0 * sv) * x0 * x0) * ds, rel=1e-12)
