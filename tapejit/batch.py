@@ -11,7 +11,9 @@ from __future__ import annotations
 import weakref
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import intrinsic
+from llvmlite import ir
 
 from .adjoint_plan import adjoint_plan
 
@@ -37,6 +39,11 @@ MODE_VALUES, MODE_GRAD, MODE_VJP, MODE_JVP, MODE_HVP = 0, 1, 2, 3, 4
 MIN_CHUNK = 64
 #: the most one workspace array (values, adjoints, ...) may take, whatever the tape
 WORKSPACE_LIMIT = 64 << 20
+#: derivative results at least this large are written with streaming (non-temporal) stores:
+#: they cannot stay in the 32 MB L3 anyway, and a normal store first reads each line it
+#: writes. Measured on the 2-core dev box, 80 MB of B1 gradients: 4.8 -> 3.6 ms to store.
+#: Smaller results keep normal stores, which leave them in cache for the caller.
+STREAM_BYTES = 24 << 20
 
 
 def chunk_size(n_slots: int, batch: int) -> int:
@@ -77,6 +84,43 @@ def _rows_to_columns(out, v, rows, p0, P, clear):
             row[:] = 0.0
 
 
+@intrinsic
+def _stream_store(typingctx, array, index, value):
+    """array[index] = value with a non-temporal store (no read of the line, no cache fill)."""
+    sig = types.void(array, index, value)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        store = builder.store(args[2], builder.gep(data, [args[1]]))
+        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def _store_fence(typingctx):
+    """A full fence: streaming stores are weakly ordered, and the results are read by
+    other threads once the workers return."""
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@njit(**_JIT)
+def _rows_to_columns_streaming(out, v, rows, p0, P):
+    """_rows_to_columns(out, v, rows, p0, P, True) for a C-contiguous ``out``, written in
+    address order with streaming stores (whole lines, so the write-combining buffers fill)."""
+    flat = out.reshape(-1)
+    n = rows.shape[0]
+    for p in range(P):
+        at = (p0 + p) * n
+        for j in range(n):
+            _stream_store(flat, at + j, v[rows[j], p])
+    for j in range(n):
+        v[rows[j]] = 0.0
+
+
 @njit(**_JIT)
 def _fill_rows(v, rows, values):
     """Parameters: rows that no sweep writes, set once per workspace."""
@@ -98,12 +142,13 @@ def _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P):
 
 @njit(**_JIT)
 def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_pos, param_pos,
-                param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode):
+                param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode, stream):
     """The worker's block of chunks of the batch.
 
     mode 0: values; 1: values and the gradient of out_pos[0]; 2: values and u^T J with
     the rows of ``seeds`` as u (vector-Jacobian products). Sweeps run whole rows of
-    ``chunk`` points; a last, partial chunk computes on zeros past its P points."""
+    ``chunk`` points; a last, partial chunk computes on zeros past its P points.
+    ``stream``: write ``grads`` with streaming stores (see STREAM_BYTES)."""
     B = X.shape[0]
     n_ins = ops.shape[0]
     n_chunks = (B + chunk - 1) // chunk
@@ -133,9 +178,14 @@ def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_
                     row[p] += Sb[p, m]
         reverse_chunk(ops, ins, cv, consts, idx, plan, v, g, tmp, chunk, 0, n_ins)
         # inputs and parameters are not consumed by the sweep: read, then clear
-        _rows_to_columns(grads, g, in_pos, p0, P, True)
+        if stream:
+            _rows_to_columns_streaming(grads, g, in_pos, p0, P)
+        else:
+            _rows_to_columns(grads, g, in_pos, p0, P, True)
         for j in range(param_pos.shape[0]):
             g[param_pos[j]] = 0.0
+    if stream:
+        _store_fence()
 
 
 @njit(**_JIT)
@@ -231,7 +281,10 @@ def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seed
     plan = _plan_for(arrays, seeded) if mode in (MODE_GRAD, MODE_VJP) else np.zeros(0, np.uint8)
     args = (arrays.ops, arrays.ins, arrays.cv, arrays.consts, arrays.idx, plan, arrays.n_slots, in_pos,
             param_pos, param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode)
-    run_workers(_DRIVERS.get(mode, _run_chunks), workers, *args)
+    driver = _DRIVERS.get(mode, _run_chunks)
+    if driver is _run_chunks:
+        args = args + (mode != MODE_VALUES and grads.nbytes >= STREAM_BYTES,)
+    run_workers(driver, workers, *args)
     return vals, grads, valid
 
 
