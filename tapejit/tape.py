@@ -197,8 +197,10 @@ class Tape:
         self.finished = False
         self.serial = next(_serials)
         self.leaves = []
-        self.guards = []
-        self.locations = {}
+        if self.guards:
+            self.guards = []
+        if self.locations:
+            self.locations = {}
 
     def arrays(self) -> "TapeArrays":
         """A trimmed, independent copy of what was recorded."""
