@@ -108,17 +108,18 @@ def _store_fence(typingctx):
 
 
 @njit(**_JIT)
-def _rows_to_columns_streaming(out, v, rows, p0, P):
-    """_rows_to_columns(out, v, rows, p0, P, True) for a C-contiguous ``out``, written in
-    address order with streaming stores (whole lines, so the write-combining buffers fill)."""
+def _rows_to_columns_streaming(out, v, rows, p0, P, clear):
+    """_rows_to_columns for a C-contiguous ``out``, written in address order with
+    streaming stores (whole lines, so the write-combining buffers fill)."""
     flat = out.reshape(-1)
     n = rows.shape[0]
     for p in range(P):
         at = (p0 + p) * n
         for j in range(n):
             _stream_store(flat, at + j, v[rows[j], p])
-    for j in range(n):
-        v[rows[j]] = 0.0
+    if clear:
+        for j in range(n):
+            v[rows[j]] = 0.0
 
 
 @njit(**_JIT)
@@ -129,8 +130,11 @@ def _fill_rows(v, rows, values):
 
 
 @njit(**_JIT)
-def _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P):
-    _rows_to_columns(vals, v, out_pos, p0, P, False)
+def _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P, stream):
+    if stream:
+        _rows_to_columns_streaming(vals, v, out_pos, p0, P, False)
+    else:
+        _rows_to_columns(vals, v, out_pos, p0, P, False)
     for p in range(P):
         valid[p0 + p] = True
     for q in range(guard_pos.shape[0]):
@@ -148,7 +152,7 @@ def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_
     mode 0: values; 1: values and the gradient of out_pos[0]; 2: values and u^T J with
     the rows of ``seeds`` as u (vector-Jacobian products). Sweeps run whole rows of
     ``chunk`` points; a last, partial chunk computes on zeros past its P points.
-    ``stream``: write ``grads`` with streaming stores (see STREAM_BYTES)."""
+    ``stream``: write the results with streaming stores (see STREAM_BYTES)."""
     B = X.shape[0]
     n_ins = ops.shape[0]
     n_chunks = (B + chunk - 1) // chunk
@@ -162,7 +166,7 @@ def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_
         P = min(chunk, B - p0)
         _columns_to_rows(v, in_pos, X, p0, P)
         forward_chunk(ops, ins, cv, consts, idx, v, tmp, chunk, 0, n_ins)
-        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P)
+        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P, stream)
         if mode == MODE_VALUES:
             continue
         # the seeds assign their rows (the plan counts on it); several outputs may share one
@@ -179,7 +183,7 @@ def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_
         reverse_chunk(ops, ins, cv, consts, idx, plan, v, g, tmp, chunk, 0, n_ins)
         # inputs and parameters are not consumed by the sweep: read, then clear
         if stream:
-            _rows_to_columns_streaming(grads, g, in_pos, p0, P)
+            _rows_to_columns_streaming(grads, g, in_pos, p0, P, True)
         else:
             _rows_to_columns(grads, g, in_pos, p0, P, True)
         for j in range(param_pos.shape[0]):
@@ -206,7 +210,7 @@ def _run_chunks_tangent(worker, n_workers, ops, ins, cv, consts, idx, plan, n_sl
         _columns_to_rows(v, in_pos, X, p0, P)
         _columns_to_rows(dv, in_pos, seeds, p0, P)
         forward_tangent_chunk(ops, ins, cv, consts, idx, v, dv, tmp, chunk, 0, n_ins)
-        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P)
+        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P, False)
         _rows_to_columns(grads, dv, out_pos, p0, P, False)
 
 
@@ -230,7 +234,7 @@ def _run_chunks_hvp(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots,
         _columns_to_rows(v, in_pos, X, p0, P)
         _columns_to_rows(dv, in_pos, seeds, p0, P)
         forward_tangent_chunk(ops, ins, cv, consts, idx, v, dv, tmp, chunk, 0, n_ins)
-        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P)
+        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P, False)
         g[out_pos[0]] += 1.0
         reverse_tangent_chunk(ops, ins, cv, consts, idx, v, dv, g, dg, tmp, chunk, 0, n_ins)
         _rows_to_columns(grads, dg, in_pos, p0, P, True)
@@ -283,7 +287,7 @@ def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seed
             param_pos, param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode)
     driver = _DRIVERS.get(mode, _run_chunks)
     if driver is _run_chunks:
-        args = args + (mode != MODE_VALUES and grads.nbytes >= STREAM_BYTES,)
+        args = args + (max(vals.nbytes, grads.nbytes) >= STREAM_BYTES,)
     run_workers(driver, workers, *args)
     return vals, grads, valid
 
