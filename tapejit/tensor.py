@@ -1194,7 +1194,6 @@ def _compiled_entry(dispatcher, args):
         entry = dispatcher.overloads[tuple(typeof(a) for a in args)].entry_point
     except (AttributeError, KeyError, TypeError):
         entry = dispatcher
-    _eager_reverse[0] = entry
     return entry
 
 
@@ -1213,8 +1212,8 @@ def _backward_scalar(t: Tensor, tape: Tape, retain_graph: bool) -> None:
         last = int(np.searchsorted(tape.ins[0, :last], t._base, side="right"))
     reverse = _eager_reverse[0]
     if reverse is None:
-        reverse = _compiled_entry(sweeps.reverse_point, (tape.ops, tape.ins, tape.cv, tape.consts, tape.idx,
-                                                          tape.values, st.adjoints, 0, last))
+        reverse = _eager_reverse[0] = _compiled_entry(
+            sweeps.reverse_point, (tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, st.adjoints, 0, last))
     reverse(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, st.adjoints, 0, last)
     for leaf, base in tape.leaves:
         if leaf._shape:

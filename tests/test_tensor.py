@@ -318,6 +318,16 @@ def test_leaves_bound_to_the_tape_record_on_every_path():
         gw = x.item() - (2.0 - x.item()) / w.item() ** 2 + np.exp(w.item()) * (w.item() ** 3 + 3 * w.item() ** 2)
         assert x.grad.item() == pytest.approx(gx, rel=1e-14)
         assert w.grad.item() == pytest.approx(gw, rel=1e-14)
+    # a bound leaf under no_grad, or inside a trace, is a constant there
+    x = tj.tensor(2.0, requires_grad=True)
+    y = x * 3.0
+    with tj.no_grad():
+        z = x * 5.0 + x
+    assert not z.requires_grad and z.item() == 12.0
+    f = tj.trace(lambda u: u * x + x, np.ones(1))
+    assert f.grad(np.array([4.0]))[0] == 2.0 and f(np.array([4.0])) == 10.0
+    y.backward()
+    assert x.grad.item() == 3.0
     # a leaf that stopped requiring grad after it was bound is a constant from then on
     x = tj.tensor(2.0, requires_grad=True)
     w = tj.tensor(3.0, requires_grad=True)
