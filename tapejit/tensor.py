@@ -852,18 +852,7 @@ def _bind_leaf(x: Tensor, tape: Tape) -> int:
         base = tape.emit(OP.input, n)
         tape.values[base: base + n] = np.asarray(x._value).reshape(-1)
     else:
-        # an input reads no operand field: the output slot and the value are all it needs
-        i = tape.n_ins
-        if i == tape.ins_capacity:
-            tape._grow_ins()
-        base = tape.n_slots
-        if base == tape.slot_capacity:
-            tape._grow_slots(base + 1)
-        tape._mv_ops[i] = OP.input
-        tape._mv_out[i] = base
-        tape._mv_values[base] = x._value
-        tape.n_ins = i + 1
-        tape.n_slots = base + 1
+        base = tape.emit_scalar(OP.input, 0, 0, 0, 0.0, x._value)
     tape.leaves.append((x, base))
     x._leaf_serial = tape.serial
     # a leaf's _base is its slot on the tape it was last bound to (read by the fast paths)
