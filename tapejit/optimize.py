@@ -149,7 +149,7 @@ def _projected_gradient_norm(x, g, lower, upper, bounded):
 # the methods: each runs at most n_steps iterations from its state and returns a status
 # ------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _lbfgs(ev, ev_args, x, f, g, S, Y, rho, mem, n_steps, it0, maxiter, gtol, ftol, lower, upper, bounded,
+def _lbfgs(ev_args, x, f, g, S, Y, rho, mem, n_steps, it0, maxiter, gtol, ftol, lower, upper, bounded,
            hist_f, hist_g, counters, work_d, work_x, work_g, alpha_buf, ls):
     """Limited-memory BFGS (two-loop recursion) with a backtracking line search on the
     Armijo condition and curvature-checked updates; with bounds, iterates are projected
@@ -206,7 +206,7 @@ def _lbfgs(ev, ev_args, x, f, g, S, Y, rho, mem, n_steps, it0, maxiter, gtol, ft
                 work_x[k] = x[k] + step * work_d[k]
             if bounded:
                 _project(work_x, lower, upper)
-            f_new, ok = ev(*ev_args, work_x, work_g)
+            f_new, ok = _value_and_grad(*ev_args, work_x, work_g)
             counters[0] += 1
             if not ok:
                 return BRANCH, it
@@ -256,7 +256,7 @@ def _lbfgs(ev, ev_args, x, f, g, S, Y, rho, mem, n_steps, it0, maxiter, gtol, ft
 
 
 @njit(**_JIT)
-def _first_order(ev, ev_args, x, f, g, m1, m2, n_steps, it0, maxiter, gtol, lr, beta1, beta2, eps, adam,
+def _first_order(ev_args, x, f, g, m1, m2, n_steps, it0, maxiter, gtol, lr, beta1, beta2, eps, adam,
                  hist_f, hist_g, counters, work_x, work_g, ls):
     """Adam (adam=True) or gradient descent with a backtracking Armijo step (adam=False)."""
     n = x.shape[0]
@@ -274,7 +274,7 @@ def _first_order(ev, ev_args, x, f, g, m1, m2, n_steps, it0, maxiter, gtol, lr, 
                 vh = m2[k] / (1 - beta2 ** t)
                 x[k] -= lr * mh / (math.sqrt(vh) + eps)
                 work_x[k] = x[k]
-            f, ok = ev(*ev_args, x, g)
+            f, ok = _value_and_grad(*ev_args, x, g)
             counters[0] += 1
             if not ok:
                 return BRANCH, it + 1
@@ -285,7 +285,7 @@ def _first_order(ev, ev_args, x, f, g, m1, m2, n_steps, it0, maxiter, gtol, lr, 
             for _ls in range(60):
                 for k in range(n):
                     work_x[k] = x[k] - step * g[k]
-                f_new, ok = ev(*ev_args, work_x, work_g)
+                f_new, ok = _value_and_grad(*ev_args, work_x, work_g)
                 counters[0] += 1
                 if not ok:
                     return BRANCH, it
@@ -312,7 +312,7 @@ def _first_order(ev, ev_args, x, f, g, m1, m2, n_steps, it0, maxiter, gtol, lr, 
 
 
 @njit(**_JIT)
-def _newton_cg(ev, ev_args, hv, hv_args, x, f, g, n_steps, it0, maxiter, gtol, ftol, hist_f, hist_g, counters,
+def _newton_cg(ev_args, hv_args, x, f, g, n_steps, it0, maxiter, gtol, ftol, hist_f, hist_g, counters,
                d, r, p, hp, work_x, work_g, ls):
     """Truncated Newton: conjugate gradients on H d = -g with Hessian-vector products from
     the tape (stopping at negative curvature), then a backtracking line search."""
@@ -329,7 +329,7 @@ def _newton_cg(ev, ev_args, hv, hv_args, x, f, g, n_steps, it0, maxiter, gtol, f
             p[k] = -g[k]
         rr = gnorm2
         for _cg in range(2 * n + 10):
-            hv(*hv_args, x, p, hp)
+            _hvp(*hv_args, x, p, hp)
             curvature = _dot(p, hp)
             if curvature <= 0.0:
                 if _cg == 0:
@@ -353,7 +353,7 @@ def _newton_cg(ev, ev_args, hv, hv_args, x, f, g, n_steps, it0, maxiter, gtol, f
         for _ls in range(60):
             for k in range(n):
                 work_x[k] = x[k] + step * d[k]
-            f_new, ok = ev(*ev_args, work_x, work_g)
+            f_new, ok = _value_and_grad(*ev_args, work_x, work_g)
             counters[0] += 1
             if not ok:
                 return BRANCH, it
@@ -583,14 +583,14 @@ class _MethodState:
     def run(self, problem, x, fx, g, steps, it, maxiter, gtol, ftol, lower, upper, bounded, lr, beta1, beta2,
             eps, hist_f, hist_g, counters):
         if self.method == "lbfgs":
-            return _lbfgs(_value_and_grad, problem.ev_args, x, fx, g, self.S, self.Y, self.rho, self.mem, steps,
+            return _lbfgs(problem.ev_args, x, fx, g, self.S, self.Y, self.rho, self.mem, steps,
                           it, maxiter, gtol, ftol, lower, upper, bounded, hist_f, hist_g, counters, self.work_d,
                           self.work_x, self.work_g, self.alpha, self.ls)
         if self.method in ("adam", "gd"):
-            return _first_order(_value_and_grad, problem.ev_args, x, fx, g, self.m1, self.m2, steps, it, maxiter,
+            return _first_order(problem.ev_args, x, fx, g, self.m1, self.m2, steps, it, maxiter,
                                 gtol, lr, beta1, beta2, eps, self.method == "adam", hist_f, hist_g, counters,
                                 self.work_x, self.work_g, self.ls)
-        return _newton_cg(_value_and_grad, problem.ev_args, _hvp, problem.hvp_args(), x, fx, g, steps, it,
+        return _newton_cg(problem.ev_args, problem.hvp_args(), x, fx, g, steps, it,
                           maxiter, gtol, ftol, hist_f, hist_g, counters, self.d, self.r, self.p, self.hp,
                           self.work_x, self.work_g, self.ls)
 

@@ -1,4 +1,7 @@
 """tj.minimize, tj.multistart and scipy.optimize on tapejit Functions."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from scipy.optimize import minimize as scipy_minimize
@@ -115,3 +118,24 @@ def test_newton_cg_on_a_tiled_tape():
     assert res.success
     assert np.abs(rosen_der(res.x)).max() <= 1e-8
     np.testing.assert_allclose(res.x, 1.0, atol=1e-6)
+
+
+def test_the_compiled_loops_load_from_the_cache_in_a_fresh_process():
+    # the loops once took the evaluator as a first-class function argument: Numba's cache
+    # could not match that type in another process, so every new process (and every Dask
+    # worker) recompiled them for 15-25 s, and a stale index entry could fail to pickle
+    f = tj.trace(workloads.rosen, np.zeros(6))
+    for method in ("lbfgs", "adam", "newton-cg"):
+        tj.minimize(f, np.zeros(6), method=method, maxiter=3)       # compiled here, cached
+    script = (
+        "import numpy as np, tapejit as tj\n"
+        "from tapejit import optimize as o\n"
+        "f = tj.trace(lambda x: tj.sum(100 * (x[1:] - x[:-1]**2)**2 + (1 - x[:-1])**2), np.zeros(6))\n"
+        "for method in ('lbfgs', 'adam', 'newton-cg'):\n"
+        "    tj.minimize(f, np.zeros(6), method=method, maxiter=3)\n"
+        "misses = sum(sum(d.stats.cache_misses.values()) for d in (o._lbfgs, o._first_order, o._newton_cg))\n"
+        "hits = sum(sum(d.stats.cache_hits.values()) for d in (o._lbfgs, o._first_order, o._newton_cg))\n"
+        "print(misses, hits)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    misses, hits = (int(v) for v in out.stdout.split())
+    assert misses == 0 and hits == 3
