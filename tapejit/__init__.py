@@ -24,7 +24,7 @@ from .functions import (abs, absolute, add, all, amax, amin, any, arange, arccos
                         square, squeeze, stack, std, stop_gradient, subtract, sum, swapaxes, tan,
                         tanh, transpose, true_divide, var, vdot, vstack, where, zeros, zeros_like)
 from .composite import (allclose, atleast_1d, atleast_2d, broadcast_to, cbrt, cumprod, cumsum, diag,  # noqa: E402
-                        hypot, linalg, logaddexp, pad, prod, reciprocal, repeat, roll, split, take,
+                        einsum, hypot, linalg, logaddexp, pad, prod, reciprocal, repeat, roll, split, take,
                         tensordot, tile, tril, triu)
 from ._threads import get_num_threads, set_num_threads
 from .function import Function, grad, trace, value_and_grad

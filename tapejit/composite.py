@@ -261,6 +261,83 @@ def tensordot(a: ArrayLike, b: ArrayLike, axes=2) -> Tensor:
     return reshape(matmul(left, right), tuple(a.shape[i] for i in free_a) + tuple(b.shape[i] for i in free_b))
 
 
+def _einsum_parse(subscripts: str, n_operands: int):
+    subscripts = subscripts.replace(" ", "")
+    if "." in subscripts:
+        raise ShapeError("einsum: '...' is not supported; name every axis")
+    inputs, arrow, output = subscripts.partition("->")
+    terms = inputs.split(",")
+    if len(terms) != n_operands:
+        raise ShapeError(f"einsum: {len(terms)} subscripts for {n_operands} operands")
+    if not arrow:       # implicit output: the indices that appear once, in order
+        letters = "".join(terms)
+        output = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    for term in terms + [output]:
+        if not term.isalpha() and term:
+            raise ShapeError(f"einsum: subscripts must be letters, got {term!r}")
+    return terms, output
+
+
+def _einsum_single(x: Tensor, term: str, keep: str) -> tuple:
+    """Reduce one operand to the indices in ``keep`` (diagonals of repeated indices first)."""
+    from .functions import sum as _sum
+    if x.ndim != len(term):
+        raise ShapeError(f"einsum: subscripts {term!r} for an operand of shape {x.shape}")
+    while len(set(term)) < len(term):      # a repeated index: take that diagonal
+        c = next(c for c in term if term.count(c) > 1)
+        i, j = term.index(c), term.index(c, term.index(c) + 1)
+        if x.shape[i] != x.shape[j]:
+            raise ShapeError(f"einsum: index {c!r} has sizes {x.shape[i]} and {x.shape[j]}")
+        moved = moveaxis(moveaxis(x, i, -1), j - 1 if j > i else j, -1)
+        rest = moved.shape[:-2]
+        n = moved.shape[-1]
+        flat = reshape(moved, rest + (n * n,))
+        x = take(flat, np.arange(n) * (n + 1), axis=-1)
+        term = term[:i] + term[i + 1:j] + term[j + 1:] + c
+    drop = tuple(k for k, c in enumerate(term) if c not in keep)
+    if drop:
+        x = _sum(x, axis=drop)
+        term = "".join(c for c in term if c in keep)
+    return x, term
+
+
+def einsum(subscripts: str, *operands: ArrayLike) -> Tensor:
+    """numpy.einsum for one or two operands (more are contracted left to right), without
+    '...'. Two operands become one matrix product when no index is shared by both and the
+    output (a batch index), else a broadcast product and a sum."""
+    from .functions import sum as _sum
+    terms, output = _einsum_parse(subscripts, len(operands))
+    ops = [_as_operand(x) for x in operands]
+    sizes = {}
+    for x, term in zip(ops, terms):
+        for c, n in zip(term, x.shape):
+            if sizes.setdefault(c, n) != n:
+                raise ShapeError(f"einsum: index {c!r} has sizes {sizes[c]} and {n}")
+    if len(ops) > 2:
+        later = "".join(terms[2:]) + output
+        keep = "".join(sorted(set(terms[0] + terms[1]) & set(later)))
+        first = einsum(f"{terms[0]},{terms[1]}->{keep}", ops[0], ops[1])
+        return einsum(",".join([keep] + terms[2:]) + "->" + output, first, *ops[2:])
+    if len(ops) == 1:
+        x, term = _einsum_single(ops[0], terms[0], output)
+        return transpose(x, [term.index(c) for c in output]) if term != output else x
+    (a, ta), (b, tb) = (_einsum_single(x, t, terms[1 - k] + output) for k, (x, t) in enumerate(zip(ops, terms)))
+    batch = [c for c in ta if c in tb and c in output]
+    contract = [c for c in ta if c in tb and c not in output]
+    free_a = [c for c in ta if c not in tb]
+    free_b = [c for c in tb if c not in ta]
+    a = transpose(a, [ta.index(c) for c in batch + free_a + contract])
+    b = transpose(b, [tb.index(c) for c in batch + contract + free_b])
+    n_batch, n_a, n_c, n_b = (int(np.prod([sizes[c] for c in cs])) for cs in (batch, free_a, contract, free_b))
+    if not batch:
+        product = matmul(reshape(a, (n_a, n_c)), reshape(b, (n_c, n_b)))
+    else:
+        product = _sum(reshape(a, (n_batch, n_a, n_c, 1)) * reshape(b, (n_batch, 1, n_c, n_b)), axis=2)
+    order = batch + free_a + free_b
+    product = reshape(product, tuple(sizes[c] for c in order))
+    return transpose(product, [order.index(c) for c in output]) if order != list(output) else product
+
+
 def allclose(a: ArrayLike, b: ArrayLike, rtol: float = 1e-05, atol: float = 1e-08, equal_nan: bool = False) -> bool:
     """numpy.allclose on the values (a plain bool: nothing is recorded)."""
     return bool(np.allclose(_value_of(a), _value_of(b), rtol=rtol, atol=atol, equal_nan=equal_nan))
@@ -290,6 +367,7 @@ ARRAY_FUNCTIONS = {
     "broadcast_to": broadcast_to, "split": split, "atleast_1d": atleast_1d,
     "atleast_2d": atleast_2d, "pad": pad, "tensordot": tensordot, "allclose": allclose,
     "norm": _linalg_norm,    # np.linalg.norm
+    "einsum": einsum,
 }
 UFUNCS = {"reciprocal": reciprocal, "hypot": hypot, "cbrt": cbrt, "logaddexp": logaddexp}
 

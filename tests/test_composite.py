@@ -68,6 +68,13 @@ CASES = {
                     + np.sum(np.linalg.norm(x, ord=np.inf, axis=1)), (3, 4), lambda s: rng.standard_normal(s)),
     "atleast": (lambda x: tj.sum(tj.atleast_2d(tj.atleast_1d(tj.sum(x))) * 3.0),
                 lambda x: np.sum(np.atleast_2d(np.atleast_1d(np.sum(x))) * 3.0), (3,), lambda s: rng.standard_normal(s)),
+    "einsum_matmul": (lambda x: tj.sum(tj.einsum("ij,jk->ik", x, W[0]) ** 2),
+                      lambda x: np.sum(np.einsum("ij,jk->ik", x, W[0]) ** 2), (3, 5), lambda s: rng.standard_normal(s)),
+    "einsum_batch": (lambda x: tj.sum(tj.einsum("bij,bjk->bki", x, W[:2]) ** 2),
+                     lambda x: np.sum(np.einsum("bij,bjk->bki", x, W[:2]) ** 2), (2, 4, 5), lambda s: rng.standard_normal(s)),
+    "einsum_diagonals": (lambda x: tj.einsum("ii->", x) * tj.einsum("ii,ij", x, x).sum(),
+                         lambda x: np.einsum("ii->", x) * np.einsum("ii,ij", x, x).sum(), (4, 4),
+                         lambda s: rng.standard_normal(s)),
     "methods": (lambda x: (x.exp().sum() + x.sin().prod() + x.clamp(-0.5, 0.5).sum() + x.pow(3).mean()
                            + x.unsqueeze(0).squeeze(0).cumsum().std() + x.abs().sqrt().sum() + x.tanh().var()
                            + x.view(2, 3).amax(axis=1).sum() + x.copy().square().sum() + x.reciprocal().sum()),
@@ -143,3 +150,31 @@ def test_composite_errors_name_the_problem():
         tj.pad(x, 1, mode="reflect")
     with pytest.raises(tj.ShapeError, match="ord"):
         tj.linalg.norm(x, ord=3, axis=0)
+
+
+@pytest.mark.parametrize("subscripts, shapes", [
+    ("ij,jk->ik", [(3, 4), (4, 5)]), ("ij,jk", [(3, 4), (4, 5)]), ("ij,ij->", [(3, 4), (3, 4)]),
+    ("ij->ji", [(3, 4)]), ("ii->i", [(4, 4)]), ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
+    ("ij,j->i", [(3, 4), (4,)]), ("i,j->ij", [(3,), (4,)]), ("ijk->k", [(2, 3, 4)]),
+    ("ij,jk,kl->il", [(3, 4), (4, 5), (5, 2)]), ("iij->j", [(3, 3, 2)]), ("bij,bjk->kbi", [(2, 3, 4), (2, 4, 5)]),
+])
+def test_einsum_matches_numpy(subscripts, shapes):
+    arrays = [rng.standard_normal(s) for s in shapes]
+    result = tj.einsum(subscripts, *[tj.tensor(a, requires_grad=True) for a in arrays])
+    expected = np.einsum(subscripts, *arrays)
+    assert result.shape == np.shape(expected)
+    np.testing.assert_allclose(result.numpy(), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.einsum(subscripts, *[tj.tensor(a) for a in arrays]).numpy(), expected,
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_einsum_errors_name_the_problem():
+    a = tj.tensor(np.ones((2, 3)), requires_grad=True)
+    with pytest.raises(tj.ShapeError, match="index 'j' has sizes 3 and 2"):
+        tj.einsum("ij,jk->ik", a, a)
+    with pytest.raises(tj.ShapeError, match=r"'\.\.\.' is not supported"):
+        tj.einsum("...j->j", a)
+    with pytest.raises(tj.ShapeError, match="2 subscripts for 1 operands"):
+        tj.einsum("ij,jk", a)
+    with pytest.raises(tj.ShapeError, match="subscripts 'ijk'"):
+        tj.einsum("ijk->i", a)
