@@ -12,6 +12,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from .errors import ShapeError
+from .functions import sum as _sum
 from .functions import (_as_operand, _normalize_axes, _value_of, abs, amax, concatenate, exp, expand_dims,
                         log1p, matmul, maximum, moveaxis, norm, ravel, reshape, sign, sqrt, transpose,
                         where, zeros)
@@ -280,7 +281,6 @@ def _einsum_parse(subscripts: str, n_operands: int):
 
 def _einsum_single(x: Tensor, term: str, keep: str) -> tuple:
     """Reduce one operand to the indices in ``keep`` (diagonals of repeated indices first)."""
-    from .functions import sum as _sum
     if x.ndim != len(term):
         raise ShapeError(f"einsum: subscripts {term!r} for an operand of shape {x.shape}")
     while len(set(term)) < len(term):      # a repeated index: take that diagonal
@@ -305,7 +305,6 @@ def einsum(subscripts: str, *operands: ArrayLike) -> Tensor:
     """numpy.einsum for one or two operands (more are contracted left to right), without
     '...'. Two operands become one matrix product when no index is shared by both and the
     output (a batch index), else a broadcast product and a sum."""
-    from .functions import sum as _sum
     terms, output = _einsum_parse(subscripts, len(operands))
     ops = [_as_operand(x) for x in operands]
     sizes = {}
@@ -351,7 +350,6 @@ def _linalg_norm(x: ArrayLike, ord=None, axis=None, keepdims: bool = False) -> T
         return norm(x, axis=axis, keepdims=keepdims)
     if axis is None and x.ndim != 1:
         raise ShapeError(f"linalg.norm(ord={ord!r}) of a matrix is not supported: give an axis")
-    from .functions import sum as _sum
     if ord == 1:
         return _sum(abs(x), axis=axis, keepdims=keepdims)
     if ord == np.inf:

@@ -567,16 +567,24 @@ def _is_scalar_leaf(x: Tensor) -> bool:
     return x._tape is None and x._rg and not x._shape and _state.eager
 
 
+# x's recording tape, or None: the active tape when x is on it or is a leaf already bound
+# to it (a leaf's _leaf_serial is read only when it has no tape)
+_RESOLVE_TAPE = """if tape is None:
+    tape = _state.active
+    if tape is not None and (x._leaf_serial != tape.serial or not x._rg):
+        tape = None
+elif tape is not _state.active:
+    tape = None"""
+
+
+def _indented(block: str, indent: str) -> str:
+    return "\n".join(indent + line for line in block.split("\n"))
+
+
 _FAST_TEMPLATE = """
 def apply({params}):
     {load_tape}
-    if tape is None:
-        # a leaf already bound to the recording tape records like a tensor on it
-        tape = _state.active
-        if tape is None or x._leaf_serial != tape.serial or not x._rg:
-            tape = None
-    elif tape is not _state.active:
-        tape = None
+{resolve_tape}
     if tape is None or x._shape{extra_check}:
         {slow}
     a = x._value{load_b}
@@ -641,7 +649,7 @@ def _fast_path(code: int, kind: str):
         params="x, y" if binary else ("x, c" if with_c else "x"),
         load_tape=(_LOAD_TAPE_ANY.format(code=code, c_arg=", float(c)" if with_c else "")
                    if kind == "unary" else "tape = x._tape"),
-        extra_check=_Y_ON_TAPE if binary else "",
+        extra_check=_Y_ON_TAPE if binary else "", resolve_tape=_indented(_RESOLVE_TAPE, "    "),
         slow=(_SLOW_BINARY if binary else _SLOW_UNARY).format(code=code, c_arg=", float(c)" if with_c else ""),
         load_b="\n    b = y._value" if binary else "",
         expr=expr, code=code,
@@ -688,13 +696,7 @@ def {name}(x, other):
     if type(other) in _PYNUM:
         c = {c_value}
         tape = x._tape
-        if tape is None:
-            # a leaf already bound to the recording tape records like a tensor on it
-            tape = _state.active
-            if tape is not None and (x._leaf_serial != tape.serial or not x._rg):
-                tape = None
-        elif tape is not _state.active:
-            tape = None
+{resolve_tape}
         if tape is not None and not x._shape:
             a = x._value
             try:
@@ -751,7 +753,7 @@ def _install_operators():
             expr_c=render_expr(OPS[code_c].value, {"a": "a", "c": "c"}),
             tensor_case=_TENSOR_CASE if code_tt is not None else "",
             code_tt_or_none=g_tt, code_c_fwd=g_c, code_c_rev=g_rc,
-            args="other, x" if reflected else "x, other")
+            args="other, x" if reflected else "x, other", resolve_tape=_indented(_RESOLVE_TAPE, "        "))
         namespace = dict(_PY_NAMES, abs=abs, Tensor=Tensor, _state=_state, _new=_new, _PYNUM=_PYNUM,
                          scalar_value=scalar_value, M=sys.modules[__name__],
                          number_path=_fast_with_number(code_c),
@@ -836,7 +838,7 @@ def _slot_view(x, tape: Tape):
 def _bind_scalar_leaf(x) -> Optional[Tape]:
     """The eager tape, with x bound to it, when x is a 0-d leaf that starts or joins the
     recording; None otherwise (the general path decides)."""
-    if type(x) is not Tensor or x._tape is not None or not x._rg or x._shape or not _state.eager:
+    if type(x) is not Tensor or not _is_scalar_leaf(x):
         return None
     tape = _eager_tape()
     _bind_leaf(x, tape)
@@ -1124,16 +1126,9 @@ def _backward(t: Tensor, gradient, retain_graph: bool) -> None:
     if tape.finished:
         raise TapeConsumedError("backward() through a tape that was already consumed by an earlier "
                                 "backward(); pass retain_graph=True to the first call to keep it")
-    st = _state
-    g = st.adjoints
-    if len(g) < tape.n_slots:
-        g = st.adjoints = np.zeros(max(tape.n_slots, 2 * len(g)))
-        st.adjoints_mv = memoryview(g)
+    g = _adjoint_buffer(tape.n_slots)
     last = tape.n_ins
     if not t._shape and gradient is None:
-        if tape.max_run < VECTOR_RUN:
-            _backward_scalar(t, tape, retain_graph)
-            return
         g[t._base] = 1.0
     else:
         seed = _seed(t, gradient)
@@ -1153,19 +1148,7 @@ def _backward(t: Tensor, gradient, retain_graph: bool) -> None:
         sweeps.reverse_vector(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last)
     else:
         sweeps.reverse_point(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last)
-    # the sweep zeroes every adjoint it consumes; inputs are read, then zeroed here
-    for leaf, base in tape.leaves:
-        if leaf._shape:
-            n = _size(leaf._shape)
-            _accumulate(leaf, g[base: base + n].reshape(leaf._shape).copy())
-            g[base: base + n] = 0.0
-        else:
-            _accumulate(leaf, float(g[base]))
-            g[base] = 0.0
-    if not retain_graph:
-        tape.finished = True
-        if _state.active is tape:
-            _state.active = None
+    _deliver(tape, retain_graph)
 
 
 #: reverse_point's compiled code for the eager tape's argument types, called without the
@@ -1187,32 +1170,44 @@ def _compiled_entry(dispatcher, args):
 
 
 def _backward_scalar(t: Tensor, tape: Tape, retain_graph: bool) -> None:
-    """backward() of a 0-d tensor on a tape of scalar instructions: the common eager case,
-    with the adjoints read and written through a memoryview."""
-    st = _state
-    if len(st.adjoints) < tape.n_slots:
-        st.adjoints = np.zeros(max(tape.n_slots, 2 * len(st.adjoints)))
-        st.adjoints_mv = memoryview(st.adjoints)
-    g = st.adjoints_mv
+    """_backward for a 0-d tensor of this thread's recording tape made of scalar
+    instructions, with no gradient argument (Tensor.backward checks all that): the common
+    eager case, straight to the point sweep's compiled code."""
+    g = _adjoint_buffer(tape.n_slots)
     last = tape.n_ins
-    g[t._base] = 1.0
+    _state.adjoints_mv[t._base] = 1.0
     if last > 64:
         # instructions after the one that wrote t cannot influence it
         last = int(np.searchsorted(tape.ins[0, :last], t._base, side="right"))
     reverse = _eager_reverse[0]
     if reverse is None:
         reverse = _eager_reverse[0] = _compiled_entry(
-            sweeps.reverse_point, (tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, st.adjoints, 0, last))
-    reverse(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, st.adjoints, 0, last)
+            sweeps.reverse_point, (tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last))
+    reverse(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last)
+    _deliver(tape, retain_graph)
+
+
+def _adjoint_buffer(n_slots: int) -> np.ndarray:
+    """This thread's adjoint array, grown to n_slots (the sweeps leave it zeroed)."""
+    st = _state
+    if len(st.adjoints) < n_slots:
+        st.adjoints = np.zeros(max(n_slots, 2 * len(st.adjoints)))
+        st.adjoints_mv = memoryview(st.adjoints)
+    return st.adjoints
+
+
+def _deliver(tape: Tape, retain_graph: bool) -> None:
+    """Accumulate the leaves' adjoints into their .grad, zero them, consume the tape.
+    (The sweep zeroes every adjoint it consumes; inputs are read, then zeroed here.)"""
+    g, g_mv = _state.adjoints, _state.adjoints_mv
     for leaf, base in tape.leaves:
         if leaf._shape:
             n = _size(leaf._shape)
-            adjoints = _state.adjoints
-            _accumulate(leaf, adjoints[base: base + n].reshape(leaf._shape).copy())
-            adjoints[base: base + n] = 0.0
+            _accumulate(leaf, g[base: base + n].reshape(leaf._shape).copy())
+            g[base: base + n] = 0.0
         else:
-            _accumulate(leaf, g[base])
-            g[base] = 0.0
+            _accumulate(leaf, g_mv[base])
+            g_mv[base] = 0.0
     if not retain_graph:
         tape.finished = True
         if _state.active is tape:
