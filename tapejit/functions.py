@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import ShapeError, TapejitError
 from .opcodes import OP
-from .tensor import (ArrayLike, Tensor, _as_float_array, _binary, _compare, _constant, _fast_unary,
+from .tensor import (ArrayLike, Tensor, _accelerated, _as_float_array, _binary, _compare, _constant, _fast_unary,
                      _cstrides, _elementwise, _gather, _on_tape, _positions, _recording_tape,
                      _result, _run_last, _size, _slot_view, _uniform_step)
 
@@ -62,6 +62,15 @@ for _fn, _name in [(sin, "sin"), (cos, "cos"), (tan, "tan"), (arcsin, "arcsin"),
                    (sigmoid, "sigmoid"), (softplus, "softplus"), (erf, "erf")]:
     _fn.__name__ = _fn.__qualname__ = _name
     _fn.__doc__ = f"Elementwise {_name}."
+(sin, cos, tan, arcsin, arccos, arctan, sinh, cosh, tanh, exp, expm1, log, log1p, sqrt, square, abs, sign,
+ negative, sigmoid, softplus, erf) = (
+    _accelerated(code, fn) for code, fn in [
+        (OP.sin, sin), (OP.cos, cos), (OP.tan, tan), (OP.arcsin, arcsin), (OP.arccos, arccos),
+        (OP.arctan, arctan), (OP.sinh, sinh), (OP.cosh, cosh), (OP.tanh, tanh), (OP.exp, exp),
+        (OP.expm1, expm1), (OP.log, log), (OP.log1p, log1p), (OP.sqrt, sqrt), (OP.square, square),
+        (OP.abs, abs), (OP.sign, sign), (OP.neg, negative), (OP.sigmoid, sigmoid),
+        (OP.softplus, softplus), (OP.erf, erf)])
+absolute = abs
 
 
 def log2(x: ArrayLike) -> Tensor:

@@ -44,6 +44,10 @@ def _check_index(n: int, what: str) -> None:
 class Tape:
     """A growing tape. Values of every slot are kept: recording runs on real values."""
 
+    # the fields the C recorder (tapejit._eager) reads and writes in place
+    __slots__ = ("n_ins", "n_slots", "ins_capacity", "slot_capacity", "serial", "_mv_ops", "_mv_out",
+                 "_mv_a", "_mv_b", "_mv_cv", "_mv_values", "__dict__", "__weakref__")
+
     def __init__(self, capacity: int = 64, slot_capacity: int = 256):
         self.ops = np.zeros(capacity, np.uint8)
         self.ins = _new_ins(capacity)

@@ -13,6 +13,7 @@ records onto the trace's tape, and Python branches on traced values record guard
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 from contextlib import contextmanager
@@ -222,8 +223,18 @@ def _as_float_array(x) -> np.ndarray:
 # ----------------------------------------------------------------------------------------
 _new = object.__new__
 
+# The optional C recorder: Tensor's operators and the unary functions record 0-d
+# operands without bytecode (see _eager.c). TAPEJIT_PURE_PYTHON=1 leaves it out.
+if os.environ.get("TAPEJIT_PURE_PYTHON", "") not in ("", "0"):
+    _eager = None
+else:
+    try:
+        from . import _eager
+    except ImportError:   # not compiled: the Python fast paths record the same tapes
+        _eager = None
 
-class Tensor:
+
+class Tensor(object if _eager is None else _eager.TensorOps):
     """An n-dimensional array that records the operations applied to it.
 
     Create one with ``tj.tensor(data, requires_grad=...)``; operate on it with Python
@@ -771,6 +782,27 @@ def _pow(x, other):
 
 Tensor.__pow__ = _pow
 _install_operators()
+
+#: the operators the C recorder takes over; it hands them every case it does not record
+_C_OPERATORS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
+                "__rtruediv__", "__pow__", "__rpow__", "__neg__")
+
+
+def _use_the_c_recorder() -> None:
+    operators = {name: Tensor.__dict__[name] for name in _C_OPERATORS}
+    _eager.configure(Tensor, Tape, _state, operators)
+    for name in _C_OPERATORS:
+        # with neither __add__ nor __radd__ in Tensor's dict, its number slot is TensorOps' C one
+        delattr(Tensor, name)
+
+
+if _eager is not None:
+    _use_the_c_recorder()
+
+
+def _accelerated(code: int, fn):
+    """fn, a numpy-named unary function, with its 0-d recording done in C when compiled."""
+    return fn if _eager is None else _eager.Unary(code, fn)
 
 
 def tensor(data: ArrayLike, requires_grad: bool = False) -> Tensor:
