@@ -443,7 +443,7 @@ static void unary_dealloc(UnaryObject *u)
     Py_TYPE(u)->tp_free((PyObject *)u);
 }
 
-/* name, doc, module and pickling are the Python function's */
+/* other attributes, and name, doc, module and pickling (below), are the Python function's */
 static PyObject *unary_getattro(PyObject *self, PyObject *name)
 {
     PyObject *r = PyObject_GenericGetAttr(self, name);
@@ -462,6 +462,19 @@ static PyObject *unary_repr(PyObject *self)
 {
     return PyObject_Repr(((UnaryObject *)self)->fallback);
 }
+
+static PyObject *unary_fallback_attribute(PyObject *self, void *name)
+{
+    return PyObject_GetAttrString(((UnaryObject *)self)->fallback, (const char *)name);
+}
+
+static PyGetSetDef unary_getset[] = {
+    {"__doc__", unary_fallback_attribute, NULL, NULL, "__doc__"},
+    {"__name__", unary_fallback_attribute, NULL, NULL, "__name__"},
+    {"__qualname__", unary_fallback_attribute, NULL, NULL, "__qualname__"},
+    {"__module__", unary_fallback_attribute, NULL, NULL, "__module__"},
+    {NULL, NULL, NULL, NULL, NULL},
+};
 
 static PyMethodDef unary_methods[] = {
     {"__reduce__", unary_reduce, METH_NOARGS, NULL},
@@ -492,6 +505,7 @@ static PyTypeObject UnaryType = {
     .tp_repr = unary_repr,
     .tp_methods = unary_methods,
     .tp_members = unary_members,
+    .tp_getset = unary_getset,
 };
 
 /* ---------------------------------------------------------------------------------- */
