@@ -47,6 +47,7 @@ static const char *fallback_names[FB_COUNT] = {
     "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
     "__truediv__", "__rtruediv__", "__pow__", "__rpow__", "__neg__"};
 static PyObject *fallbacks[FB_COUNT];
+static PyObject *bind_scalar_leaf = NULL;   /* tensor._bind_scalar_leaf */
 
 /* ---------------------------------------------------------------------------------- */
 /* reading the Python objects                                                          */
@@ -233,10 +234,39 @@ static PyObject *record(PyObject *tape, int code, Py_ssize_t slot_a, int has_b, 
     return t;
 }
 
-/* x op y with x, y each a 0-d tensor on the recording tape or a Python number (not both
-   numbers). Returns a new tensor, or NULL: with an error set (raise it) or without one
-   (take the Python path). */
-static PyObject *try_binary(int code_tt, int code_c, int code_rc, PyObject *x, PyObject *y)
+/* Record one-operand `code` (immediate c when has_c) on x: a 0-d tensor on the recording
+   tape, or a 0-d leaf that requires grad, which joins the eager recording as Python's
+   _bind_scalar_leaf decides. Returns the new tensor, or NULL: with an error set (raise
+   it) or without one (take the Python path). */
+static PyObject *record_on(int code, PyObject *x, int has_c, double c)
+{
+    if (tensor_type == NULL || Py_TYPE(x) != tensor_type)
+        return NULL;
+    double a, value;
+    Py_ssize_t slot;
+    PyObject *tape = active_tape();
+    if (tape == NULL || !scalar_on(x, tape, &a, &slot)) {
+        Py_XDECREF(tape);
+        if (SLOT(x, tensor_slots.tape) != Py_None || SLOT(x, tensor_slots.rg) != Py_True)
+            return NULL;
+        tape = PyObject_CallOneArg(bind_scalar_leaf, x);     /* the eager tape, x bound to it; or None */
+        if (tape == NULL)
+            return NULL;
+        if (tape == Py_None || !scalar_on(x, tape, &a, &slot)) {
+            Py_DECREF(tape);
+            return NULL;
+        }
+    }
+    PyObject *result = NULL;
+    if (tj_scalar_value(code, a, 0.0, c, &value))
+        result = record(tape, code, slot, 0, 0, has_c, c, value);
+    Py_DECREF(tape);
+    return result;
+}
+
+/* Record two-operand `code` on 0-d tensors x and y, both on the recording tape (or leaves
+   bound to it); NULL as above. */
+static PyObject *record_pair(int code, PyObject *x, PyObject *y)
 {
     PyObject *tape = active_tape();
     if (tape == NULL)
@@ -244,19 +274,26 @@ static PyObject *try_binary(int code_tt, int code_c, int code_rc, PyObject *x, P
     double a, b, value;
     Py_ssize_t slot_a, slot_b;
     PyObject *result = NULL;
-    if (scalar_on(x, tape, &a, &slot_a)) {
-        if (number(y, &b)) {
-            if (code_c >= 0 && tj_scalar_value(code_c, a, 0.0, b, &value))
-                result = record(tape, code_c, slot_a, 0, 0, 1, b, value);
-        }
-        else if (code_tt >= 0 && scalar_on(y, tape, &b, &slot_b) && tj_scalar_value(code_tt, a, b, 0.0, &value))
-            result = record(tape, code_tt, slot_a, 1, slot_b, 0, 0.0, value);
-    }
-    else if (code_rc >= 0 && number(x, &a) && scalar_on(y, tape, &b, &slot_b)
-             && tj_scalar_value(code_rc, b, 0.0, a, &value))
-        result = record(tape, code_rc, slot_b, 0, 0, 1, a, value);
+    if (scalar_on(x, tape, &a, &slot_a) && scalar_on(y, tape, &b, &slot_b) && tj_scalar_value(code, a, b, 0.0, &value))
+        result = record(tape, code, slot_a, 1, slot_b, 0, 0.0, value);
     Py_DECREF(tape);
     return result;
+}
+
+/* x op y for a 0-d tensor and a Python number, on either side, or two 0-d tensors:
+   code_c for tensor op number, code_rc for number op tensor, code_tt for two tensors
+   (-1: none). NULL as above. */
+static PyObject *try_binary(int code_tt, int code_c, int code_rc, PyObject *x, PyObject *y)
+{
+    double c;
+    if (Py_TYPE(x) == tensor_type) {
+        if (number(y, &c))
+            return code_c >= 0 ? record_on(code_c, x, 1, c) : NULL;
+        return code_tt >= 0 && Py_TYPE(y) == tensor_type ? record_pair(code_tt, x, y) : NULL;
+    }
+    if (code_rc >= 0 && number(x, &c))
+        return record_on(code_rc, y, 1, c);
+    return NULL;
 }
 
 /* the Python operator for this case: fallbacks[forward](v, w) when v is a Tensor, else
@@ -288,15 +325,10 @@ BINARY_SLOT(tensor_div, TJ_OP_DIV, TJ_OP_DIV_C, TJ_OP_RDIV_C, FB_DIV, FB_RDIV)
 /* x - c records x + (-c), as the Python path does */
 static PyObject *tensor_sub(PyObject *v, PyObject *w)
 {
-    PyObject *r = NULL;
+    PyObject *r;
     double c;
-    if (Py_TYPE(v) == tensor_type && number(w, &c)) {
-        PyObject *negated = PyFloat_FromDouble(-c);
-        if (negated == NULL)
-            return NULL;
-        r = try_binary(-1, TJ_OP_ADD_C, -1, v, negated);
-        Py_DECREF(negated);
-    }
+    if (Py_TYPE(v) == tensor_type && number(w, &c))
+        r = record_on(TJ_OP_ADD_C, v, 1, -c);
     else
         r = try_binary(TJ_OP_SUB, -1, TJ_OP_RSUB_C, v, w);
     if (r != NULL || PyErr_Occurred())
@@ -312,47 +344,18 @@ static PyObject *tensor_pow(PyObject *v, PyObject *w, PyObject *modulo)
         Py_RETURN_NOTIMPLEMENTED;
     PyObject *r = NULL;
     double c;
-    if (Py_TYPE(v) == tensor_type && number(w, &c)) {
-        if (c == 2.0) {
-            PyObject *tape = active_tape();
-            double a, value;
-            Py_ssize_t slot;
-            if (tape != NULL) {
-                if (scalar_on(v, tape, &a, &slot) && tj_scalar_value(TJ_OP_SQUARE, a, 0.0, 0.0, &value))
-                    r = record(tape, TJ_OP_SQUARE, slot, 0, 0, 0, 0.0, value);
-                Py_DECREF(tape);
-            }
-        }
-        else
-            r = try_binary(-1, TJ_OP_POW_C, -1, v, w);
-    }
-    else if (Py_TYPE(w) == tensor_type)
-        r = try_binary(-1, -1, TJ_OP_RPOW_C, v, w);
+    if (Py_TYPE(v) == tensor_type && number(w, &c))
+        r = c == 2.0 ? record_on(TJ_OP_SQUARE, v, 0, 0.0) : record_on(TJ_OP_POW_C, v, 1, c);
+    else if (Py_TYPE(w) == tensor_type && number(v, &c))
+        r = record_on(TJ_OP_RPOW_C, w, 1, c);
     if (r != NULL || PyErr_Occurred())
         return r;
     return python_binary(FB_POW, FB_RPOW, v, w);
 }
 
-/* one-operand opcode on x, or NULL (error set, or none: take the Python path) */
-static PyObject *try_unary(int code, PyObject *x)
-{
-    if (tensor_type == NULL || Py_TYPE(x) != tensor_type)
-        return NULL;
-    PyObject *tape = active_tape();
-    if (tape == NULL)
-        return NULL;
-    PyObject *result = NULL;
-    double a, value;
-    Py_ssize_t slot;
-    if (scalar_on(x, tape, &a, &slot) && tj_scalar_value(code, a, 0.0, 0.0, &value))
-        result = record(tape, code, slot, 0, 0, 0, 0.0, value);
-    Py_DECREF(tape);
-    return result;
-}
-
 static PyObject *tensor_neg(PyObject *x)
 {
-    PyObject *r = try_unary(TJ_OP_NEG, x);
+    PyObject *r = record_on(TJ_OP_NEG, x, 0, 0.0);
     if (r != NULL || PyErr_Occurred())
         return r;
     if (fallbacks[FB_NEG] == NULL) {
@@ -395,7 +398,7 @@ static PyObject *unary_vectorcall(PyObject *self, PyObject *const *args, size_t 
 {
     UnaryObject *u = (UnaryObject *)self;
     if (PyVectorcall_NARGS(nargsf) == 1 && kwnames == NULL) {
-        PyObject *r = try_unary(u->code, args[0]);
+        PyObject *r = record_on(u->code, args[0], 0, 0.0);
         if (r != NULL || PyErr_Occurred())
             return r;
     }
@@ -529,10 +532,14 @@ static int slot_offset(PyObject *type, const char *name, Py_ssize_t *offset)
 
 static PyObject *configure(PyObject *module, PyObject *args)
 {
-    PyObject *tensor, *tape, *state, *operators;
-    if (!PyArg_ParseTuple(args, "O!O!OO!:configure", &PyType_Type, &tensor, &PyType_Type, &tape, &state,
-                          &PyDict_Type, &operators))
+    PyObject *tensor, *tape, *state, *operators, *bind;
+    if (!PyArg_ParseTuple(args, "O!O!OO!O:configure", &PyType_Type, &tensor, &PyType_Type, &tape, &state,
+                          &PyDict_Type, &operators, &bind))
         return NULL;
+    if (!PyCallable_Check(bind)) {
+        PyErr_SetString(PyExc_TypeError, "configure: bind_scalar_leaf must be callable");
+        return NULL;
+    }
     if (!PyType_IsSubtype((PyTypeObject *)tensor, &TensorOpsType)) {
         PyErr_SetString(PyExc_TypeError, "configure: the tensor type must derive from TensorOps");
         return NULL;
@@ -566,6 +573,8 @@ static PyObject *configure(PyObject *module, PyObject *args)
     }
     Py_INCREF(state);
     Py_XSETREF(recording_state, state);
+    Py_INCREF(bind);
+    Py_XSETREF(bind_scalar_leaf, bind);
     Py_INCREF(tensor);
     Py_XSETREF(tensor_type, (PyTypeObject *)tensor);
     Py_RETURN_NONE;
@@ -573,8 +582,9 @@ static PyObject *configure(PyObject *module, PyObject *args)
 
 static PyMethodDef module_methods[] = {
     {"configure", configure, METH_VARARGS,
-     PyDoc_STR("configure(Tensor, Tape, state, operators): slot offsets, the thread-local recording "
-               "state and the Python operators (by dunder name) the C path hands other cases to.")},
+     PyDoc_STR("configure(Tensor, Tape, state, operators, bind_scalar_leaf): slot offsets, the "
+               "thread-local recording state, the Python operators (by dunder name) the C path hands "
+               "other cases to, and the function that binds a 0-d leaf to the eager tape.")},
     {NULL, NULL, 0, NULL},
 };
 

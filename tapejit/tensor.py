@@ -790,14 +790,10 @@ _C_OPERATORS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul
 
 def _use_the_c_recorder() -> None:
     operators = {name: Tensor.__dict__[name] for name in _C_OPERATORS}
-    _eager.configure(Tensor, Tape, _state, operators)
+    _eager.configure(Tensor, Tape, _state, operators, _bind_scalar_leaf)
     for name in _C_OPERATORS:
         # with neither __add__ nor __radd__ in Tensor's dict, its number slot is TensorOps' C one
         delattr(Tensor, name)
-
-
-if _eager is not None:
-    _use_the_c_recorder()
 
 
 def _accelerated(code: int, fn):
@@ -1276,3 +1272,7 @@ def _accumulate(leaf: Tensor, grad) -> None:
         leaf._grad = t
     else:
         leaf._grad = _constant(np.array(grad) if old is None else old._value + grad, leaf._shape)
+
+
+if _eager is not None:
+    _use_the_c_recorder()
