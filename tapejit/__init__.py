@@ -26,6 +26,7 @@ from .functions import (abs, absolute, add, all, amax, amin, any, arange, arccos
 from .composite import (allclose, atleast_1d, atleast_2d, broadcast_to, cbrt, cumprod, cumsum, diag,  # noqa: E402
                         einsum, hypot, linalg, logaddexp, pad, prod, reciprocal, repeat, roll, split, take,
                         tensordot, tile, tril, triu)
+from ._recycle import release_buffers
 from ._threads import get_num_threads, set_num_threads
 from .function import Function, grad, trace, value_and_grad
 from .debug import debug_nans

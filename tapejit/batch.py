@@ -15,6 +15,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 from llvmlite import ir
 
+from . import _recycle
 from .adjoint_plan import adjoint_plan
 
 from ._sweeps_cpu import forward_chunk, forward_tangent_chunk, reverse_chunk, reverse_tangent_chunk
@@ -268,8 +269,8 @@ def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seed
     B = X.shape[0]
     n_out = len(out_pos)
     width = n_out if mode == MODE_JVP else len(in_pos)
-    vals = np.empty((B, n_out)) if out[0] is None else out[0]
-    grads = (np.empty((B, width) if mode else (0, 0))) if out[1] is None else out[1]
+    vals = _recycle.empty((B, n_out)) if out[0] is None else out[0]
+    grads = (_recycle.empty((B, width)) if mode else np.empty((0, 0))) if out[1] is None else out[1]
     valid = np.ones(B, np.bool_)
     if B == 0:
         return vals, grads, valid
