@@ -453,18 +453,25 @@ def forward_reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, 
     tile_sums = np.zeros((n_tiles, max(len(s.sums), 1)))
     _in_phases(stretch_reverse, _workers(s) if s.parallel_reverse else 1, *_tapes(s), arrays.consts, arrays.idx,
                v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile, True, tile_sums)
-    forward_workers = _workers(s)
+    _combine_tile_sums(tile_sums, s.sums, _workers(s), v, g)
+    reverse(head, arrays, v, g, vector)
+
+
+@njit(**_JIT)
+def _combine_tile_sums(tile_sums, sums, forward_workers, v, g):
+    """Each whole sum from its tiles' parts, added as forward() adds them: tile by tile
+    within each worker's block, then the blocks in worker order."""
+    n_tiles = tile_sums.shape[0]
     per = (n_tiles + forward_workers - 1) // forward_workers
-    for q, (_, slot) in enumerate(s.sums):
+    for q in range(sums.shape[0]):
         total = 0.0
         for w in range(forward_workers):
             partial = 0.0
             for t in range(w * per, min(n_tiles, (w + 1) * per)):
                 partial += tile_sums[t, q]
             total += partial
-        v[slot] = total
-        g[slot] = 0.0
-    reverse(head, arrays, v, g, vector)
+        v[sums[q, 1]] = total
+        g[sums[q, 1]] = 0.0
 
 
 # ------------------------------------------------------------------------------------------
