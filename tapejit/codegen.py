@@ -653,16 +653,22 @@ def render_cuda(only=None) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def write(check: bool = False) -> bool:
-    """Write the generated files; with check=True only report whether they are current."""
+def write_generated(files, check: bool = False) -> bool:
+    """Write each (path, text) whose file differs; with check=True only report whether
+    all are current."""
     current = True
-    for path, text in ((CPU_FILE, render_cpu()), (CUDA_FILE, render_cuda())):
+    for path, text in files:
         old = path.read_text() if path.exists() else None
         if old != text:
             current = False
             if not check:
                 path.write_text(text)
     return current
+
+
+def write(check: bool = False) -> bool:
+    """Write the generated sweeps; with check=True only report whether they are current."""
+    return write_generated(((CPU_FILE, render_cpu()), (CUDA_FILE, render_cuda())), check)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ ones the Numba sweeps compute.
 from __future__ import annotations
 
 import ast
-import sys
 from pathlib import Path
 
+from .codegen import write_generated
 from .opcodes import MATH_NAMES, OPS
 
 HEADER_FILE = Path(__file__).with_name("_eager_values.h")
@@ -79,15 +79,9 @@ def render() -> str:
 
 def write(check: bool = False) -> bool:
     """Write the header; with check=True only report whether it is current."""
-    text = render()
-    current = HEADER_FILE.exists() and HEADER_FILE.read_text() == text
-    if not current and not check:
-        HEADER_FILE.write_text(text)
-    return current
+    return write_generated([(HEADER_FILE, render())], check)
 
 
 if __name__ == "__main__":
-    if "--check" in sys.argv:
-        sys.exit(0 if write(check=True) else 1)
     write()
     print(f"wrote {HEADER_FILE.name}")
