@@ -21,8 +21,9 @@ import numpy as np
 
 #: smaller results come from numpy (malloc keeps and reuses blocks of that size itself)
 MIN_BYTES = 8 << 20
-#: memory kept mapped for reuse, at most (tj.release_buffers() gives it back)
-POOL_BYTES = 512 << 20
+#: memory kept mapped for reuse, at most (tj.release_buffers() gives it back): two
+#: alternating results of a million 10-input gradients fit
+POOL_BYTES = 256 << 20
 
 _lock = threading.Lock()
 _free: list = []          # raw uint8 buffers, mapped, owned by nobody

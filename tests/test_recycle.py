@@ -58,7 +58,7 @@ def test_the_pool_is_bounded_and_released(f, monkeypatch):
     del grads
     gc.collect()
     assert _recycle.pooled_bytes() == 0
-    monkeypatch.setattr(_recycle, "POOL_BYTES", 512 << 20)
+    monkeypatch.setattr(_recycle, "POOL_BYTES", 256 << 20)
     grads = f.batch_grad(_points(0))
     del grads
     gc.collect()
