@@ -38,8 +38,9 @@ def test_the_c_recorder_is_compiled_and_owns_the_operators():
 
 
 def _program(seed: int, n_ops: int = 400):
-    """Record a random scalar program through operators, numbers of every kind and unary
-    functions (domain edges included); return the tape's arrays and the gradients."""
+    """Record a random scalar program through operators, numbers of every kind, unary
+    functions (domain edges included) and comparisons; return the tape's arrays and the
+    gradients."""
     rng = np.random.default_rng(seed)
     (tj.tensor(0.0, requires_grad=True) * 1.0).backward()   # the recording below starts a tape
     leaves = [tj.tensor(float(v), requires_grad=True) for v in rng.uniform(-2, 2, 3)]
@@ -61,8 +62,10 @@ def _program(seed: int, n_ops: int = 400):
             elif kind == 2:
                 c = numbers[rng.integers(len(numbers))]
                 y = binary[rng.integers(len(binary))](c, x)
-            else:
+            elif rng.integers(6):
                 y = unary[rng.integers(len(unary))](x) if rng.integers(5) else -x
+            else:   # a comparison (recorded in Python) feeding arithmetic (in C)
+                y = (x > live[rng.integers(len(live))]) * 2.0 - x
             # keep values finite enough that the program stays interesting
             live.append(y if abs(y.item()) < 1e6 else tj.tanh(y))
         total = live[-1]
