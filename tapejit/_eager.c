@@ -296,17 +296,23 @@ static PyObject *try_binary(int code_tt, int code_c, int code_rc, PyObject *x, P
     return NULL;
 }
 
+/* Python operator k (borrowed), or NULL with an error before configure() ran */
+static PyObject *fallback(int k)
+{
+    if (fallbacks[k] == NULL)
+        PyErr_SetString(PyExc_RuntimeError, "tapejit._eager is not configured (tapejit.tensor does it on import)");
+    return fallbacks[k];
+}
+
 /* the Python operator for this case: fallbacks[forward](v, w) when v is a Tensor, else
    the reflected one with the tensor first */
 static PyObject *python_binary(int forward, int reflected, PyObject *v, PyObject *w)
 {
-    if (fallbacks[forward] == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "tapejit._eager is not configured (tapejit.tensor does it on import)");
+    int tensor_first = tensor_type != NULL && PyObject_TypeCheck(v, tensor_type);
+    PyObject *fn = fallback(tensor_first ? forward : reflected);
+    if (fn == NULL)
         return NULL;
-    }
-    if (PyObject_TypeCheck(v, tensor_type))
-        return PyObject_CallFunctionObjArgs(fallbacks[forward], v, w, NULL);
-    return PyObject_CallFunctionObjArgs(fallbacks[reflected], w, v, NULL);
+    return tensor_first ? PyObject_CallFunctionObjArgs(fn, v, w, NULL) : PyObject_CallFunctionObjArgs(fn, w, v, NULL);
 }
 
 #define BINARY_SLOT(fname, code_tt, code_c, code_rc, FORWARD, REFLECTED)             \
@@ -358,11 +364,8 @@ static PyObject *tensor_neg(PyObject *x)
     PyObject *r = record_on(TJ_OP_NEG, x, 0, 0.0);
     if (r != NULL || PyErr_Occurred())
         return r;
-    if (fallbacks[FB_NEG] == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "tapejit._eager is not configured (tapejit.tensor does it on import)");
-        return NULL;
-    }
-    return PyObject_CallOneArg(fallbacks[FB_NEG], x);
+    PyObject *fn = fallback(FB_NEG);
+    return fn == NULL ? NULL : PyObject_CallOneArg(fn, x);
 }
 
 static PyNumberMethods tensor_ops_number = {

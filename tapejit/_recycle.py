@@ -27,7 +27,6 @@ POOL_BYTES = 256 << 20
 
 _lock = threading.Lock()
 _free: list = []          # raw uint8 buffers, mapped, owned by nobody
-_pooled = [0]             # their total size
 
 
 class _Owner:
@@ -56,16 +55,13 @@ def _take(nbytes: int):
                 best = k
         if best is None:
             return None
-        raw = _free.pop(best)
-        _pooled[0] -= raw.nbytes
-        return raw
+        return _free.pop(best)
 
 
 def _give_back(raw: np.ndarray) -> None:
     with _lock:
-        if _pooled[0] + raw.nbytes <= POOL_BYTES:
+        if pooled_bytes() + raw.nbytes <= POOL_BYTES:
             _free.append(raw)
-            _pooled[0] += raw.nbytes
         # else: dropped here, and freed to the system
 
 
@@ -84,11 +80,10 @@ def empty(shape: tuple, dtype=np.float64) -> np.ndarray:
 
 def pooled_bytes() -> int:
     """Memory held for reuse now."""
-    return _pooled[0]
+    return sum(raw.nbytes for raw in _free)
 
 
 def release_buffers() -> None:
     """Give the memory kept for reuse by large batch results back to the system."""
     with _lock:
         _free.clear()
-        _pooled[0] = 0

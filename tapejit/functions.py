@@ -30,47 +30,37 @@ float64 = np.float64
 # ----------------------------------------------------------------------------------------
 # elementwise
 # ----------------------------------------------------------------------------------------
-def _unary(code: int):
-    return _fast_unary(code)
+def _unary(name: str, code: Optional[int] = None):
+    """The numpy-named function `name` of one operand (opcode `name` unless given), with
+    its 0-d recording done in C when the extension is compiled."""
+    code = getattr(OP, name) if code is None else code
+    fn = _fast_unary(code)
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"Elementwise {name}."
+    return _accelerated(code, fn)
 
 
-sin = _unary(OP.sin)
-cos = _unary(OP.cos)
-tan = _unary(OP.tan)
-arcsin = _unary(OP.arcsin)
-arccos = _unary(OP.arccos)
-arctan = _unary(OP.arctan)
-sinh = _unary(OP.sinh)
-cosh = _unary(OP.cosh)
-tanh = _unary(OP.tanh)
-exp = _unary(OP.exp)
-expm1 = _unary(OP.expm1)
-log = _unary(OP.log)
-log1p = _unary(OP.log1p)
-sqrt = _unary(OP.sqrt)
-square = _unary(OP.square)
-abs = absolute = _unary(OP.abs)
-sign = _unary(OP.sign)
-negative = _unary(OP.neg)
-sigmoid = _unary(OP.sigmoid)
-softplus = _unary(OP.softplus)
-erf = _unary(OP.erf)
-for _fn, _name in [(sin, "sin"), (cos, "cos"), (tan, "tan"), (arcsin, "arcsin"), (arccos, "arccos"),
-                   (arctan, "arctan"), (sinh, "sinh"), (cosh, "cosh"), (tanh, "tanh"), (exp, "exp"),
-                   (expm1, "expm1"), (log, "log"), (log1p, "log1p"), (sqrt, "sqrt"),
-                   (square, "square"), (abs, "abs"), (sign, "sign"), (negative, "negative"),
-                   (sigmoid, "sigmoid"), (softplus, "softplus"), (erf, "erf")]:
-    _fn.__name__ = _fn.__qualname__ = _name
-    _fn.__doc__ = f"Elementwise {_name}."
-(sin, cos, tan, arcsin, arccos, arctan, sinh, cosh, tanh, exp, expm1, log, log1p, sqrt, square, abs, sign,
- negative, sigmoid, softplus, erf) = (
-    _accelerated(code, fn) for code, fn in [
-        (OP.sin, sin), (OP.cos, cos), (OP.tan, tan), (OP.arcsin, arcsin), (OP.arccos, arccos),
-        (OP.arctan, arctan), (OP.sinh, sinh), (OP.cosh, cosh), (OP.tanh, tanh), (OP.exp, exp),
-        (OP.expm1, expm1), (OP.log, log), (OP.log1p, log1p), (OP.sqrt, sqrt), (OP.square, square),
-        (OP.abs, abs), (OP.sign, sign), (OP.neg, negative), (OP.sigmoid, sigmoid),
-        (OP.softplus, softplus), (OP.erf, erf)])
-absolute = abs
+sin = _unary("sin")
+cos = _unary("cos")
+tan = _unary("tan")
+arcsin = _unary("arcsin")
+arccos = _unary("arccos")
+arctan = _unary("arctan")
+sinh = _unary("sinh")
+cosh = _unary("cosh")
+tanh = _unary("tanh")
+exp = _unary("exp")
+expm1 = _unary("expm1")
+log = _unary("log")
+log1p = _unary("log1p")
+sqrt = _unary("sqrt")
+square = _unary("square")
+abs = absolute = _unary("abs")
+sign = _unary("sign")
+negative = _unary("negative", OP.neg)
+sigmoid = _unary("sigmoid")
+softplus = _unary("softplus")
+erf = _unary("erf")
 
 
 def log2(x: ArrayLike) -> Tensor:

@@ -783,18 +783,6 @@ def _pow(x, other):
 Tensor.__pow__ = _pow
 _install_operators()
 
-#: the operators the C recorder takes over; it hands them every case it does not record
-_C_OPERATORS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
-                "__rtruediv__", "__pow__", "__rpow__", "__neg__")
-
-
-def _use_the_c_recorder() -> None:
-    operators = {name: Tensor.__dict__[name] for name in _C_OPERATORS}
-    _eager.configure(Tensor, Tape, _state, operators, _bind_scalar_leaf)
-    for name in _C_OPERATORS:
-        # with neither __add__ nor __radd__ in Tensor's dict, its number slot is TensorOps' C one
-        delattr(Tensor, name)
-
 
 def _accelerated(code: int, fn):
     """fn, a numpy-named unary function, with its 0-d recording done in C when compiled."""
@@ -1272,6 +1260,19 @@ def _accumulate(leaf: Tensor, grad) -> None:
         leaf._grad = t
     else:
         leaf._grad = _constant(np.array(grad) if old is None else old._value + grad, leaf._shape)
+
+
+#: the operators the C recorder takes over; it hands them every case it does not record
+_C_OPERATORS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
+                "__rtruediv__", "__pow__", "__rpow__", "__neg__")
+
+
+def _use_the_c_recorder() -> None:
+    operators = {name: Tensor.__dict__[name] for name in _C_OPERATORS}
+    _eager.configure(Tensor, Tape, _state, operators, _bind_scalar_leaf)
+    for name in _C_OPERATORS:
+        # with neither __add__ nor __radd__ in Tensor's dict, its number slot is TensorOps' C one
+        delattr(Tensor, name)
 
 
 if _eager is not None:
