@@ -24,6 +24,14 @@ LOCAL_SLOTS = 192
 #: device memory the global-memory workspace of one slice may take, in bytes
 WORKSPACE_BYTES = 2 << 30
 THREADS_PER_BLOCK = 128
+#: None: one thread per point. A number: at most that many blocks per multiprocessor,
+#: each thread walking several points (bounds the threads' working set in cache).
+BLOCKS_PER_SM: "int | None" = None
+#: numpy batches whose inputs and results take more bytes than this cross to the GPU in
+#: slices, so that device memory stays bounded whatever B is
+HOST_SLICE_BYTES = 1 << 30
+#: slot indices cast to uint32 in the device sweeps (see codegen.Target)
+UNSIGNED_INDEX = True
 
 MODE_VALUES, MODE_GRAD, MODE_VJP, MODE_JVP, MODE_HVP = 0, 1, 2, 3, 4
 _INSTALL = "install it with `pip install tapejit[cuda]` (the numba-cuda package)"
@@ -86,16 +94,16 @@ def cache_dir() -> str:
         return tempfile.gettempdir()
 
 
-def device_module(opcodes) -> Any:
+def device_module(opcodes, unsigned: bool = True) -> Any:
     """Device sweeps dispatching on just these opcodes, generated from the table."""
-    key = frozenset(int(c) for c in opcodes)
+    key = (frozenset(int(c) for c in opcodes), unsigned)
     module = _DEVICE_MODULES.get(key)
     if module is None:
         import hashlib
         import importlib.util
 
         from . import codegen
-        source = codegen.render_cuda(only=key)
+        source = codegen.render_cuda(only=key[0], unsigned=unsigned)
         digest = hashlib.sha256(source.encode()).hexdigest()[:16]
         path = os.path.join(cache_dir(), f"sweeps_cuda_{digest}.py")
         if not os.path.exists(path):
@@ -110,15 +118,33 @@ def device_module(opcodes) -> Any:
     return module
 
 
-def _kernel(tape: "DeviceTape", mode: int, local: bool):
-    key = (tape.opcodes, mode, tape.dtype.name, local)
+def local_size(n_slots: int) -> int:
+    """Slots of the per-thread local arrays for a tape of n_slots (0: global workspace).
+
+    Rounded up to a power of two (at least 32) so that tapes of similar size share a kernel."""
+    if n_slots > LOCAL_SLOTS:
+        return 0
+    return max(32, 1 << max(0, n_slots - 1).bit_length())
+
+
+def _kernel(tape: "DeviceTape", mode: int, local_slots: int):
+    key = (tape.opcodes, mode, tape.dtype.name, local_slots, UNSIGNED_INDEX)
     kernel = _KERNELS.get(key)
     if kernel is None:
         require()
         from . import _cuda_kernels
-        kernel = _KERNELS[key] = _cuda_kernels.make_kernel(device_module(tape.opcodes), mode,
-                                                          tape.dtype.name, local)
+        kernel = _KERNELS[key] = _cuda_kernels.make_kernel(device_module(tape.opcodes, UNSIGNED_INDEX), mode,
+                                                          tape.dtype.name, local_slots)
     return kernel
+
+
+def _blocks(points: int) -> int:
+    blocks = math.ceil(points / THREADS_PER_BLOCK)
+    if BLOCKS_PER_SM is not None:
+        cuda = require()
+        sms = getattr(cuda.get_current_device(), "MULTIPROCESSOR_COUNT", 1)
+        blocks = min(blocks, max(1, BLOCKS_PER_SM * sms))
+    return max(1, blocks)
 
 
 # ------------------------------------------------------------------------------------------
@@ -135,10 +161,9 @@ class DeviceTape:
         to = cuda.to_device
         self.arrays = (to(a.ops), to(a.ins), to(a.cv.astype(self.dtype)), to(a.consts.astype(self.dtype)),
                        to(a.idx))
-        self.in_pos = to(f.in_pos)
-        self.param_pos = to(f.param_pos)
-        self.out_pos = to(f.out_pos)
-        self.guards = to(f.guards)
+        # slot positions unsigned, like the sweeps' slot indices (no wraparound arithmetic)
+        self.in_pos, self.param_pos, self.out_pos, self.guards = (
+            to(np.asarray(p, np.uint32)) for p in (f.in_pos, f.param_pos, f.out_pos, f.guards))
         self.opcodes = frozenset(int(c) for c in np.unique(a.ops))
 
 
@@ -168,6 +193,11 @@ def run(f, X, mode: int, seeds=None, params=None, dtype=np.float64):
     width = n_out if mode == MODE_JVP else n_in
     if seeds is not None and (seeds.shape[0] != B):
         raise ShapeError("seeds and inputs disagree on the batch size")
+    if not on_device:
+        per_point = (n_in + n_out + width + (0 if seeds is None else seeds.shape[1])) * dtype.itemsize + 1
+        step = max(1, HOST_SLICE_BYTES // per_point)
+        if B > step:
+            return _run_in_slices(f, X, mode, seeds, params, dtype, step, width)
     tape = device_tape(f, dtype)
     param_vals = cuda.to_device(np.asarray(f._flat_params(params), dtype=dtype))
     if on_device:
@@ -188,27 +218,41 @@ def run(f, X, mode: int, seeds=None, params=None, dtype=np.float64):
     return vals.copy_to_host(), derivs.copy_to_host() if mode else np.empty((B, 0)), valid.copy_to_host()
 
 
+def _run_in_slices(f, X, mode, seeds, params, dtype, step, width):
+    B = X.shape[0]
+    vals = np.empty((B, f.n_outputs), dtype)
+    derivs = np.empty((B, width if mode else 0), dtype)
+    valid = np.empty(B, np.bool_)
+    for p0 in range(0, B, step):
+        p1 = min(B, p0 + step)
+        part = run(f, X[p0:p1], mode, None if seeds is None else seeds[p0:p1], params, dtype)
+        vals[p0:p1], derivs[p0:p1], valid[p0:p1] = part
+    return vals, derivs, valid
+
+
 def _launch(tape: DeviceTape, Xd, Sd, vals, derivs, valid, param_vals, mode: int) -> None:
     cuda = require()
     B = Xd.shape[0]
-    if tape.n_slots <= LOCAL_SLOTS:
-        kernel = _kernel(tape, mode, local=True)
-        blocks = math.ceil(B / THREADS_PER_BLOCK)
-        kernel[blocks, THREADS_PER_BLOCK](*tape.arrays, tape.n_slots, tape.in_pos, tape.param_pos, param_vals,
+    local_slots = local_size(tape.n_slots)
+    if local_slots:
+        kernel = _kernel(tape, mode, local_slots)
+        kernel[_blocks(B), THREADS_PER_BLOCK](*tape.arrays, tape.n_slots, tape.in_pos, tape.param_pos, param_vals,
                                           tape.out_pos, tape.guards, Xd, Sd, vals, derivs, valid)
         cuda.synchronize()
         return
-    # global-memory workspace: slices of the batch so that it stays within its budget
-    kernel = _kernel(tape, mode, local=False)
+    # global-memory workspace, one column per thread launched: slices of the batch keep
+    # it within its budget
+    kernel = _kernel(tape, mode, 0)
     n_arrays = 4 if mode == MODE_HVP else 2
     per_point = n_arrays * tape.n_slots * tape.dtype.itemsize
     slice_points = max(THREADS_PER_BLOCK, min(B, WORKSPACE_BYTES // per_point))
-    work = [cuda.device_array((tape.n_slots, slice_points), tape.dtype) for _ in range(n_arrays)]
+    columns = min(slice_points, _blocks(slice_points) * THREADS_PER_BLOCK)
+    work = [cuda.device_array((tape.n_slots, columns), tape.dtype) for _ in range(n_arrays)]
     for array in work[1:]:
         _zero(array)    # adjoints start at zero and the sweeps leave them so
     for p0 in range(0, B, slice_points):
         p1 = min(B, p0 + slice_points)
-        blocks = math.ceil((p1 - p0) / THREADS_PER_BLOCK)
+        blocks = min(_blocks(p1 - p0), math.ceil(columns / THREADS_PER_BLOCK))
         Ss = Sd[p0:p1] if Sd.shape[0] == B else Sd
         kernel[blocks, THREADS_PER_BLOCK](
             *tape.arrays, tape.in_pos, tape.param_pos, param_vals, tape.out_pos, tape.guards,

@@ -116,3 +116,44 @@ def test_bad_shapes_raise_before_any_launch():
         f.batch_value_and_grad(np.zeros((3, 4)), device="cuda", dtype=np.int32)
     with pytest.raises(tj.TapejitError):
         f.batch(np.zeros((3, 4)), device="tpu")
+
+
+@pytest.fixture
+def few_threads(monkeypatch):
+    """One block of 4 threads per multiprocessor: every thread walks several points."""
+    monkeypatch.setattr(tjcuda, "THREADS_PER_BLOCK", 4)
+    monkeypatch.setattr(tjcuda, "BLOCKS_PER_SM", 1)
+
+
+@pytest.mark.parametrize("n", [5, 40], ids=["local arrays", "global workspace"])
+def test_threads_walking_several_points_equal_cpu(few_threads, n):
+    f = tj.trace(lambda x: tj.sum(tj.sin(x[1:]) * x[:-1] ** 2) + workloads.rosen(x), np.ones(n))
+    assert (tjcuda.local_size(f.n_slots) > 0) == (n == 5)
+    X = rng.standard_normal((23, n))
+    V = rng.standard_normal((23, n))
+    cpu_v, cpu_g = f.batch_value_and_grad(X)
+    gpu_v, gpu_g = f.batch_value_and_grad(X, device="cuda")
+    np.testing.assert_allclose(gpu_v, cpu_v, rtol=1e-12)
+    np.testing.assert_allclose(gpu_g, cpu_g, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(f.batch_hvp(X, V=V, device="cuda"), f.batch_hvp(X, V=V), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [5, 40], ids=["local arrays", "global workspace"])
+def test_hessian_vector_products_equal_cpu(n):
+    f = tj.trace(lambda x: tj.sum(tj.exp(x[1:] * x[:-1])) + workloads.rosen(x), np.ones(n))
+    X = rng.standard_normal((17, n)) * 0.5
+    V = rng.standard_normal((17, n))
+    expected = f.batch_hvp(X, V=V)
+    np.testing.assert_allclose(f.batch_hvp(X, V=V, device="cuda"), expected, rtol=1e-12, atol=1e-12)
+    h32 = f.batch_hvp(X, V=V, device="cuda", dtype=np.float32)
+    np.testing.assert_allclose(h32, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_numpy_batches_cross_in_slices(monkeypatch):
+    f = tj.trace(workloads.rosen, np.zeros(4))
+    monkeypatch.setattr(tjcuda, "HOST_SLICE_BYTES", 7 * (4 + 1 + 4) * 8)
+    X = rng.standard_normal((30, 4))
+    vals, grads = f.batch_value_and_grad(X, device="cuda")
+    np.testing.assert_allclose(vals, f.batch(X), rtol=1e-12)
+    np.testing.assert_allclose(grads, f.batch_grad(X), rtol=1e-12)
+    np.testing.assert_allclose(f.batch(X, device="cuda"), f.batch(X), rtol=1e-12)
