@@ -8,7 +8,7 @@
    same places; device arrays in give the same numbers as numpy in).
 2. Tuning: kernel time (device arrays, no transfers) over threads per block and blocks per
    multiprocessor (tapejit.cuda.THREADS_PER_BLOCK / BLOCKS_PER_SM), and local arrays
-   against the global workspace (tapejit.cuda.LOCAL_SLOTS).
+   against the global workspace (tapejit.cuda.LOCAL_BYTES).
 3. Throughput at several batch sizes, float64 and float32, with the best launch settings:
    kernel only (device arrays in and out) and with host transfers (numpy in, numpy out).
 
@@ -177,13 +177,13 @@ def kernel_time(f, X_dev, mode=tjcuda.MODE_GRAD, repeat=5):
 
 
 def settings():
-    return dict(threads=tjcuda.THREADS_PER_BLOCK, blocks_per_sm=tjcuda.BLOCKS_PER_SM, local_slots=tjcuda.LOCAL_SLOTS,
+    return dict(threads=tjcuda.THREADS_PER_BLOCK, blocks_per_sm=tjcuda.BLOCKS_PER_SM, local_bytes=tjcuda.LOCAL_BYTES,
                 unsigned=tjcuda.UNSIGNED_INDEX)
 
 
 def apply(s):
     tjcuda.THREADS_PER_BLOCK, tjcuda.BLOCKS_PER_SM = s["threads"], s["blocks_per_sm"]
-    tjcuda.LOCAL_SLOTS, tjcuda.UNSIGNED_INDEX = s["local_slots"], s["unsigned"]
+    tjcuda.LOCAL_BYTES, tjcuda.UNSIGNED_INDEX = s["local_bytes"], s["unsigned"]
 
 
 def kernel_resources():
@@ -204,15 +204,15 @@ def kernel_resources():
 def tune(functions, report, deadline, quick, smoke=False):
     from numba import cuda
     print("\n== launch tuning: float64 gradient, kernel alone (gradient-points/s)")
+    local = tjcuda.LOCAL_BYTES
     grids = {
-        "B1": [dict(threads=t, blocks_per_sm=b, local_slots=192, unsigned=True) for t in (64, 128, 256, 512)
-               for b in (None, 1, 2, 4, 8, 16)]
-        + [dict(threads=t, blocks_per_sm=b, local_slots=192, unsigned=False) for t in (128, 256)
-           for b in (None, 2, 4, 8)],
-        "B2": [dict(threads=t, blocks_per_sm=b, local_slots=ls, unsigned=True) for ls in (192, 256)
-               for t in (64, 128, 256) for b in (None, 2, 4, 8)],
-        f"W{W_OPS}": [dict(threads=t, blocks_per_sm=b, local_slots=ls, unsigned=True) for ls in (192, 4096)
-                      for t in (32, 64, 128) for b in (None, 1, 2, 4, 8)],
+        "B1": [dict(threads=t, blocks_per_sm=b, local_bytes=local, unsigned=True)
+               for t, b in ((256, 4), (512, 2), (128, 8), (64, 16), (256, 8), (256, 2), (256, None))]
+        + [dict(threads=256, blocks_per_sm=4, local_bytes=local, unsigned=False)],
+        "B2": [dict(threads=t, blocks_per_sm=b, local_bytes=lb, unsigned=True) for lb in (local, 0)
+               for t, b in ((256, 4), (128, 8), (256, None))],
+        f"W{W_OPS}": [dict(threads=t, blocks_per_sm=b, local_bytes=lb, unsigned=True) for lb in (local, 0)
+                      for t, b in ((256, 4), (128, 8), (32, None), (64, None))],
     }
     default = settings()
     best = {}
@@ -263,10 +263,11 @@ def throughput(functions, best, ref_meta, report, deadline, quick):
                 if time.perf_counter() > deadline:
                     break
                 Xd = cuda.to_device(X.astype(dtype))
+                alone = kernel_time(f, Xd, repeat=3)
                 kernel = best_of(lambda: f.batch_value_and_grad(Xd, device="cuda", dtype=dtype))
                 host = best_of(lambda: f.batch_value_and_grad(X, device="cuda", dtype=dtype), repeat=2)
                 cpu = cpu_pps.get(f"{name}/{B}", float("nan"))
-                row = dict(workload=name, batch=B, dtype=np.dtype(dtype).name, kernel_pps=B / kernel,
+                row = dict(workload=name, batch=B, dtype=np.dtype(dtype).name, alone_pps=B / alone, kernel_pps=B / kernel,
                            transfer_pps=B / host, cpu_pps=cpu, ratio=B / kernel / cpu, settings=best.get(name))
                 rows.append(row)
                 report["throughput"].append(row)
@@ -281,11 +282,13 @@ def throughput(functions, best, ref_meta, report, deadline, quick):
     apply(settings())
     print("\n== throughput (gradient-points/s; best of 3 after a warm-up; CPU engine: "
           f"{ref_meta.get('host', '?')}, {ref_meta.get('threads', '?')} threads)")
-    print(f"{'workload':>8} {'B':>11} {'dtype':>8} {'kernel only':>12} {'w/ transfers':>13} {'CPU engine':>11} "
-          f"{'GPU/CPU':>8}")
+    print("(kernel alone: preallocated device arrays; device arrays: the public call with device arrays in and "
+          "out; numpy: with host transfers)")
+    print(f"{'workload':>8} {'B':>11} {'dtype':>8} {'kernel alone':>12} {'device arrays':>13} {'numpy':>10} "
+          f"{'CPU engine':>11} {'GPU/CPU':>8}")
     for r in rows:
-        print(f"{r['workload']:>8} {r['batch']:>11,} {r['dtype']:>8} {r['kernel_pps']:>12.3e} {r['transfer_pps']:>13.3e} "
-              f"{r['cpu_pps']:>11.3e} {r['ratio']:>8.1f}")
+        print(f"{r['workload']:>8} {r['batch']:>11,} {r['dtype']:>8} {r['alone_pps']:>12.3e} {r['kernel_pps']:>13.3e} "
+              f"{r['transfer_pps']:>10.3e} {r['cpu_pps']:>11.3e} {r['ratio']:>8.1f}")
 
 
 def main():

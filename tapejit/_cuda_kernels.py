@@ -52,11 +52,12 @@ def _local_hvp_kernel(dev, local_dtype, LOCAL_SIZE):
             tangent(ops, ins, cv, consts, idx, v, dv, 0, n_ins)
             for m in range(out_pos.shape[0]):
                 vals[t, m] = v[out_pos[m]]
-            ok = True
-            for q in range(guard_pos.shape[0]):
-                if v[guard_pos[q]] != 1:
-                    ok = False
-            valid[t] = ok
+            if guard_pos.shape[0]:
+                ok = True
+                for q in range(guard_pos.shape[0]):
+                    if v[guard_pos[q]] != 1:
+                        ok = False
+                valid[t] = ok
             g[out_pos[0]] = 1
             reverse(ops, ins, cv, consts, idx, v, dv, g, dg, 0, n_ins)
             for j in range(in_pos.shape[0]):
@@ -84,11 +85,12 @@ def _global_hvp_kernel(dev):
             tangent(ops, ins, cv, consts, idx, v, dv, c, 0, n_ins)
             for m in range(out_pos.shape[0]):
                 vals[t, m] = v[out_pos[m], c]
-            ok = True
-            for q in range(guard_pos.shape[0]):
-                if v[guard_pos[q], c] != 1:
-                    ok = False
-            valid[t] = ok
+            if guard_pos.shape[0]:
+                ok = True
+                for q in range(guard_pos.shape[0]):
+                    if v[guard_pos[q], c] != 1:
+                        ok = False
+                valid[t] = ok
             g[out_pos[0], c] += 1
             reverse(ops, ins, cv, consts, idx, v, dv, g, dg, c, 0, n_ins)
             for j in range(in_pos.shape[0]):
@@ -107,13 +109,14 @@ def _local_kernel(dev, mode, local_dtype, LOCAL_SIZE):
     reverse = dev.reverse_local
 
     @cuda.jit
-    def kernel(ops, ins, cv, consts, idx, n_slots, in_pos, param_pos, param_vals, out_pos,
+    def kernel(ops, ins, cv, consts, idx, plan, n_slots, in_pos, param_pos, param_vals, out_pos,
                guard_pos, X, seeds, vals, derivs, valid):
         v = cuda.local.array(LOCAL_SIZE, local_dtype)
         g = cuda.local.array(LOCAL_SIZE, local_dtype)
         n_ins = ops.shape[0]
-        # adjoints start at zero once; the reverse sweep zeroes each adjoint it consumes,
-        # so between points only the inputs' and parameters' need clearing
+        # adjoints start at zero once; the reverse sweep (tapejit.adjoint_plan's plan) zeroes
+        # every adjoint it accumulates into before it is next read, so between points only
+        # the inputs' and parameters' need clearing
         for s in range(n_slots):
             g[s] = 0
         c = uint32(cuda.grid(1))   # unsigned: no wraparound arithmetic on workspace columns
@@ -132,21 +135,25 @@ def _local_kernel(dev, mode, local_dtype, LOCAL_SIZE):
                 forward(ops, ins, cv, consts, idx, v, 0, n_ins)
             for m in range(out_pos.shape[0]):
                 vals[t, m] = v[out_pos[m]]
-            ok = True
-            for q in range(guard_pos.shape[0]):
-                if v[guard_pos[q]] != 1:
-                    ok = False
-            valid[t] = ok
+            if guard_pos.shape[0]:
+                ok = True
+                for q in range(guard_pos.shape[0]):
+                    if v[guard_pos[q]] != 1:
+                        ok = False
+                valid[t] = ok
             if mode == MODE_JVP:
                 for m in range(out_pos.shape[0]):
                     derivs[t, m] = g[out_pos[m]]
             elif mode != MODE_VALUES:
+                # the seeds assign their adjoints (the plan counts on it)
                 if mode == MODE_GRAD:
-                    g[out_pos[0]] += 1
+                    g[out_pos[0]] = 1
                 else:
                     for m in range(out_pos.shape[0]):
+                        g[out_pos[m]] = 0
+                    for m in range(out_pos.shape[0]):
                         g[out_pos[m]] += seeds[t, m]
-                reverse(ops, ins, cv, consts, idx, v, g, 0, n_ins)
+                reverse(ops, ins, cv, consts, idx, plan, v, g, 0, n_ins)
                 for j in range(in_pos.shape[0]):
                     derivs[t, j] = g[in_pos[j]]
                     g[in_pos[j]] = 0
@@ -161,7 +168,7 @@ def _global_kernel(dev, mode):
     reverse = dev.reverse_thread
 
     @cuda.jit
-    def kernel(ops, ins, cv, consts, idx, in_pos, param_pos, param_vals, out_pos, guard_pos,
+    def kernel(ops, ins, cv, consts, idx, plan, in_pos, param_pos, param_vals, out_pos, guard_pos,
                X, seeds, vals, derivs, valid, v, g):
         n_ins = ops.shape[0]
         c = uint32(cuda.grid(1))   # unsigned: no wraparound arithmetic on workspace columns
@@ -180,22 +187,26 @@ def _global_kernel(dev, mode):
                 forward(ops, ins, cv, consts, idx, v, c, 0, n_ins)
             for m in range(out_pos.shape[0]):
                 vals[t, m] = v[out_pos[m], c]
-            ok = True
-            for q in range(guard_pos.shape[0]):
-                if v[guard_pos[q], c] != 1:
-                    ok = False
-            valid[t] = ok
+            if guard_pos.shape[0]:
+                ok = True
+                for q in range(guard_pos.shape[0]):
+                    if v[guard_pos[q], c] != 1:
+                        ok = False
+                valid[t] = ok
             if mode == MODE_JVP:
                 for m in range(out_pos.shape[0]):
                     derivs[t, m] = g[out_pos[m], c]
             elif mode != MODE_VALUES:
+                # the seeds assign their adjoints (the plan counts on it)
                 if mode == MODE_GRAD:
-                    g[out_pos[0], c] += 1
+                    g[out_pos[0], c] = 1
                 else:
                     for m in range(out_pos.shape[0]):
+                        g[out_pos[m], c] = 0
+                    for m in range(out_pos.shape[0]):
                         g[out_pos[m], c] += seeds[t, m]
-                reverse(ops, ins, cv, consts, idx, v, g, c, 0, n_ins)
-                # the sweep zeroed every consumed adjoint; inputs and parameters remain
+                reverse(ops, ins, cv, consts, idx, plan, v, g, c, 0, n_ins)
+                # the sweep zeroed every adjoint accumulated into; inputs and parameters remain
                 for j in range(in_pos.shape[0]):
                     derivs[t, j] = g[in_pos[j], c]
                     g[in_pos[j], c] = 0

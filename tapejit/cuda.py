@@ -19,14 +19,16 @@ import numpy as np
 
 from .errors import CudaUnavailableError, ShapeError
 
-#: tapes with at most this many slots keep them in per-thread local arrays
-LOCAL_SLOTS = 192
+#: tapes whose per-thread arrays fit in this many bytes keep them in local memory (the
+#: driver reserves it for every thread the GPU can hold: 64 KiB is ~17 GB on an H100)
+LOCAL_BYTES = 64 << 10
 #: device memory the global-memory workspace of one slice may take, in bytes
 WORKSPACE_BYTES = 2 << 30
-THREADS_PER_BLOCK = 128
-#: None: one thread per point. A number: at most that many blocks per multiprocessor,
-#: each thread walking several points (bounds the threads' working set in cache).
-BLOCKS_PER_SM: "int | None" = None
+#: Launch settings, measured on an H200 (benchmarks/gpu_check.py): 1,024 threads per
+#: multiprocessor, each walking several points, replay B1 1.7x faster than one thread per
+#: point: the threads' local arrays stay in L2 between points. None: one thread per point.
+THREADS_PER_BLOCK = 256
+BLOCKS_PER_SM: "int | None" = 4
 #: numpy batches whose inputs and results take more bytes than this cross to the GPU in
 #: slices, so that device memory stays bounded whatever B is
 HOST_SLICE_BYTES = 1 << 30
@@ -118,13 +120,12 @@ def device_module(opcodes, unsigned: bool = True) -> Any:
     return module
 
 
-def local_size(n_slots: int) -> int:
-    """Slots of the per-thread local arrays for a tape of n_slots (0: global workspace).
+def local_size(n_slots: int, n_arrays: int = 2, itemsize: int = 8) -> int:
+    """Slots of each per-thread local array for a tape of n_slots (0: global workspace).
 
     Rounded up to a power of two (at least 32) so that tapes of similar size share a kernel."""
-    if n_slots > LOCAL_SLOTS:
-        return 0
-    return max(32, 1 << max(0, n_slots - 1).bit_length())
+    size = max(32, 1 << max(0, n_slots - 1).bit_length())
+    return size if n_arrays * size * itemsize <= LOCAL_BYTES else 0
 
 
 def _kernel(tape: "DeviceTape", mode: int, local_slots: int):
@@ -165,6 +166,25 @@ class DeviceTape:
         self.in_pos, self.param_pos, self.out_pos, self.guards = (
             to(np.asarray(p, np.uint32)) for p in (f.in_pos, f.param_pos, f.out_pos, f.guards))
         self.opcodes = frozenset(int(c) for c in np.unique(a.ops))
+        self.guarded = f.guards.size > 0
+        self.local_ok = True
+        # stand-ins for absent seeds, parameters and (unguarded tapes) validity flags, so
+        # that a call allocates and uploads only what it needs
+        self.no_seeds = to(np.zeros((1, 1), self.dtype))
+        self.no_params = to(np.zeros(0, self.dtype))
+        self.no_valid = cuda.device_array(1, np.bool_)
+        self._host = (a, np.asarray(f.out_pos))
+        self._plans: dict = {}
+
+    def plan(self, mode: int):
+        """The reverse sweep's adjoint plan (tapejit.adjoint_plan) on the device, for the
+        seeds of this mode; HVP sweeps accumulate and zero without one."""
+        arrays, out_pos = self._host
+        seeded = 1 if mode == MODE_GRAD else len(out_pos)
+        if seeded not in self._plans:
+            from .adjoint_plan import adjoint_plan
+            self._plans[seeded] = require().to_device(adjoint_plan(arrays, out_pos[:seeded]))
+        return self._plans[seeded]
 
 
 def device_tape(f, dtype) -> DeviceTape:
@@ -179,7 +199,8 @@ def run(f, X, mode: int, seeds=None, params=None, dtype=np.float64):
     """Replay Function f at the rows of X (B, n_in) on the GPU.
 
     X may be numpy (results come back as numpy) or a device array (results stay on the
-    device). Returns (values (B, n_out), derivatives, valid (B,))."""
+    device). Returns (values (B, n_out), derivatives, valid (B,)); valid is None for device
+    inputs of a tape without guards."""
     cuda = require()
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float64), np.dtype(np.float32)):
@@ -199,7 +220,8 @@ def run(f, X, mode: int, seeds=None, params=None, dtype=np.float64):
         if B > step:
             return _run_in_slices(f, X, mode, seeds, params, dtype, step, width)
     tape = device_tape(f, dtype)
-    param_vals = cuda.to_device(np.asarray(f._flat_params(params), dtype=dtype))
+    flat_params = np.asarray(f._flat_params(params), dtype=dtype)
+    param_vals = cuda.to_device(flat_params) if flat_params.size else tape.no_params
     if on_device:
         Xd = X if np.dtype(X.dtype) == dtype else cuda.to_device(np.asarray(X.copy_to_host(), dtype=dtype))
         Sd = seeds if seeds is None or is_device_array(seeds) else cuda.to_device(np.asarray(seeds, dtype))
@@ -207,15 +229,17 @@ def run(f, X, mode: int, seeds=None, params=None, dtype=np.float64):
         Xd = cuda.to_device(np.ascontiguousarray(X, dtype=dtype))
         Sd = None if seeds is None else cuda.to_device(np.ascontiguousarray(seeds, dtype=dtype))
     if Sd is None:
-        Sd = cuda.to_device(np.zeros((1, 1), dtype))
+        Sd = tape.no_seeds
     vals = cuda.device_array((B, n_out), dtype)
     derivs = cuda.device_array((B, width) if mode else (1, 1), dtype)
-    valid = cuda.device_array(B, np.bool_)
+    valid = cuda.device_array(B, np.bool_) if tape.guarded else tape.no_valid
     if B:
         _launch(tape, Xd, Sd, vals, derivs, valid, param_vals, mode)
     if on_device:
-        return vals, derivs, valid
-    return vals.copy_to_host(), derivs.copy_to_host() if mode else np.empty((B, 0)), valid.copy_to_host()
+        # without guards every point is valid: None spares an array and a copy
+        return vals, derivs, valid if tape.guarded else None
+    host_valid = valid.copy_to_host() if tape.guarded else np.ones(B, np.bool_)
+    return vals.copy_to_host(), derivs.copy_to_host() if mode else np.empty((B, 0)), host_valid
 
 
 def _run_in_slices(f, X, mode, seeds, params, dtype, step, width):
@@ -233,17 +257,24 @@ def _run_in_slices(f, X, mode, seeds, params, dtype, step, width):
 def _launch(tape: DeviceTape, Xd, Sd, vals, derivs, valid, param_vals, mode: int) -> None:
     cuda = require()
     B = Xd.shape[0]
-    local_slots = local_size(tape.n_slots)
+    n_arrays = 4 if mode == MODE_HVP else 2
+    local_slots = local_size(tape.n_slots, n_arrays, tape.dtype.itemsize) if tape.local_ok else 0
     if local_slots:
         kernel = _kernel(tape, mode, local_slots)
-        kernel[_blocks(B), THREADS_PER_BLOCK](*tape.arrays, tape.n_slots, tape.in_pos, tape.param_pos, param_vals,
-                                          tape.out_pos, tape.guards, Xd, Sd, vals, derivs, valid)
-        cuda.synchronize()
-        return
+        try:
+            plan = () if mode == MODE_HVP else (tape.plan(mode),)
+            kernel[_blocks(B), THREADS_PER_BLOCK](*tape.arrays, *plan, tape.n_slots, tape.in_pos, tape.param_pos,
+                                              param_vals, tape.out_pos, tape.guards, Xd, Sd, vals, derivs, valid)
+            cuda.synchronize()
+            return
+        except Exception as err:
+            # the driver could not reserve local memory for every thread: use the workspace
+            if "OUT_OF_MEMORY" not in str(err) and "out of memory" not in str(err):
+                raise
+            tape.local_ok = False
     # global-memory workspace, one column per thread launched: slices of the batch keep
     # it within its budget
     kernel = _kernel(tape, mode, 0)
-    n_arrays = 4 if mode == MODE_HVP else 2
     per_point = n_arrays * tape.n_slots * tape.dtype.itemsize
     slice_points = max(THREADS_PER_BLOCK, min(B, WORKSPACE_BYTES // per_point))
     columns = min(slice_points, _blocks(slice_points) * THREADS_PER_BLOCK)
@@ -255,9 +286,9 @@ def _launch(tape: DeviceTape, Xd, Sd, vals, derivs, valid, param_vals, mode: int
         blocks = min(_blocks(p1 - p0), math.ceil(columns / THREADS_PER_BLOCK))
         Ss = Sd[p0:p1] if Sd.shape[0] == B else Sd
         kernel[blocks, THREADS_PER_BLOCK](
-            *tape.arrays, tape.in_pos, tape.param_pos, param_vals, tape.out_pos, tape.guards,
+            *tape.arrays, *(() if mode == MODE_HVP else (tape.plan(mode),)), tape.in_pos, tape.param_pos, param_vals, tape.out_pos, tape.guards,
             Xd[p0:p1], Ss, vals[p0:p1], derivs[p0:p1] if derivs.shape[0] == B else derivs,
-            valid[p0:p1], *work)
+            valid[p0:p1] if valid.shape[0] == B else valid, *work)
     cuda.synchronize()
 
 

@@ -520,6 +520,11 @@ class Function:
                     raise ShapeError(f"batch input has shape {tuple(X.shape)}; expected (B, *{self.input_shapes[0]})")
                 X = X.reshape(X.shape[0], self.n_inputs)
             vals, derivs, valid = cuda.run(self, X, mode, seeds=seeds, params=params, dtype=dtype)
+            if valid is None:   # no guards: every point is valid
+                if on_branch_change == "mask":
+                    from numba import cuda as nbcuda
+                    valid = nbcuda.to_device(np.ones(X.shape[0], np.bool_))
+                return vals, derivs, valid
             host_valid = valid.copy_to_host()
             if not host_valid.all():
                 if on_branch_change == "retrace":
@@ -587,7 +592,7 @@ class Function:
         ``out=``; reusing one spares a large batch the page faults of fresh memory)."""
         vals, _, valid = self._run_batch(Xs, params, batch_engine.MODE_VALUES, on_branch_change,
                                          device=device, dtype=dtype, out=(out, None))
-        result = self._batch_values(vals, len(valid)) if out is None else out
+        result = self._batch_values(vals, vals.shape[0]) if out is None else out
         return (result, valid) if on_branch_change == "mask" else result
 
     def batch_value_and_grad(self, *Xs, params=None, on_branch_change: str = "raise",
@@ -598,7 +603,7 @@ class Function:
         buffers = (None, None) if out is None else tuple(out)
         vals, grads, valid = self._run_batch(Xs, params, batch_engine.MODE_GRAD, on_branch_change,
                                              device=device, dtype=dtype, out=buffers)
-        B = len(valid)
+        B = vals.shape[0]
         result = (vals.reshape(B) if buffers[0] is None else buffers[0],
                   self._batch_split(grads, B) if buffers[1] is None else buffers[1])
         return result + (valid,) if on_branch_change == "mask" else result
@@ -624,7 +629,7 @@ class Function:
         seeds = self._seeds(U, self.output_shape, "U", device)
         vals, grads, valid = self._run_batch(Xs, params, batch_engine.MODE_VJP, on_branch_change, seeds,
                                              device=device, dtype=dtype)
-        out = (self._batch_values(vals, len(valid)), self._batch_split(grads, len(valid)))
+        out = (self._batch_values(vals, vals.shape[0]), self._batch_split(grads, vals.shape[0]))
         return out + (valid,) if on_branch_change == "mask" else out
 
     def batch_hvp(self, *Xs, V, params=None, on_branch_change: str = "raise", device: str = "cpu", dtype=None):
@@ -635,7 +640,7 @@ class Function:
         seeds = self._seeds(V, self.input_shapes[0], "V", device)
         _, hv, valid = self._run_batch(Xs, params, batch_engine.MODE_HVP, on_branch_change, seeds,
                                        device=device, dtype=dtype)
-        out = self._batch_split(hv, len(valid))
+        out = self._batch_split(hv, hv.shape[0])
         return (out, valid) if on_branch_change == "mask" else out
 
     def batch_jvp(self, *Xs, V, params=None, on_branch_change: str = "raise", device: str = "cpu", dtype=None):
@@ -645,7 +650,7 @@ class Function:
         seeds = self._seeds(V, self.input_shapes[0], "V", device)
         vals, jv, valid = self._run_batch(Xs, params, batch_engine.MODE_JVP, on_branch_change, seeds,
                                           device=device, dtype=dtype)
-        B = len(valid)
+        B = vals.shape[0]
         out = (self._batch_values(vals, B), self._batch_values(jv, B))
         return out + (valid,) if on_branch_change == "mask" else out
 

@@ -12,12 +12,21 @@ rng = np.random.default_rng(7)
 M = rng.standard_normal((3, 5))
 
 
+def _reuse(x):
+    """Operands used twice in one instruction, outputs read by several later ones, a
+    broadcast scalar: adjoints that the plan must accumulate, not assign."""
+    y = x * x + tj.exp(x[0]) * x
+    z = y[::-1] - tj.softplus(y) * y
+    return tj.sum(z * z) + tj.sum(y)
+
+
 PROGRAMS = {
     "rosenbrock": (lambda x: workloads.rosen(x), 5),
     "structural": (lambda x: tj.sum(tj.softmax(tj.reshape(x, (2, 3)), axis=1) * x[::-1].reshape(2, 3))
                    + tj.amax(x) + tj.sum(tj.tanh(M @ x[:5])) + tj.dot(x[:3], x[3:]), 6),
     "where and powers": (lambda x: tj.sum(tj.where(x > 0, x ** 1.5, tj.exp(x) - 1) / (1 + x * x)), 4),
     "matmul": (lambda x: tj.sum(tj.reshape(x, (2, 2)) @ tj.reshape(x, (2, 2)).T) + tj.erf(x[0]), 4),
+    "reuse": (_reuse, 5),
 }
 
 
@@ -29,7 +38,7 @@ def test_available_under_the_simulator():
 def test_float64_equals_cpu(name):
     fn, n = PROGRAMS[name]
     f = tj.trace(fn, np.ones(n) * 0.5)
-    assert f.n_slots <= tjcuda.LOCAL_SLOTS
+    assert tjcuda.local_size(f.n_slots) > 0
     X = rng.standard_normal((37, n))
     cpu_v, cpu_g = f.batch_value_and_grad(X, on_branch_change="mask")[:2]
     gpu_v, gpu_g = f.batch_value_and_grad(X, device="cuda", on_branch_change="mask")[:2]
@@ -38,9 +47,10 @@ def test_float64_equals_cpu(name):
     np.testing.assert_allclose(f.batch(X, device="cuda", on_branch_change="mask")[0], cpu_v, rtol=1e-12)
 
 
-def test_global_memory_kernel_for_larger_tapes_and_b2():
+def test_global_memory_kernel_for_larger_tapes_and_b2(monkeypatch):
+    monkeypatch.setattr(tjcuda, "LOCAL_BYTES", 4 << 10)
     f = tj.trace(workloads.rosen, np.zeros(40))
-    assert f.n_slots > tjcuda.LOCAL_SLOTS
+    assert tjcuda.local_size(f.n_slots) == 0
     X = rng.standard_normal((19, 40))
     cpu_v, cpu_g = f.batch_value_and_grad(X)
     gpu_v, gpu_g = f.batch_value_and_grad(X, device="cuda")
@@ -91,6 +101,8 @@ def test_device_arrays_stay_on_the_device():
     vals, grads = f.batch_value_and_grad(Xd, device="cuda")
     assert tjcuda.is_device_array(vals) and tjcuda.is_device_array(grads)
     np.testing.assert_allclose(grads.copy_to_host(), f.batch_grad(X), rtol=1e-12)
+    grads, valid = f.batch_grad(Xd, device="cuda", on_branch_change="mask")   # no guards: all valid
+    assert tjcuda.is_device_array(valid) and valid.copy_to_host().tolist() == [True] * 8
 
 
 def test_guards_on_the_gpu():
@@ -125,10 +137,32 @@ def few_threads(monkeypatch):
     monkeypatch.setattr(tjcuda, "BLOCKS_PER_SM", 1)
 
 
-@pytest.mark.parametrize("n", [5, 40], ids=["local arrays", "global workspace"])
-def test_threads_walking_several_points_equal_cpu(few_threads, n):
+@pytest.fixture(params=["local arrays", "global workspace"])
+def memory(request, monkeypatch):
+    if request.param == "global workspace":
+        monkeypatch.setattr(tjcuda, "LOCAL_BYTES", 0)
+    return request.param
+
+
+@pytest.mark.parametrize("name", PROGRAMS)
+def test_programs_with_threads_walking_several_points(few_threads, memory, name):
+    """Stale adjoints of an earlier point would show in a later one."""
+    fn, n = PROGRAMS[name]
+    f = tj.trace(fn, np.ones(n) * 0.5)
+    X = rng.standard_normal((13, n))
+    U = rng.standard_normal((13,) + f.output_shape)
+    cpu_v, cpu_g = f.batch_value_and_grad(X, on_branch_change="mask")[:2]
+    gpu_v, gpu_g = f.batch_value_and_grad(X, device="cuda", on_branch_change="mask")[:2]
+    np.testing.assert_allclose(gpu_v, cpu_v, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gpu_g, cpu_g, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(f.batch_vjp(X, U=U, device="cuda", on_branch_change="mask")[1],
+                               f.batch_vjp(X, U=U, on_branch_change="mask")[1], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [5, 40])
+def test_threads_walking_several_points_equal_cpu(few_threads, memory, n):
     f = tj.trace(lambda x: tj.sum(tj.sin(x[1:]) * x[:-1] ** 2) + workloads.rosen(x), np.ones(n))
-    assert (tjcuda.local_size(f.n_slots) > 0) == (n == 5)
+    assert (tjcuda.local_size(f.n_slots) > 0) == (memory == "local arrays")
     X = rng.standard_normal((23, n))
     V = rng.standard_normal((23, n))
     cpu_v, cpu_g = f.batch_value_and_grad(X)
@@ -138,8 +172,8 @@ def test_threads_walking_several_points_equal_cpu(few_threads, n):
     np.testing.assert_allclose(f.batch_hvp(X, V=V, device="cuda"), f.batch_hvp(X, V=V), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("n", [5, 40], ids=["local arrays", "global workspace"])
-def test_hessian_vector_products_equal_cpu(n):
+@pytest.mark.parametrize("n", [5, 40])
+def test_hessian_vector_products_equal_cpu(memory, n):
     f = tj.trace(lambda x: tj.sum(tj.exp(x[1:] * x[:-1])) + workloads.rosen(x), np.ones(n))
     X = rng.standard_normal((17, n)) * 0.5
     V = rng.standard_normal((17, n))
