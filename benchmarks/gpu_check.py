@@ -160,6 +160,38 @@ def check(functions, ref, report):
     return ok
 
 
+def interop(functions, ref, report):
+    """GPU arrays of other libraries in (the CUDA array interface): the same numbers."""
+    f = functions["B1"]
+    X, want = ref["B1_X"], ref["B1_grads"]
+    ok = True
+    makers = {}
+    try:
+        import cupy
+        makers["CuPy"] = cupy.asarray
+    except Exception as err:
+        print(f"   CuPy: not importable ({type(err).__name__})")
+    try:
+        import torch
+        if torch.cuda.is_available():
+            makers["PyTorch"] = lambda a: torch.as_tensor(a, device="cuda")
+    except Exception as err:
+        print(f"   PyTorch: not importable ({type(err).__name__})")
+    for name, make in makers.items():
+        for dtype in (np.float64, np.float32):
+            try:
+                _, grads = f.batch_value_and_grad(make(X), device="cuda", dtype=dtype)
+                err = rel_err(grads.copy_to_host(), f.batch_grad(X, device="cuda", dtype=dtype))
+                passed = err == 0.0
+            except Exception as exc:
+                err, passed = f"{type(exc).__name__}: {str(exc)[:100]}", False
+            ok &= passed
+            report["interop"][f"{name}/{np.dtype(dtype).name}"] = dict(err=err, ok=passed)
+            print(f"   {name} float64 array in, {np.dtype(dtype).name} compute: same as numpy in: "
+                  f"{'OK' if passed else f'FAIL ({err})'}")
+    return ok
+
+
 # ------------------------------------------------------------------------------------------
 # 2. launch tuning (kernel alone)
 # ------------------------------------------------------------------------------------------
@@ -341,6 +373,8 @@ def main():
 
     t0 = time.perf_counter()
     ok = check(functions, ref, report)
+    report["interop"] = {}
+    ok &= interop(functions, ref, report)
     report["first_launches_s"] = time.perf_counter() - t0
     print(f"(agreement section, kernel compilation included: {report['first_launches_s']:.1f} s)")
     save()

@@ -52,12 +52,7 @@ def _local_hvp_kernel(dev, local_dtype, LOCAL_SIZE):
             tangent(ops, ins, cv, consts, idx, v, dv, 0, n_ins)
             for m in range(out_pos.shape[0]):
                 vals[t, m] = v[out_pos[m]]
-            if guard_pos.shape[0]:
-                ok = True
-                for q in range(guard_pos.shape[0]):
-                    if v[guard_pos[q]] != 1:
-                        ok = False
-                valid[t] = ok
+            _store_validity_local(v, guard_pos, valid, t)
             g[out_pos[0]] = 1
             reverse(ops, ins, cv, consts, idx, v, dv, g, dg, 0, n_ins)
             for j in range(in_pos.shape[0]):
@@ -85,12 +80,7 @@ def _global_hvp_kernel(dev):
             tangent(ops, ins, cv, consts, idx, v, dv, c, 0, n_ins)
             for m in range(out_pos.shape[0]):
                 vals[t, m] = v[out_pos[m], c]
-            if guard_pos.shape[0]:
-                ok = True
-                for q in range(guard_pos.shape[0]):
-                    if v[guard_pos[q], c] != 1:
-                        ok = False
-                valid[t] = ok
+            _store_validity_thread(v, guard_pos, valid, t, c)
             g[out_pos[0], c] += 1
             reverse(ops, ins, cv, consts, idx, v, dv, g, dg, c, 0, n_ins)
             for j in range(in_pos.shape[0]):
@@ -135,24 +125,12 @@ def _local_kernel(dev, mode, local_dtype, LOCAL_SIZE):
                 forward(ops, ins, cv, consts, idx, v, 0, n_ins)
             for m in range(out_pos.shape[0]):
                 vals[t, m] = v[out_pos[m]]
-            if guard_pos.shape[0]:
-                ok = True
-                for q in range(guard_pos.shape[0]):
-                    if v[guard_pos[q]] != 1:
-                        ok = False
-                valid[t] = ok
+            _store_validity_local(v, guard_pos, valid, t)
             if mode == MODE_JVP:
                 for m in range(out_pos.shape[0]):
                     derivs[t, m] = g[out_pos[m]]
             elif mode != MODE_VALUES:
-                # the seeds assign their adjoints (the plan counts on it)
-                if mode == MODE_GRAD:
-                    g[out_pos[0]] = 1
-                else:
-                    for m in range(out_pos.shape[0]):
-                        g[out_pos[m]] = 0
-                    for m in range(out_pos.shape[0]):
-                        g[out_pos[m]] += seeds[t, m]
+                _seed_local(g, out_pos, seeds, t, mode == MODE_GRAD)
                 reverse(ops, ins, cv, consts, idx, plan, v, g, 0, n_ins)
                 for j in range(in_pos.shape[0]):
                     derivs[t, j] = g[in_pos[j]]
@@ -187,24 +165,12 @@ def _global_kernel(dev, mode):
                 forward(ops, ins, cv, consts, idx, v, c, 0, n_ins)
             for m in range(out_pos.shape[0]):
                 vals[t, m] = v[out_pos[m], c]
-            if guard_pos.shape[0]:
-                ok = True
-                for q in range(guard_pos.shape[0]):
-                    if v[guard_pos[q], c] != 1:
-                        ok = False
-                valid[t] = ok
+            _store_validity_thread(v, guard_pos, valid, t, c)
             if mode == MODE_JVP:
                 for m in range(out_pos.shape[0]):
                     derivs[t, m] = g[out_pos[m], c]
             elif mode != MODE_VALUES:
-                # the seeds assign their adjoints (the plan counts on it)
-                if mode == MODE_GRAD:
-                    g[out_pos[0], c] = 1
-                else:
-                    for m in range(out_pos.shape[0]):
-                        g[out_pos[m], c] = 0
-                    for m in range(out_pos.shape[0]):
-                        g[out_pos[m], c] += seeds[t, m]
+                _seed_thread(g, out_pos, seeds, t, c, mode == MODE_GRAD)
                 reverse(ops, ins, cv, consts, idx, plan, v, g, c, 0, n_ins)
                 # the sweep zeroed every adjoint accumulated into; inputs and parameters remain
                 for j in range(in_pos.shape[0]):
@@ -213,6 +179,51 @@ def _global_kernel(dev, mode):
                 for j in range(param_pos.shape[0]):
                     g[param_pos[j], c] = 0
     return kernel
+
+
+@cuda.jit(device=True)
+def _store_validity_local(v, guard_pos, valid, t):
+    """valid[t]: whether every guard held (only tapes with guards have the array)."""
+    if guard_pos.shape[0]:
+        ok = True
+        for q in range(guard_pos.shape[0]):
+            if v[guard_pos[q]] != 1:
+                ok = False
+        valid[t] = ok
+
+
+@cuda.jit(device=True)
+def _store_validity_thread(v, guard_pos, valid, t, c):
+    if guard_pos.shape[0]:
+        ok = True
+        for q in range(guard_pos.shape[0]):
+            if v[guard_pos[q], c] != 1:
+                ok = False
+        valid[t] = ok
+
+
+@cuda.jit(device=True)
+def _seed_local(g, out_pos, seeds, t, gradient):
+    """The seeds assign their adjoints (the adjoint plan counts on it); several outputs
+    may share a slot."""
+    if gradient:
+        g[out_pos[0]] = 1
+    else:
+        for m in range(out_pos.shape[0]):
+            g[out_pos[m]] = 0
+        for m in range(out_pos.shape[0]):
+            g[out_pos[m]] += seeds[t, m]
+
+
+@cuda.jit(device=True)
+def _seed_thread(g, out_pos, seeds, t, c, gradient):
+    if gradient:
+        g[out_pos[0], c] = 1
+    else:
+        for m in range(out_pos.shape[0]):
+            g[out_pos[m], c] = 0
+        for m in range(out_pos.shape[0]):
+            g[out_pos[m], c] += seeds[t, m]
 
 
 @cuda.jit

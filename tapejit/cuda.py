@@ -77,6 +77,13 @@ def is_device_array(x) -> bool:
     return hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray"
 
 
+def as_device_array(x) -> Any:
+    """Numba's view of a GPU array of any library (CuPy, PyTorch CUDA tensors...), no copy."""
+    if hasattr(x, "copy_to_host"):     # numba's own (or the simulator's)
+        return x
+    return require().as_cuda_array(x)
+
+
 # ------------------------------------------------------------------------------------------
 # kernels (built on first use, once per process)
 # ------------------------------------------------------------------------------------------

@@ -514,7 +514,9 @@ class Function:
         from . import cuda
         cuda.require()
         if len(Xs) == 1 and cuda.is_device_array(Xs[0]):
-            X = Xs[0]
+            X = cuda.as_device_array(Xs[0])
+            if seeds is not None and cuda.is_device_array(seeds):
+                seeds = cuda.as_device_array(seeds)
             if len(X.shape) != 2:
                 if tuple(X.shape[1:]) != self.input_shapes[0] or len(self.inputs) != 1:
                     raise ShapeError(f"batch input has shape {tuple(X.shape)}; expected (B, *{self.input_shapes[0]})")
