@@ -183,7 +183,11 @@ def test_hessian_vector_products_equal_cpu(memory, n):
     np.testing.assert_allclose(h32, expected, rtol=1e-3, atol=1e-3)
 
 
-def test_numpy_batches_cross_in_slices(monkeypatch):
+@pytest.mark.parametrize("recycled", [False, True], ids=["fresh results", "recycled results"])
+def test_numpy_batches_cross_in_slices(monkeypatch, recycled):
+    from tapejit import _recycle
+    if recycled:   # every result from the pool of recycled buffers (as large ones are)
+        monkeypatch.setattr(_recycle, "MIN_BYTES", 0)
     f = tj.trace(workloads.rosen, np.zeros(4))
     monkeypatch.setattr(tjcuda, "HOST_SLICE_BYTES", 7 * (4 + 1 + 4) * 8)
     X = rng.standard_normal((30, 4))
@@ -191,3 +195,9 @@ def test_numpy_batches_cross_in_slices(monkeypatch):
     np.testing.assert_allclose(vals, f.batch(X), rtol=1e-12)
     np.testing.assert_allclose(grads, f.batch_grad(X), rtol=1e-12)
     np.testing.assert_allclose(f.batch(X, device="cuda"), f.batch(X), rtol=1e-12)
+    owner = grads
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    assert isinstance(owner, _recycle._Owner) == recycled
+    single = f.batch_grad(X[:5], device="cuda")   # one slice: copied straight into the result
+    np.testing.assert_allclose(single, f.batch_grad(X[:5]), rtol=1e-12)
