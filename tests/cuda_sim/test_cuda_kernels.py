@@ -201,3 +201,36 @@ def test_numpy_batches_cross_in_slices(monkeypatch, recycled):
     assert isinstance(owner, _recycle._Owner) == recycled
     single = f.batch_grad(X[:5], device="cuda")   # one slice: copied straight into the result
     np.testing.assert_allclose(single, f.batch_grad(X[:5]), rtol=1e-12)
+
+
+def test_local_memory_refused_falls_back_to_the_workspace(monkeypatch):
+    """A driver that cannot reserve local memory for every thread: the call still succeeds."""
+    kernel_for = tjcuda._kernel
+    refused = []
+
+    class Refusing:
+        def __getitem__(self, config):
+            def launch(*args):
+                refused.append(config)
+                raise RuntimeError("[CUDA_ERROR_OUT_OF_MEMORY] Call to cuLaunchKernel results in out of memory")
+            return launch
+
+    monkeypatch.setattr(tjcuda, "_kernel", lambda tape, mode, local: Refusing() if local else kernel_for(tape, mode, 0))
+    f = tj.trace(workloads.rosen, np.zeros(6))
+    X = rng.standard_normal((9, 6))
+    np.testing.assert_allclose(f.batch_grad(X, device="cuda"), f.batch_grad(X), rtol=1e-12)
+    np.testing.assert_allclose(f.batch_grad(X, device="cuda"), f.batch_grad(X), rtol=1e-12)
+    assert len(refused) == 1     # tried once; the tape remembers
+
+
+def test_other_launch_errors_are_not_swallowed(monkeypatch):
+    class Broken:
+        def __getitem__(self, config):
+            def launch(*args):
+                raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
+            return launch
+
+    monkeypatch.setattr(tjcuda, "_kernel", lambda tape, mode, local: Broken())
+    f = tj.trace(workloads.rosen, np.zeros(6))
+    with pytest.raises(RuntimeError, match="ILLEGAL_ADDRESS"):
+        f.batch_grad(rng.standard_normal((3, 6)), device="cuda")
