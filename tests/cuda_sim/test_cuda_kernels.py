@@ -3,6 +3,9 @@
 Run by tests/test_cuda_simulator.py in a separate process with NUMBA_ENABLE_CUDASIM=1."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_adjoint_plan import build, step
 
 import tapejit as tj
 from tapejit import cuda as tjcuda
@@ -234,3 +237,24 @@ def test_other_launch_errors_are_not_swallowed(monkeypatch):
     f = tj.trace(workloads.rosen, np.zeros(6))
     with pytest.raises(RuntimeError, match="ILLEGAL_ADDRESS"):
         f.batch_grad(rng.standard_normal((3, 6)), device="cuda")
+
+
+@settings(max_examples=12, deadline=None)
+@given(program=st.lists(step, min_size=1, max_size=8), seed=st.integers(0, 1000), local=st.booleans())
+def test_random_programs_equal_single_point_gradients(program, seed, local):
+    """tests/test_adjoint_plan.py's random programs (runs that share slots in every way),
+    4 threads walking 11 points: the kernels against the CPU's single-point sweeps."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tjcuda, "THREADS_PER_BLOCK", 4)
+        mp.setattr(tjcuda, "BLOCKS_PER_SM", 1)
+        if not local:
+            mp.setattr(tjcuda, "LOCAL_BYTES", 0)
+        rng = np.random.default_rng(seed)
+        f = tj.trace(build(program), rng.standard_normal(5) * 0.5)
+        X = rng.standard_normal((11, 5)) * 0.5
+        vals, grads = f.batch_value_and_grad(X, device="cuda")
+    single = np.array([f.grad(x) for x in X])
+    np.testing.assert_array_equal(np.isfinite(grads), np.isfinite(single))
+    finite = np.isfinite(single)
+    np.testing.assert_allclose(grads[finite], single[finite], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(vals, [f(x) for x in X], rtol=1e-12)
