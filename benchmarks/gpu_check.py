@@ -82,31 +82,8 @@ def best_of(fn, repeat=3):
 # ------------------------------------------------------------------------------------------
 # reference results of the CPU engine
 # ------------------------------------------------------------------------------------------
-def make_reference(path):
-    functions = workload_functions()
-    arrays, cpu_pps = {}, {}
-    for name, f in functions.items():
-        X = sample(name, CHECK_SIZE[name])
-        V = np.random.default_rng(1).standard_normal(X.shape)
-        vals, grads = f.batch_value_and_grad(X)
-        arrays[f"{name}_X"], arrays[f"{name}_V"] = X, V
-        arrays[f"{name}_vals"], arrays[f"{name}_grads"] = vals, grads
-        arrays[f"{name}_hvp"] = f.batch_hvp(X, V=V)
-        for B in SIZES[name]:
-            Xb = sample(name, B)
-            cpu_pps[f"{name}/{B}"] = B / best_of(lambda: f.batch_value_and_grad(Xb))
-            print(f"CPU engine {name} B={B:,}: {cpu_pps[f'{name}/{B}']:.3e} gradient-points/s")
-    meta = dict(host=platform.node(), processor=platform.processor(), threads=tj.get_num_threads(),
-                cpu_pps=cpu_pps)
-    np.savez_compressed(path, meta=json.dumps(meta), **arrays)
-    print(f"wrote {path}")
-
-
-def load_reference(path, functions):
-    if path:
-        data = np.load(path)
-        meta = json.loads(str(data["meta"]))
-        return {k: data[k] for k in data.files if k != "meta"}, meta
+def cpu_reference(functions):
+    """The CPU engine's results at the check points and its throughput at the table's sizes."""
     arrays, cpu_pps = {}, {}
     for name, f in functions.items():
         X = sample(name, CHECK_SIZE[name])
@@ -117,7 +94,24 @@ def load_reference(path, functions):
         for B in SIZES[name]:
             Xb = sample(name, B)
             cpu_pps[f"{name}/{B}"] = B / best_of(lambda: f.batch_value_and_grad(Xb))
-    return arrays, dict(host=platform.node(), threads=tj.get_num_threads(), cpu_pps=cpu_pps)
+            print(f"CPU engine {name} B={B:,}: {cpu_pps[f'{name}/{B}']:.3e} gradient-points/s")
+    meta = dict(host=platform.node(), processor=platform.processor(), threads=tj.get_num_threads(),
+                cpu_pps=cpu_pps)
+    return arrays, meta
+
+
+def make_reference(path):
+    arrays, meta = cpu_reference(workload_functions())
+    np.savez_compressed(path, meta=json.dumps(meta), **arrays)
+    print(f"wrote {path}")
+
+
+def load_reference(path, functions):
+    """From a --make-reference file, or measured here."""
+    if not path:
+        return cpu_reference(functions)
+    data = np.load(path)
+    return {k: data[k] for k in data.files if k != "meta"}, json.loads(str(data["meta"]))
 
 
 # ------------------------------------------------------------------------------------------

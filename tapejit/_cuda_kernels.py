@@ -39,6 +39,9 @@ def _local_hvp_kernel(dev, local_dtype, LOCAL_SIZE):
         dg = cuda.local.array(LOCAL_SIZE, local_dtype)
         n_ins = ops.shape[0]
         c = uint32(cuda.grid(1))   # unsigned: no wraparound arithmetic on workspace columns
+        # parameters are the same for every point, and the sweeps never write their slots
+        for j in range(param_pos.shape[0]):
+            v[param_pos[j]] = param_vals[j]
         for t in range(c, X.shape[0], cuda.gridsize(1)):
             for s in range(n_slots):
                 dv[s] = 0
@@ -47,8 +50,6 @@ def _local_hvp_kernel(dev, local_dtype, LOCAL_SIZE):
             for j in range(in_pos.shape[0]):
                 v[in_pos[j]] = X[t, j]
                 dv[in_pos[j]] = seeds[t, j]
-            for j in range(param_pos.shape[0]):
-                v[param_pos[j]] = param_vals[j]
             tangent(ops, ins, cv, consts, idx, v, dv, 0, n_ins)
             for m in range(out_pos.shape[0]):
                 vals[t, m] = v[out_pos[m]]
@@ -69,14 +70,17 @@ def _global_hvp_kernel(dev):
                X, seeds, vals, derivs, valid, v, dv, g, dg):
         n_ins = ops.shape[0]
         c = uint32(cuda.grid(1))   # unsigned: no wraparound arithmetic on workspace columns
+        # parameters are the same for every point, and the sweeps never write their slots
+        # (threads past the workspace's last column have no point to walk)
+        if c < v.shape[1]:
+            for j in range(param_pos.shape[0]):
+                v[param_pos[j], c] = param_vals[j]
         for t in range(c, X.shape[0], cuda.gridsize(1)):
             for s in range(dv.shape[0]):
                 dv[s, c] = 0
             for j in range(in_pos.shape[0]):
                 v[in_pos[j], c] = X[t, j]
                 dv[in_pos[j], c] = seeds[t, j]
-            for j in range(param_pos.shape[0]):
-                v[param_pos[j], c] = param_vals[j]
             tangent(ops, ins, cv, consts, idx, v, dv, c, 0, n_ins)
             for m in range(out_pos.shape[0]):
                 vals[t, m] = v[out_pos[m], c]
@@ -110,11 +114,12 @@ def _local_kernel(dev, mode, local_dtype, LOCAL_SIZE):
         for s in range(n_slots):
             g[s] = 0
         c = uint32(cuda.grid(1))   # unsigned: no wraparound arithmetic on workspace columns
+        # parameters are the same for every point, and the sweeps never write their slots
+        for j in range(param_pos.shape[0]):
+            v[param_pos[j]] = param_vals[j]
         for t in range(c, X.shape[0], cuda.gridsize(1)):
             for j in range(in_pos.shape[0]):
                 v[in_pos[j]] = X[t, j]
-            for j in range(param_pos.shape[0]):
-                v[param_pos[j]] = param_vals[j]
             if mode == MODE_JVP:
                 for s in range(n_slots):
                     g[s] = 0
@@ -150,11 +155,14 @@ def _global_kernel(dev, mode):
                X, seeds, vals, derivs, valid, v, g):
         n_ins = ops.shape[0]
         c = uint32(cuda.grid(1))   # unsigned: no wraparound arithmetic on workspace columns
+        # parameters are the same for every point, and the sweeps never write their slots
+        # (threads past the workspace's last column have no point to walk)
+        if c < v.shape[1]:
+            for j in range(param_pos.shape[0]):
+                v[param_pos[j], c] = param_vals[j]
         for t in range(c, X.shape[0], cuda.gridsize(1)):
             for j in range(in_pos.shape[0]):
                 v[in_pos[j], c] = X[t, j]
-            for j in range(param_pos.shape[0]):
-                v[param_pos[j], c] = param_vals[j]
             if mode == MODE_JVP:
                 for s in range(g.shape[0]):
                     g[s, c] = 0

@@ -182,18 +182,22 @@ class DeviceTape:
         self.no_seeds = to(np.zeros((1, 1), self.dtype))
         self.no_params = to(np.zeros(0, self.dtype))
         self.no_valid = cuda.device_array(1, np.bool_)
+        self.no_plan = to(np.zeros(1, np.uint8))
         self._host = (a, np.asarray(f.out_pos))
         self._plans: dict = {}
 
     def plan(self, mode: int):
-        """The reverse sweep's adjoint plan (tapejit.adjoint_plan) on the device, for the
-        seeds of this mode; HVP sweeps accumulate and zero without one."""
+        """The reverse sweep's adjoint plan on the device, for the seeds of this mode: the
+        CPU engine's (batch._plan_for). Modes without a reverse sweep get a stand-in; HVP
+        sweeps accumulate and zero without one."""
+        if mode not in (MODE_GRAD, MODE_VJP):
+            return self.no_plan
         arrays, out_pos = self._host
-        seeded = 1 if mode == MODE_GRAD else len(out_pos)
-        if seeded not in self._plans:
-            from .adjoint_plan import adjoint_plan
-            self._plans[seeded] = require().to_device(adjoint_plan(arrays, out_pos[:seeded]))
-        return self._plans[seeded]
+        seeded = out_pos[:1] if mode == MODE_GRAD else out_pos
+        if len(seeded) not in self._plans:
+            from .batch import _plan_for
+            self._plans[len(seeded)] = require().to_device(_plan_for(arrays, seeded))
+        return self._plans[len(seeded)]
 
 
 def device_tape(f, dtype) -> DeviceTape:

@@ -258,3 +258,16 @@ def test_random_programs_equal_single_point_gradients(program, seed, local):
     finite = np.isfinite(single)
     np.testing.assert_allclose(grads[finite], single[finite], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(vals, [f(x) for x in X], rtol=1e-12)
+
+
+def test_parameters_reach_every_point(few_threads, memory):
+    """Parameters are written once per thread, before it walks its points."""
+    def loss(w, A, y):
+        return tj.sum((A @ w - y) ** 2) + tj.sum(tj.exp(0.1 * w))
+    A0, y0 = rng.standard_normal((4, 3)), rng.standard_normal(4)
+    f = tj.trace(loss, np.zeros(3), params=(A0, y0))
+    W = rng.standard_normal((17, 3))
+    A1, y1 = rng.standard_normal((4, 3)), rng.standard_normal(4)
+    expected = np.array([2 * A1.T @ (A1 @ w - y1) + 0.1 * np.exp(0.1 * w) for w in W])
+    np.testing.assert_allclose(f.batch_grad(W, params=(A1, y1), device="cuda"), expected, rtol=1e-12)
+    np.testing.assert_allclose(f.batch_grad(W, device="cuda"), f.batch_grad(W), rtol=1e-12)
