@@ -39,9 +39,7 @@ def _local_hvp_kernel(dev, local_dtype, LOCAL_SIZE):
         dg = cuda.local.array(LOCAL_SIZE, local_dtype)
         n_ins = ops.shape[0]
         c = uint32(cuda.grid(1))   # unsigned: no wraparound arithmetic on workspace columns
-        # parameters are the same for every point, and the sweeps never write their slots
-        for j in range(param_pos.shape[0]):
-            v[param_pos[j]] = param_vals[j]
+        _write_parameters_local(v, param_pos, param_vals)
         for t in range(c, X.shape[0], cuda.gridsize(1)):
             for s in range(n_slots):
                 dv[s] = 0
@@ -70,11 +68,7 @@ def _global_hvp_kernel(dev):
                X, seeds, vals, derivs, valid, v, dv, g, dg):
         n_ins = ops.shape[0]
         c = uint32(cuda.grid(1))   # unsigned: no wraparound arithmetic on workspace columns
-        # parameters are the same for every point, and the sweeps never write their slots
-        # (threads past the workspace's last column have no point to walk)
-        if c < v.shape[1]:
-            for j in range(param_pos.shape[0]):
-                v[param_pos[j], c] = param_vals[j]
+        _write_parameters_thread(v, param_pos, param_vals, c)
         for t in range(c, X.shape[0], cuda.gridsize(1)):
             for s in range(dv.shape[0]):
                 dv[s, c] = 0
@@ -114,9 +108,7 @@ def _local_kernel(dev, mode, local_dtype, LOCAL_SIZE):
         for s in range(n_slots):
             g[s] = 0
         c = uint32(cuda.grid(1))   # unsigned: no wraparound arithmetic on workspace columns
-        # parameters are the same for every point, and the sweeps never write their slots
-        for j in range(param_pos.shape[0]):
-            v[param_pos[j]] = param_vals[j]
+        _write_parameters_local(v, param_pos, param_vals)
         for t in range(c, X.shape[0], cuda.gridsize(1)):
             for j in range(in_pos.shape[0]):
                 v[in_pos[j]] = X[t, j]
@@ -155,11 +147,7 @@ def _global_kernel(dev, mode):
                X, seeds, vals, derivs, valid, v, g):
         n_ins = ops.shape[0]
         c = uint32(cuda.grid(1))   # unsigned: no wraparound arithmetic on workspace columns
-        # parameters are the same for every point, and the sweeps never write their slots
-        # (threads past the workspace's last column have no point to walk)
-        if c < v.shape[1]:
-            for j in range(param_pos.shape[0]):
-                v[param_pos[j], c] = param_vals[j]
+        _write_parameters_thread(v, param_pos, param_vals, c)
         for t in range(c, X.shape[0], cuda.gridsize(1)):
             for j in range(in_pos.shape[0]):
                 v[in_pos[j], c] = X[t, j]
@@ -187,6 +175,21 @@ def _global_kernel(dev, mode):
                 for j in range(param_pos.shape[0]):
                     g[param_pos[j], c] = 0
     return kernel
+
+
+@cuda.jit(device=True)
+def _write_parameters_local(v, param_pos, param_vals):
+    """Once per thread: parameters are the same for every point, and the sweeps never
+    write their slots."""
+    for j in range(param_pos.shape[0]):
+        v[param_pos[j]] = param_vals[j]
+
+
+@cuda.jit(device=True)
+def _write_parameters_thread(v, param_pos, param_vals, c):
+    if c < v.shape[1]:     # threads past the workspace's last column have no point to walk
+        for j in range(param_pos.shape[0]):
+            v[param_pos[j], c] = param_vals[j]
 
 
 @cuda.jit(device=True)
