@@ -66,6 +66,7 @@
 #define TJ_OP_AFFINE 59
 #define TJ_OP_MATMUL 60
 #define TJ_OP_SOFTMAX 61
+#define TJ_OP_GATHER_SUM 62
 
 /* Store the value of elementwise opcode `code` in *out and return 1; return 0 for
    opcodes this switch does not compute (the caller takes the Python path). */

@@ -22,7 +22,7 @@ from numba import njit
 
 from . import codegen
 from .opcodes import OPS, OP
-from .passes import _read_range
+from .passes import _read_range, gathered
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -53,7 +53,7 @@ def _overlaps(base, stride, count, other_base, other_stride, other_count):
 
 @njit(**_JIT)
 def _plan(ops, ins, idx, n_slots, seeded, elementwise, arity, assignable, contributes, op_input, op_gather, op_sum,
-          op_amax, op_affine, op_matmul, op_softmax, zero_bit):
+          op_amax, op_affine, op_matmul, op_softmax, op_gather_sum, zero_bit):
     plan = np.zeros(ops.shape[0], np.uint8)
     written = np.zeros(n_slots, np.bool_)
     dirty = np.zeros(n_slots, np.bool_)     # accumulated into before any assignment
@@ -94,13 +94,15 @@ def _plan(ops, ins, idx, n_slots, seeded, elementwise, arity, assignable, contri
                     if not written[s]:
                         written[s] = True
                         dirty[s] = not can_assign
-        elif op == op_gather:
-            a, b = ins[2, i], ins[4, i]
+        elif op == op_gather or op == op_gather_sum:
+            a, b, sb = ins[2, i], ins[4, i], ins[5, i]
             for k in range(n):
-                s = a + idx[b + k]
-                if not written[s]:
-                    written[s] = True
-                    dirty[s] = True
+                base, first, count = gathered(op, a, b, sb, k, op_gather)
+                for q in range(first, first + count):
+                    s = base + idx[q]
+                    if not written[s]:
+                        written[s] = True
+                        dirty[s] = True
         else:
             a, sa, b, sb = ins[2, i], ins[3, i], ins[4, i], ins[5, i]
             for k in range(n):
@@ -128,4 +130,4 @@ def adjoint_plan(arrays, seeded: np.ndarray) -> np.ndarray:
     elementwise, arity, assignable, contributes = _TABLES
     return _plan(arrays.ops, arrays.ins, arrays.idx, arrays.n_slots, np.asarray(seeded, np.int64), elementwise,
                  arity, assignable, contributes, OP.input, OP.gather, OP.sum, OP.amax, OP.affine, OP.matmul, OP.softmax,
-                 codegen.ZERO_AFTER_READ)
+                 OP.gather_sum, codegen.ZERO_AFTER_READ)

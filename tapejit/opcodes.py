@@ -399,6 +399,39 @@ for r in range(n // sb):
 """,
         doc="softmax along rows; a primitive because its derivative is cheaper than its parts'",
     ),
+    OpDef(
+        name="gather_sum",
+        arity=1,
+        fields="n outputs, each the sum of sb >= 1 slots idx[b + r*sb + j] (absolute slot numbers); "
+               "c is added to the first term (-0.0 when there is none: x + -0.0 is x)",
+        forward="""
+for r in range(n):
+    S0 = V[idx[b + r * sb]] + c
+    for j in range(1, sb):
+        S0 = S0 + V[idx[b + r * sb + j]]
+    V[o + r] = S0
+""",
+        reverse="""
+for r in range(n):
+    for j in range(sb):
+        G[idx[b + r * sb + j]] += G[o + r]
+""",
+        tangent="""
+for r in range(n):
+    S0 = T[idx[b + r * sb]]
+    for j in range(1, sb):
+        S0 = S0 + T[idx[b + r * sb + j]]
+    T[o + r] = S0
+""",
+        hvp="""
+for r in range(n):
+    for j in range(sb):
+        G[idx[b + r * sb + j]] += G[o + r]
+        H[idx[b + r * sb + j]] += H[o + r]
+""",
+        doc="((t0 + c) + t1) + ... + t(sb-1) over gathered slots, left to right: a chain of scalar "
+            "additions fused by the optimizer (Python's sum() of tensors), bit for bit",
+    ),
 ]
 
 OPS: list[OpDef] = ELEMENTWISE + STRUCTURAL

@@ -26,6 +26,7 @@ from . import _sweeps_cpu as sweeps
 from .opcodes import OP, OPS
 from .tape import TapeArrays, validate
 
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
 _ELEMENTWISE = np.array([op.elementwise for op in OPS])
 _ARITY = np.array([op.arity if op.elementwise else 0 for op in OPS])
 _READS_B = {OP.matmul}
@@ -75,6 +76,8 @@ def reads(prog: Program, i: int):
         return [(base, stride, n) for base, stride in ((a, sa), (b, sb), (d, sd))[: _ARITY[op]]]
     if op == OP.gather:
         return [(int(a + k), 0, 1) for k in prog.idx[b: b + n]]
+    if op == OP.gather_sum:
+        return [(int(k), 0, 1) for k in prog.idx[b: b + n * sb]]
     if op in (OP.sum, OP.amax):
         outer = n // sb if sb else 0
         span = ((outer - 1) * b + (b - 1)) * sa + sb if n and b else 0
@@ -101,8 +104,9 @@ def _remap_operands(prog: Program, i: int, slot_map: np.ndarray) -> None:
     op = prog.ops[i]
     f = prog.ins[:, i]
     n = int(f[1])
-    if op == OP.gather:
-        old = f[2] + prog.idx[f[4]: f[4] + n].astype(np.int64)
+    if op in (OP.gather, OP.gather_sum):
+        entries, base = (n * int(f[5]), 0) if op == OP.gather_sum else (n, int(f[2]))
+        old = base + prog.idx[f[4]: f[4] + entries].astype(np.int64)
         new = slot_map[old]
         # an element nothing reads may gather a dropped slot (mapped to -1): point it at
         # slot 0, which precedes every gather; its value is never used, its adjoint is 0
@@ -128,23 +132,87 @@ def _remap_operands(prog: Program, i: int, slot_map: np.ndarray) -> None:
         f[base_field] = new[0]
 
 
+@njit(**_JIT)
+def _remap_runs(ops, ins, slot_map, start, skip, elementwise, arity, op_gather, op_sum, op_amax, op_affine,
+                op_matmul, op_softmax, op_gather_sum):
+    """_remap_operands for instructions start.. (not skipped), gathers excepted: each
+    operand's slots must move by one shift, so that it stays a run. Returns the first
+    instruction where one does not, or -1."""
+    n_slots = slot_map.shape[0]
+    for i in range(start, ops.shape[0]):
+        op = ops[i]
+        if skip[i] or op == op_gather or op == op_gather_sum:
+            continue
+        n, a, sa, b, sb = ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i]
+        if elementwise[op]:
+            for x in range(arity[op]):
+                base, stride = ins[2 + 2 * x, i], ins[3 + 2 * x, i]
+                shift = slot_map[base] - base
+                for k in range(1, n):
+                    s = base + k * stride
+                    if slot_map[s] - s != shift:
+                        return i
+                ins[2 + 2 * x, i] = base + shift
+        elif op == op_sum or op == op_amax or op == op_affine or op == op_matmul or op == op_softmax:
+            for which in range(2 if op == op_matmul else 1):
+                field = 2 if which == 0 else 4
+                base = ins[field, i]
+                if base < 0 or base >= n_slots:
+                    continue
+                shift = slot_map[base] - base
+                for k in range(n):
+                    first, stride, count = _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum,
+                                                       op_amax, op_affine, op_matmul, op_softmax, k, which)
+                    for q in range(count):
+                        s = first + q * stride
+                        if slot_map[s] - s != shift:
+                            return i
+                ins[field, i] = base + shift
+    return -1
+
+
+def _remap_all(prog: Program, slot_map: np.ndarray, start: int = 0, skip=None) -> None:
+    """_remap_operands for every instruction from start (except the skipped ones), at
+    once: gathers get fresh, remapped blocks of the index pool."""
+    skip = np.zeros(len(prog), np.bool_) if skip is None else skip
+    bad = _remap_runs(prog.ops, prog.ins, slot_map, start, skip, *_codes())
+    if bad >= 0:
+        raise AssertionError(f"instruction {bad}: a remapped operand is no longer a run")
+    gathers = np.flatnonzero(((prog.ops == OP.gather) | (prog.ops == OP.gather_sum)) & ~skip)
+    gathers = gathers[gathers >= start]
+    if not gathers.size:
+        return
+    f = prog.ins[:, gathers]
+    entries = np.where(prog.ops[gathers] == OP.gather_sum, f[1] * f[5], f[1])
+    before = np.cumsum(entries) - entries
+    at = np.repeat(f[4] - before, entries) + np.arange(int(entries.sum()))
+    base = np.where(prog.ops[gathers] == OP.gather_sum, 0, f[2])      # gather_sum: absolute slots
+    new = slot_map[np.repeat(base, entries) + prog.idx[at]]
+    # an element nothing reads may gather a dropped slot (mapped to -1): point it at
+    # slot 0, which precedes every gather; its value is never used, its adjoint is 0
+    new[new < 0] = 0
+    prog.ins[2, gathers] = 0
+    prog.ins[4, gathers] = len(prog.idx) + before
+    prog.idx = np.concatenate([prog.idx, new.astype(prog.idx.dtype)])
+
+
 def _apply_aliases(prog: Program, alias: dict) -> Program:
     """Replace each aliased instruction's outputs by the slots of another run."""
     if not alias:
         return prog
     slot_map = np.arange(prog.n_slots, dtype=np.int64)
-    keep_set = set(prog.keep.tolist())
+    kept = np.zeros(prog.n_slots, bool)
+    kept[prog.keep] = True
     removed = np.zeros(len(prog), bool)
-    first_alias = min(alias)
-    for i in range(first_alias, len(prog)):
-        _remap_operands(prog, i, slot_map)
-        if i in alias:
-            out, n = int(prog.ins[0, i]), int(prog.ins[1, i])
-            if any(s in keep_set for s in range(out, out + n)):
-                continue                 # outputs read from outside keep their slots
-            target = alias[i]
-            slot_map[out: out + n] = slot_map[target: target + n] if n else slot_map[out: out + n]
-            removed[i] = True
+    # targets are earlier slots: in instruction order, a target's own mapping is final
+    for i in sorted(alias):
+        out, n = int(prog.ins[0, i]), int(prog.ins[1, i])
+        if kept[out: out + n].any():
+            continue                     # outputs read from outside keep their slots
+        target = alias[i]
+        slot_map[out: out + n] = slot_map[target: target + n]
+        removed[i] = True
+    _remap_all(prog, slot_map, min(alias))
     return _drop(prog, removed)
 
 
@@ -157,7 +225,15 @@ def _drop(prog: Program, removed: np.ndarray) -> Program:
 # ------------------------------------------------------------------------------------------
 # forward dependence and backward liveness, compiled: they visit every element
 # ------------------------------------------------------------------------------------------
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+
+@njit(**_JIT)
+def gathered(op, a, b, sb, k, op_gather):
+    """(base slot, first index-pool entry, entry count) that output element k of a
+    gather (one entry, relative to a) or a gather_sum (sb entries, absolute) reads."""
+    if op == op_gather:
+        return a, b + k, 1
+    return 0, b + k * sb, sb
 
 
 @njit(**_JIT)
@@ -189,7 +265,7 @@ def _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum, op_a
 
 @njit(**_JIT)
 def depends_forward(ops, ins, idx, dep, elementwise, arity, op_gather, op_sum, op_amax, op_affine,
-                    op_matmul, op_softmax):
+                    op_matmul, op_softmax, op_gather_sum):
     """dep[slot] |= any operand element it reads has dep set (dep holds the seeds)."""
     for i in range(ops.shape[0]):
         op = ops[i]
@@ -204,8 +280,11 @@ def depends_forward(ops, ins, idx, dep, elementwise, arity, op_gather, op_sum, o
                     hit = True
                 if m > 2 and dep[d + k * sd]:
                     hit = True
-            elif op == op_gather:
-                hit = dep[a + idx[b + k]]
+            elif op == op_gather or op == op_gather_sum:
+                base, first, count = gathered(op, a, b, sb, k, op_gather)
+                for q in range(first, first + count):
+                    if dep[base + idx[q]]:
+                        hit = True
             else:
                 for which in range(2):
                     base, stride, count = _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum,
@@ -220,7 +299,7 @@ def depends_forward(ops, ins, idx, dep, elementwise, arity, op_gather, op_sum, o
 
 @njit(**_JIT)
 def needed_backward(ops, ins, idx, needed, is_input_op, elementwise, arity, op_gather, op_sum, op_amax,
-                    op_affine, op_matmul, op_softmax):
+                    op_affine, op_matmul, op_softmax, op_gather_sum):
     """Mark what the needed slots read, in reverse; returns which instructions live."""
     live = np.zeros(ops.shape[0], np.bool_)
     for i in range(ops.shape[0] - 1, -1, -1):
@@ -241,8 +320,10 @@ def needed_backward(ops, ins, idx, needed, is_input_op, elementwise, arity, op_g
                     needed[b + k * sb] = True
                 if m > 2:
                     needed[d + k * sd] = True
-            elif op == op_gather:
-                needed[a + idx[b + k]] = True
+            elif op == op_gather or op == op_gather_sum:
+                base, first, count = gathered(op, a, b, sb, k, op_gather)
+                for q in range(first, first + count):
+                    needed[base + idx[q]] = True
             else:
                 for which in range(2):
                     base, stride, count = _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum,
@@ -253,7 +334,8 @@ def needed_backward(ops, ins, idx, needed, is_input_op, elementwise, arity, op_g
 
 
 def _codes():
-    return (_ELEMENTWISE, _ARITY.astype(np.int64), OP.gather, OP.sum, OP.amax, OP.affine, OP.matmul, OP.softmax)
+    return (_ELEMENTWISE, _ARITY.astype(np.int64), OP.gather, OP.sum, OP.amax, OP.affine, OP.matmul, OP.softmax,
+            OP.gather_sum)
 
 
 # ------------------------------------------------------------------------------------------
@@ -323,9 +405,9 @@ def _fields_read(prog: Program, i: int) -> tuple:
     f = prog.ins[:, i]
     if _ELEMENTWISE[op]:
         return tuple(int(x) for x in f[2: 2 + 2 * _ARITY[op]])
-    if op == OP.gather:
-        n = int(f[1])
-        return (int(f[2]),) + tuple(prog.idx[f[4]: f[4] + n].tolist())
+    if op in (OP.gather, OP.gather_sum):
+        entries = int(f[1]) * (int(f[5]) if op == OP.gather_sum else 1)
+        return (int(f[2]), int(f[5])) + tuple(prog.idx[f[4]: f[4] + entries].tolist())
     if op == OP.const:
         n = int(f[1])
         return tuple(_bits(x) for x in prog.consts[f[4]: f[4] + n])
@@ -376,10 +458,7 @@ def _merge_elementwise(prog: Program, keep: np.ndarray):
         slot_map[out: out + n] = slot_map[target: target + n]
     removed = np.zeros(len(prog), bool)
     removed[rows[duplicate]] = True
-    start = int(rows[duplicate].min())
-    for i in range(start, len(prog)):
-        if not removed[i]:
-            _remap_operands(prog, i, slot_map)
+    _remap_all(prog, slot_map, int(rows[duplicate].min()), removed)
     return _drop(prog, removed), True
 
 
@@ -425,9 +504,9 @@ def eliminate_dead(prog: Program) -> Program:
     if pos == prog.n_slots and np.array_equal(new_of, np.arange(prog.n_slots)):
         prog.slot_map = new_of
         return prog                     # nothing was dropped: numbering unchanged
-    for i in range(len(prog)):
-        _remap_operands(prog, i, new_of)
-        prog.ins[0, i] = new_of[prog.ins[0, i]] if prog.ins[1, i] else pos
+    _remap_all(prog, new_of)
+    written = prog.ins[1] > 0
+    prog.ins[0] = np.where(written, new_of[np.where(written, prog.ins[0], 0)], pos) if prog.n_slots else pos
     prog.keep = new_of[prog.keep]
     prog.inputs = new_of[prog.inputs]
     prog.n_slots = pos
@@ -435,11 +514,152 @@ def eliminate_dead(prog: Program) -> Program:
     return prog
 
 
+@njit(**_JIT)
+def read_counts(ops, ins, idx, counts, elementwise, arity, op_gather, op_sum, op_amax, op_affine, op_matmul,
+                op_softmax, op_gather_sum):
+    """counts[slot] += how many times an instruction reads it (each element of a run)."""
+    for i in range(ops.shape[0]):
+        op = ops[i]
+        o, n, a, sa, b, sb, d, sd = ins[0, i], ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i]
+        for k in range(n):
+            if elementwise[op]:
+                m = arity[op]
+                if m > 0:
+                    counts[a + k * sa] += 1
+                if m > 1:
+                    counts[b + k * sb] += 1
+                if m > 2:
+                    counts[d + k * sd] += 1
+            elif op == op_gather or op == op_gather_sum:
+                base, first, count = gathered(op, a, b, sb, k, op_gather)
+                for q in range(first, first + count):
+                    counts[base + idx[q]] += 1
+            else:
+                for which in range(2):
+                    base, stride, count = _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum,
+                                                      op_amax, op_affine, op_matmul, op_softmax, k, which)
+                    for q in range(count):
+                        counts[base + q * stride] += 1
+
+
+@njit(**_JIT)
+def _sum_chains(ops, ins, counts, n_slots, op_add, op_add_c):
+    """For each scalar add: the scalar add or add_c it extends (-1: none), read only by
+    it, and the other operand it adds; which instructions another one extends."""
+    n_ins = ops.shape[0]
+    producer = np.full(n_slots, -1, np.int64)
+    extends = np.full(n_ins, -1, np.int64)
+    term = np.zeros(n_ins, np.int64)
+    absorbed = np.zeros(n_ins, np.bool_)
+    for i in range(n_ins):
+        op = ops[i]
+        if ins[1, i] != 1 or (op != op_add and op != op_add_c):
+            continue
+        o, a, b = ins[0, i], ins[2, i], ins[4, i]
+        producer[o] = i
+        if op == op_add_c:
+            continue                    # x + c starts a chain: c applies to its first term
+        for x in range(2):
+            acc, other = (a, b) if x == 0 else (b, a)
+            p = producer[acc]
+            if p >= 0 and counts[acc] == 1:
+                extends[i], term[i], absorbed[p] = p, other, True
+                break
+    return extends, term, absorbed
+
+
+def fuse_sums(prog: Program) -> Program:
+    """A chain of scalar additions whose partial sums nothing else reads, like Python's
+    ``sum()`` over tensors (``((0 + x0) + x1) + x2``), becomes one gather_sum that adds
+    its terms in the same order: the same bits, one instruction instead of several."""
+    chained = ((prog.ops == OP.add) | (prog.ops == OP.add_c)) & (prog.ins[1] == 1)
+    if np.count_nonzero(chained) < 2:
+        return prog
+    counts = np.zeros(prog.n_slots, np.int64)
+    read_counts(prog.ops, prog.ins, prog.idx, counts, *_codes())
+    counts[prog.keep] += 2                        # read from outside: never absorbed
+    extends, term, absorbed = _sum_chains(prog.ops, prog.ins, counts, prog.n_slots, OP.add, OP.add_c)
+    roots = np.flatnonzero((extends >= 0) & ~absorbed)
+    if not roots.size:
+        return prog
+    terms, lengths, c = _chain_terms(prog.ins, prog.cv, prog.ops, roots, extends, term, OP.add_c)
+    prog.ops[roots] = OP.gather_sum
+    prog.ins[1:, roots] = 0
+    prog.ins[1, roots] = 1
+    prog.ins[4, roots] = len(prog.idx) + np.cumsum(lengths) - lengths
+    prog.ins[5, roots] = lengths
+    prog.cv[roots] = c
+    prog.idx = np.concatenate([prog.idx, terms.astype(prog.idx.dtype)])
+    return prog                                   # the absorbed additions are dead now
+
+
+@njit(**_JIT)
+def _chain_terms(ins, cv, ops, roots, extends, term, op_add_c):
+    """Each chain's terms in the order it adds them (first the operands of the addition
+    that starts it, then one per extension), its length and its immediate."""
+    lengths = np.zeros(roots.shape[0], np.int64)
+    for r in range(roots.shape[0]):
+        j = roots[r]
+        while extends[j] >= 0:
+            lengths[r] += 1
+            j = extends[j]
+        lengths[r] += 1 if ops[j] == op_add_c else 2
+    terms = np.empty(lengths.sum(), np.int64)
+    c = np.empty(roots.shape[0])
+    at = 0
+    for r in range(roots.shape[0]):
+        j = roots[r]
+        q = at + lengths[r] - 1
+        while extends[j] >= 0:
+            terms[q] = term[j]
+            q -= 1
+            j = extends[j]
+        if ops[j] == op_add_c:
+            terms[q] = ins[2, j]
+            c[r] = cv[j]
+        else:
+            terms[q - 1], terms[q] = ins[2, j], ins[4, j]
+            c[r] = -0.0
+        at += lengths[r]
+    return terms, lengths, c
+
+
+def alias_contiguous_gathers(prog: Program) -> Program:
+    """A gather of consecutive slots copies a run that already exists: its readers read
+    that run instead (``stack`` of values that lie side by side, as they do once
+    fuse_sums has removed the partial sums between them)."""
+    gathers = np.flatnonzero((prog.ops == OP.gather) & (prog.ins[1] > 0))
+    if not gathers.size:
+        return prog
+    n = prog.ins[1, gathers]
+    starts = prog.ins[4, gathers]
+    entries = np.repeat(starts - np.cumsum(np.r_[0, n[:-1]]), n) + np.arange(int(n.sum()))
+    sources = np.repeat(prog.ins[2, gathers], n) + prog.idx[entries]
+    step = np.diff(sources)
+    # one gather's entries are consecutive when every step inside it is 1
+    inside = np.ones(step.size, bool)
+    inside[np.cumsum(n)[:-1] - 1] = False
+    broken = np.zeros(len(gathers), bool)
+    owner = np.repeat(np.arange(len(gathers)), n)[:-1]
+    np.logical_or.at(broken, owner[inside & (step != 1)], True)
+    first = sources[np.r_[0, np.cumsum(n)[:-1]]]
+    alias = {int(i): int(s) for i, s, bad in zip(gathers, first, broken) if not bad}
+    return _apply_aliases(prog, alias)
+
+
 def optimize_program(prog: Program) -> Program:
     prog = fold_constants(prog)
     prog = simplify(prog)
     prog = eliminate_common(prog)
-    return eliminate_dead(prog)
+    prog = eliminate_dead(fuse_sums(prog))
+    fused, first_map = len(prog), prog.slot_map
+    prog = alias_contiguous_gathers(prog)
+    if len(prog) == fused:
+        prog.slot_map = first_map
+        return prog
+    prog = eliminate_dead(prog)
+    prog.slot_map = np.where(first_map >= 0, prog.slot_map[np.maximum(first_map, 0)], -1)
+    return prog
 
 
 def optimize(f):
@@ -498,9 +718,9 @@ def compact_slots(f):
         end = int(last[out: out + n].max()) if n else i
         if end < n_ins and n:
             release_at.setdefault(max(end, i) + 1, []).append((start, n))
-    for i in range(n_ins):
-        _remap_operands(prog, i, new_of)
-        prog.ins[0, i] = new_of[prog.ins[0, i]] if prog.ins[1, i] else 0
+    _remap_all(prog, new_of)
+    written = prog.ins[1] > 0
+    prog.ins[0] = np.where(written, new_of[np.where(written, prog.ins[0], 0)], 0) if prog.n_slots else 0
     arrays = TapeArrays(prog.ops.astype(np.uint8), prog.ins.astype(np.int32), prog.cv, prog.consts,
                         prog.idx.astype(np.int32), int(top))
     return arrays, new_of

@@ -251,7 +251,7 @@ def _elementwise_sets(o, n, x0, sx0, x1, sx1, n_operands, start, end, ind, count
 
 @njit(**_JIT)
 def _structural_sets(op, o, n, a, sa, b, sb, d, sd, consts, idx, elementwise,
-                     op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax,
+                     op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax, op_gather_sum,
                      run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step, start, end, ind,
                      count, stamp, serial, collected):
     """Explicit sets of an instruction that is not elementwise (or has three
@@ -269,6 +269,10 @@ def _structural_sets(op, o, n, a, sa, b, sb, d, sd, consts, idx, elementwise,
         elif op == op_gather:
             m = _add_progression(a + idx[b + k], 0, 1, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
                                  start, end, ind, stamp, mark, collected, m)
+        elif op == op_gather_sum:
+            for q in range(b + k * sb, b + (k + 1) * sb):
+                m = _add_progression(idx[q], 0, 1, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
+                                     start, end, ind, stamp, mark, collected, m)
         elif op == op_sum or op == op_amax:
             r, j = k // sb, k % sb
             m = _add_progression(a + r * b * sa + j, sa, b, run_o, run_n, run_inst, affine, fam_ptr, fam_off,
@@ -325,7 +329,7 @@ def _grown(array, need, limit):
 
 @njit(**_JIT)
 def forward_patterns(ops, ins, consts, idx, start, end, in_pos, n_needed, differentiable, elementwise,
-                     op_input, op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax):
+                     op_input, op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax, op_gather_sum):
     """Input-index sets of every slot written by the first n_needed instructions (the
     others read as empty): (run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
     start, end, ind) and whether the explicit storage fit int32 positions.
@@ -466,7 +470,7 @@ def forward_patterns(ops, ins, consts, idx, start, end, in_pos, n_needed, differ
                     else:
                         new_count = _structural_sets(
                             op, o, n, a, sa, b, sb, d, sd, consts, idx, elementwise, op_gather, op_sum, op_amax,
-                            op_affine, op_matmul, op_softmax, run_o, run_n, run_inst, affine, fam_ptr, fam_off,
+                            op_affine, op_matmul, op_softmax, op_gather_sum, run_o, run_n, run_inst, affine, fam_ptr, fam_off,
                             fam_step, start, end, ind, count, stamp, serial, collected)
                         serial += n
                     if new_count >= 0:
@@ -536,7 +540,7 @@ def _set_products(set1, set2, same, rows, cols, count):
 def _instruction_entries(inst, op, o, n, a, sa, b, sb, d, sd, consts, idx, reached, whole, ops, op_input,
                          run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step, start, end, ind,
                          differentiable, nonlinear, elementwise, op_gather, op_sum, op_amax, op_affine,
-                         op_matmul, op_softmax, rows, cols, count, buffer1, buffer2, off, step, entry_fams, n_entry_fams):
+                         op_matmul, op_softmax, op_gather_sum, rows, cols, count, buffer1, buffer2, off, step, entry_fams, n_entry_fams):
     """Marks the operands of one instruction's reached slots and emits their Hessian
     entries from count, or entry families from n_entry_fams (entry_fams has room for one
     instruction's). Returns both counts; -1 when rows/cols are full (marking twice is
@@ -653,6 +657,9 @@ def _instruction_entries(inst, op, o, n, a, sa, b, sb, d, sd, consts, idx, reach
             continue
         if op == op_gather:
             reached[a + idx[b + k]] = True
+        elif op == op_gather_sum:                # linear: marks its terms, adds no entry
+            for q in range(b + k * sb, b + (k + 1) * sb):
+                reached[idx[q]] = True
         elif op == op_sum or op == op_amax:
             r, j = k // sb, k % sb
             w = _whole_run(a + r * b * sa + j, sa, b, run_o, run_n, run_inst, ops, op_input)
@@ -695,7 +702,7 @@ def _instruction_entries(inst, op, o, n, a, sa, b, sb, d, sd, consts, idx, reach
 @njit(**_JIT)
 def hessian_entries(ops, ins, consts, idx, reached, n_in, out_slot, run_o, run_n, run_inst, affine, fam_ptr,
                     fam_off, fam_step, start, end, ind, differentiable, nonlinear, elementwise,
-                    op_input, op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax):
+                    op_input, op_gather, op_sum, op_amax, op_affine, op_matmul, op_softmax, op_gather_sum):
     """The Hessian pattern of slot out_slot as CSR (indptr, indices), with its
     half-bandwidth and longest row. reached (n_slots, zero) comes from the caller:
     numpy's zeros are pages mapped on first touch, and runs read whole mark nothing."""
@@ -724,7 +731,7 @@ def hessian_entries(ops, ins, consts, idx, reached, n_in, out_slot, run_o, run_n
                 i, ops[i], ins[0, i], ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i],
                 consts, idx, reached, whole, ops, op_input, run_o, run_n, run_inst, affine, fam_ptr, fam_off,
                 fam_step, start, end, ind, differentiable, nonlinear, elementwise, op_gather, op_sum, op_amax, op_affine, op_matmul,
-                op_softmax, rows, cols, count, buffer1, buffer2, off, step, entry_fams, n_entry_fams)
+                op_softmax, op_gather_sum, rows, cols, count, buffer1, buffer2, off, step, entry_fams, n_entry_fams)
             if new_count >= 0:
                 break
             rows, cols = _grown(rows, 0, 2**62), _grown(cols, 0, 2**62)
@@ -888,7 +895,7 @@ def _symmetric_csr(rows, cols, families, n):
 
 
 def _structural_codes():
-    return (OP.input, OP.gather, OP.sum, OP.amax, OP.affine, OP.matmul, OP.softmax)
+    return (OP.input, OP.gather, OP.sum, OP.amax, OP.affine, OP.matmul, OP.softmax, OP.gather_sum)
 
 
 def _slot_patterns(f, for_hessian: bool = False):

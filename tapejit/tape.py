@@ -359,15 +359,28 @@ def validate(t: TapeArrays, ssa: bool = True, canonical: bool = False) -> None:
     m = is_op("const")
     fail(m & ((f["b"] < 0) | (f["b"] + n > len(t.consts))), "constant range outside the pool")
 
-    m = is_op("gather")
-    fail(m & ((f["b"] < 0) | (f["b"] + n > len(t.idx))), "index range outside the index pool")
-    if m.any() and len(t.idx):
-        # smallest and largest offset of each gather, from prefix extrema over the pool
-        for i in np.flatnonzero(m & (n > 0)):
-            seg = t.idx[f["b"][i]: f["b"][i] + n[i]]
-            lo, hi = f["a"][i] + int(seg.min()), f["a"][i] + int(seg.max())
-            if lo < 0 or hi >= limit[i]:
-                raise InvalidTapeError(f"instruction {i} (gather): reads slot {lo if lo < 0 else hi} outside [0, {limit[i]})")
+    # gathers read n index-pool entries, gathered sums n * sb
+    m = is_op("gather_sum")
+    fail(m & (f["sb"] < 1), "term count must be at least 1")
+    gathered = is_op("gather") | m
+    entries = np.where(m, n * f["sb"], n)
+    fail(gathered & ((f["b"] < 0) | (f["b"] + entries > len(t.idx))), "index range outside the index pool")
+    reading = np.flatnonzero(gathered & (entries > 0))
+    if reading.size:
+        # smallest and largest offset of each: reduceat over [start, stop) pairs of the pool
+        starts = f["b"][reading].astype(np.int64)
+        pieces = np.stack([starts, starts + entries[reading]], axis=1).reshape(-1)
+        pool = np.append(t.idx, 0).astype(np.int64)     # every boundary must be < len(pool)
+        base = np.where(m, 0, f["a"])[reading]          # gather_sum's entries are absolute slots
+        lo = base + np.minimum.reduceat(pool, pieces)[::2]
+        hi = base + np.maximum.reduceat(pool, pieces)[::2]
+        bad = np.flatnonzero((lo < 0) | (hi >= limit[reading]))
+        if bad.size:
+            k = bad[0]
+            i = reading[k]
+            slot = lo[k] if lo[k] < 0 else hi[k]
+            raise InvalidTapeError(f"instruction {i} ({OPS[ops[i]].name}): reads slot {slot} outside "
+                                   f"[0, {limit[i]})")
 
     m = is_op("sum") | is_op("amax")
     inner, length = f["sb"], f["b"]

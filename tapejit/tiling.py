@@ -67,6 +67,9 @@ def _read_ranges(arrays: TapeArrays, i: int):
     if op == OP.gather:
         seg = arrays.idx[b: b + n]
         return [(a + int(seg.min()), a + int(seg.max()))]
+    if op == OP.gather_sum:
+        seg = arrays.idx[b: b + n * sb]
+        return [(int(seg.min()), int(seg.max()))]
     # reductions, products, softmax: everything from a (and b) up to the output
     ranges = [(min(a, out - 1), out - 1)]
     if op == OP.matmul:

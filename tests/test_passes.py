@@ -1,4 +1,6 @@
 """Tape optimization passes keep results (values exactly, derivatives to rounding)."""
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -137,3 +139,123 @@ def test_dead_elements_of_a_gather_do_not_break_the_tape():
     assert f(x) == pytest.approx(np.sum(x[:4] ** 2), rel=1e-15)
     np.testing.assert_allclose(f.grad(x), expected, rtol=1e-15)
     np.testing.assert_allclose(f.batch_grad(np.tile(x, (3, 1))), np.tile(expected, (3, 1)), rtol=1e-15)
+
+
+# -- scalar graphs: sums of Python scalars fuse, stacked neighbours stop being copied ----
+SCALAR_STEP = st.tuples(st.integers(0, 5), st.integers(1, 60), st.integers(1, 60), st.integers(1, 60),
+                        st.integers(2, 5))
+
+
+def build_scalar(program):
+    """A traced function of Python-level scalars, W-graph style: sum() of several earlier
+    nodes (from 0, or from a float), products, softplus, softmax of the last nodes,
+    partial sums read twice."""
+    def fn(x):
+        nodes = list(x)
+        for kind, i, j, k, m in program:
+            a, b = nodes[-min(i, len(nodes))], nodes[-min(j, len(nodes))]
+            if kind == 0:
+                nodes.append(sum(nodes[-min(k, len(nodes)):][:m]))
+            elif kind == 1:
+                nodes.append(sum(nodes[-min(k, len(nodes)):][:m], 0.75))
+            elif kind == 2:
+                nodes.append(a * b)
+            elif kind == 3:
+                nodes.append(tj.softplus(a))
+            elif kind == 4:
+                nodes.extend(tj.softmax(tj.stack(nodes[-m:])))
+            else:
+                partial = a + b                              # read twice: stays
+                nodes.append(partial + nodes[-1])
+                nodes.append(partial * 0.5)
+        return nodes[-1] + 0.5 * nodes[len(nodes) // 2]
+    return fn
+
+
+@settings(max_examples=40, deadline=None)
+@given(program=st.lists(SCALAR_STEP, min_size=1, max_size=30), seed=st.integers(0, 1000))
+def test_scalar_graphs_keep_results_once_sums_fuse(program, seed):
+    fn = build_scalar(program)
+    rng = np.random.default_rng(seed)
+    f = tj.trace(fn, rng.standard_normal(6), optimize=False)
+    g = f.optimize()
+    assert len(g) <= len(f)
+    names = [tj.opcodes.OPS[o].name for o in g.arrays.ops]
+    X = rng.standard_normal((5, 6))
+    for x in X[:2]:
+        same(f, g, x)
+        v = rng.standard_normal(6)
+        np.testing.assert_allclose(g.hvp(x, v=v), f.hvp(x, v=v), rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(g.jvp(x, v=v), f.jvp(x, v=v), rtol=1e-11, atol=1e-13)
+    # the batch engine (chunks, adjoint plan) against the single-point replays; chunks call
+    # the vectorizable exp and log1p (within 2 ulp of the C library's)
+    vals, grads = g.batch_value_and_grad(X)
+    np.testing.assert_allclose(vals, [f(x) for x in X], rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(grads, [f.grad(x) for x in X], rtol=1e-12, atol=1e-14)
+    if "gather_sum" in names:
+        np.testing.assert_array_equal(g.hessian_sparsity().toarray(), f.hessian_sparsity().toarray())
+
+
+def test_python_sum_of_scalars_becomes_one_gather_sum():
+    def fn(x):
+        s = sum([x[0], x[1] * x[2], x[3]])                    # ((0 + x0) + x1 x2) + x3
+        t = sum([x[1], x[2]], 2.5)                              # (2.5 + x1) + x2
+        u = x[0] + x[1]
+        return s * t + (u + x[2]) * u                           # u is read twice: not fused
+    x = np.array([0.3, -1.2, 0.7, 2.0])
+    f = tj.trace(fn, x, optimize=False)
+    g = f.optimize()
+    names = [tj.opcodes.OPS[o].name for o in g.arrays.ops]
+    assert names.count("gather_sum") == 2 and names.count("add_c") == 0
+    assert names.count("add") == 3                              # u, u + x2, and the final sum
+    s, t, u = x[0] + x[1] * x[2] + x[3], 2.5 + x[1] + x[2], x[0] + x[1]
+    assert g(x) == s * t + (u + x[2]) * u
+    expected = np.array([t + 2 * u + x[2], x[2] * t + s + 2 * u + x[2], x[1] * t + s + u, t])
+    np.testing.assert_allclose(g.grad(x), expected, rtol=1e-14)
+    # -0.0 stays -0.0: the fused sum adds its terms exactly as the chain did
+    z = np.array([-0.0, 0.0, 0.0, -0.0])
+    assert np.signbit(g(z)) == np.signbit(f(z))
+
+
+def test_w_graph_tape_is_one_instruction_per_operation():
+    n_ops = 400
+    x = workloads.w_inputs()
+    f = tj.trace(workloads.w_graph(n_ops), x)
+    names = [tj.opcodes.OPS[o].name for o in f.arrays.ops]
+    # softplus, sum() of four nodes, product, softmax of the four last nodes: the stack
+    # of those neighbours is no copy once the partial sums are gone
+    assert len(f) == n_ops + 1
+    assert {n: names.count(n) for n in set(names)} == {"input": 1, "softplus": 100, "gather_sum": 100,
+                                                        "mul": 100, "softmax": 100}
+    v, g = np.zeros(100 + 7 * n_ops // 4), np.zeros(100 + 7 * n_ops // 4)
+    value = workloads.w_graph_numba(x, n_ops, v, g)
+    got_value, got_grad = f.value_and_grad(x)
+    assert got_value == value
+    np.testing.assert_allclose(got_grad, g[:100], rtol=1e-13, atol=1e-16)
+
+
+def test_malformed_gather_sum_is_refused():
+    from tapejit.errors import InvalidTapeError
+    from tapejit.tape import validate
+    f = tj.trace(lambda x: sum([x[0], x[1], x[2]]), np.ones(3))
+    arrays = f.arrays
+    i = int(np.flatnonzero(arrays.ops == tj.opcodes.OPCODE["gather_sum"])[0])
+
+    def broken(field, value, pool=None):
+        ins = arrays.ins.copy()
+        ins[field, i] = value
+        idx = arrays.idx.copy() if pool is None else pool
+        return dataclasses.replace(arrays, ins=ins, idx=idx)
+    validate(arrays)
+    with pytest.raises(InvalidTapeError, match="term count"):
+        validate(broken(5, 0))
+    with pytest.raises(InvalidTapeError, match="index range outside"):
+        validate(broken(5, len(arrays.idx) + 1))
+    first_term = int(arrays.ins[4, i])
+    for slot, message in ((int(arrays.ins[0, i]), "reads slot"), (-5, "reads slot -5")):
+        pool = arrays.idx.copy()
+        pool[first_term] = slot                                 # a term at the output, or negative
+        with pytest.raises(InvalidTapeError, match=f"gather_sum.*{message}"):
+            validate(broken(5, int(arrays.ins[5, i]), pool))
+    with pytest.raises(InvalidTapeError, match="field a is not used"):
+        validate(broken(2, 1), canonical=True)                  # terms are absolute slots

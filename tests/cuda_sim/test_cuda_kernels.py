@@ -23,6 +23,16 @@ def _reuse(x):
     return tj.sum(z * z) + tj.sum(y)
 
 
+def _scalar_sums(x):
+    """Python sums of scalars (gather_sum once optimized) and a softmax of neighbours."""
+    nodes = list(x)
+    for _ in range(3):
+        nodes.append(sum(nodes[-6:-1]))
+        nodes.append(sum(nodes[-4:], 0.5) * nodes[-2])
+        nodes.extend(tj.softmax(tj.stack(nodes[-3:])))
+    return nodes[-1] + tj.softplus(nodes[-5])
+
+
 PROGRAMS = {
     "rosenbrock": (lambda x: workloads.rosen(x), 5),
     "structural": (lambda x: tj.sum(tj.softmax(tj.reshape(x, (2, 3)), axis=1) * x[::-1].reshape(2, 3))
@@ -30,6 +40,7 @@ PROGRAMS = {
     "where and powers": (lambda x: tj.sum(tj.where(x > 0, x ** 1.5, tj.exp(x) - 1) / (1 + x * x)), 4),
     "matmul": (lambda x: tj.sum(tj.reshape(x, (2, 2)) @ tj.reshape(x, (2, 2)).T) + tj.erf(x[0]), 4),
     "reuse": (_reuse, 5),
+    "scalar sums": (_scalar_sums, 6),
 }
 
 
@@ -184,6 +195,16 @@ def test_hessian_vector_products_equal_cpu(memory, n):
     np.testing.assert_allclose(f.batch_hvp(X, V=V, device="cuda"), expected, rtol=1e-12, atol=1e-12)
     h32 = f.batch_hvp(X, V=V, device="cuda", dtype=np.float32)
     np.testing.assert_allclose(h32, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_fused_scalar_sums_hvp_equal_cpu(memory):
+    f = tj.trace(_scalar_sums, np.ones(6) * 0.5)
+    assert tj.opcodes.OPCODE["gather_sum"] in f.arrays.ops
+    X = rng.standard_normal((11, 6))
+    V = rng.standard_normal((11, 6))
+    np.testing.assert_allclose(f.batch_hvp(X, V=V, device="cuda"), f.batch_hvp(X, V=V), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(f.batch_jvp(X, V=V, device="cuda")[1], f.batch_jvp(X, V=V)[1], rtol=1e-12,
+                               atol=1e-12)
 
 
 @pytest.mark.parametrize("recycled", [False, True], ids=["fresh results", "recycled results"])
