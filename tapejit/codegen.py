@@ -80,9 +80,11 @@ class Target:
     Thread: one CUDA thread's column ``t`` of ``[slot][point]`` arrays. Local: one CUDA
     thread's local arrays.
 
-    ``unsigned``: slot indices are cast to uint32. A signed index makes Numba wrap negative
-    values around (four 64-bit instructions per access) and keeps the index arithmetic in
-    64 bits; slot indices are never negative (on an H200, B1's kernel ran 5-9% faster)."""
+    ``unsigned``: slot and pool indices are cast to an unsigned type (``index_type``:
+    uint32 on the GPU, uint64 on the CPU), and the CPU sweeps' instruction index too. A
+    signed index makes Numba wrap negative values around (four 64-bit instructions per
+    access); slot indices are never negative (validate() checks every one). On an H200,
+    B1's kernel ran 5-9% faster; for the CPU sweeps see render_cpu."""
 
     def __init__(self, kind: str, unsigned: bool = False, planned: bool = False):
         assert kind in ("point", "vector", "chunk", "thread", "local")
@@ -576,9 +578,9 @@ def _sweep(name, args, target, body_fn, reverse, decorator, doc, only=None):
 
 
 def render_cpu() -> str:
-    # unsigned indices in the scalar sweeps: Numba wraps a signed index that could be
-    # negative (a compare and a select per access, and registers). On the W graph
-    # (10,000 scalar instructions) this took value and gradient from 215 to ~150 us.
+    # unsigned indices: Numba wraps a signed index that could be negative (a compare and a
+    # select per access, and registers the interpreter loop then lacks). Measured on the
+    # 2-core dev box: W graph value and gradient 215 -> 160 us, H1 8.4 -> 6.7 ms, B2 5.0 -> 4.5 ms.
     point, chunk = Target("point", unsigned=True), Target("chunk", unsigned=True)
     dec = "@njit(**_JIT)"
     out = [

@@ -8,11 +8,17 @@ identical (bit for bit: no pass reorders floating-point arithmetic).
 - ``eliminate_common``: an instruction equal to an earlier one (same opcode, length,
   immediate and operands after earlier rewrites) is replaced by that one.
 - ``eliminate_dead``: instructions nothing needed reads are dropped, slots renumbered.
+- ``fuse_sums``: a chain of scalar additions whose partial sums nothing else reads
+  (Python's ``sum()`` over tensors) becomes one ``gather_sum`` adding the same terms in
+  the same order.
+- ``alias_contiguous_gathers``: a gather of consecutive slots (``stack`` of neighbours,
+  once fuse_sums has removed the partial sums between them) is replaced by that run.
 - ``compact_slots``: for replays that only need values, slots whose last reader has run
   are reused (CasADi's work vector); the reverse sweep needs every value, so this makes
   a separate forward-only tape.
 
-``optimize(f)`` runs the first four and returns a new, smaller Function.
+``optimize(f)`` runs all but compact_slots and returns a new, smaller Function (the W graph:
+20,001 instructions as recorded, 10,001 optimized, one per operation).
 """
 from __future__ import annotations
 
