@@ -153,6 +153,8 @@ def _remap_runs(ops, ins, slot_map, start, skip, elementwise, arity, op_gather, 
         if elementwise[op]:
             for x in range(arity[op]):
                 base, stride = ins[2 + 2 * x, i], ins[3 + 2 * x, i]
+                if base < 0 or base >= n_slots:
+                    continue                # an empty run may point past the last slot
                 shift = slot_map[base] - base
                 for k in range(1, n):
                     s = base + k * stride
