@@ -81,7 +81,8 @@ class Target:
     thread's local arrays.
 
     ``unsigned``: slot and pool indices are cast to an unsigned type (``index_type``:
-    uint32 on the GPU, uint64 on the CPU), and the CPU sweeps' instruction index too. A
+    uint32 on the GPU, uint64 on the CPU point and chunk sweeps), and the CPU sweeps'
+    instruction index too. A
     signed index makes Numba wrap negative values around (four 64-bit instructions per
     access); slot indices are never negative (validate() checks every one). On an H200,
     B1's kernel ran 5-9% faster; for the CPU sweeps see render_cpu."""
@@ -580,7 +581,7 @@ def _sweep(name, args, target, body_fn, reverse, decorator, doc, only=None):
 def render_cpu() -> str:
     # unsigned indices: Numba wraps a signed index that could be negative (a compare and a
     # select per access, and registers the interpreter loop then lacks). Measured on the
-    # 2-core dev box: W graph value and gradient 215 -> 160 us, H1 8.4 -> 6.7 ms, B2 5.0 -> 4.5 ms.
+    # 2-core dev box: W graph value and gradient 215 -> 160 us, B2 5.0 -> 4.5 ms.
     point, chunk = Target("point", unsigned=True), Target("chunk", unsigned=True)
     dec = "@njit(**_JIT)"
     out = [
@@ -606,7 +607,9 @@ def render_cpu() -> str:
     out += _sweep("reverse_point", f"{_POINT_ARGS}, v, g, start, stop", point, _reverse_body(point),
                   True, dec, "Adjoints, instructions stop-1 down to start; consumed adjoints are zeroed.")
     out += ["", ""]
-    vector = Target("vector", unsigned=True)
+    # signed on purpose: with unsigned indices, LLVM took over 10 minutes to compile the
+    # vector target's second-order sweep under NUMBA_BOUNDSCHECK=1 (66 s signed)
+    vector = Target("vector")
     out += _sweep("forward_vector", f"{_POINT_ARGS}, v, start, stop", vector, _forward_body(vector),
                   False, dec, "forward_point for tapes of long runs: unit-stride runs vectorize.")
     out += ["", ""]
