@@ -82,10 +82,9 @@ class Target:
 
     ``unsigned``: slot and pool indices are cast to an unsigned type (``index_type``:
     uint32 on the GPU, uint64 on the CPU point and chunk sweeps), and the CPU sweeps'
-    instruction index too. A
-    signed index makes Numba wrap negative values around (four 64-bit instructions per
-    access); slot indices are never negative (validate() checks every one). On an H200,
-    B1's kernel ran 5-9% faster; for the CPU sweeps see render_cpu."""
+    instruction index too. A signed index makes Numba wrap negative values around (four
+    64-bit instructions per access); slot indices are never negative (validate() checks
+    every one). On an H200, B1's kernel ran 5-9% faster; for the CPU sweeps see render_cpu."""
 
     def __init__(self, kind: str, unsigned: bool = False, planned: bool = False):
         assert kind in ("point", "vector", "chunk", "thread", "local")
@@ -103,6 +102,11 @@ class Target:
         # on the CPU a 64-bit cast is free and keeps a run's addresses affine (SIMD loops);
         # on the GPU 32-bit index arithmetic saves registers
         return "uint64" if self.host else "uint32"
+
+    @property
+    def instruction(self) -> str:
+        """The name the CPU sweeps read an instruction's fields with (see _sweep)."""
+        return "iu" if self.unsigned and self.host else "i"
 
     def slot(self, array: str, index: str) -> str:
         if self.unsigned:
@@ -175,19 +179,20 @@ def _fields_used(op) -> list[str]:
     return opcodes.fields_used(op)
 
 
-def _load_fields(op, indent) -> list[str]:
+def _load_fields(op, indent, target) -> list[str]:
+    i = target.instruction
     lines = []
     for f in _fields_used(op):
         name = "o" if f == "out" else f
-        lines.append(f"{indent}{name} = ins[{FIELDS.index(f)}, i]")
+        lines.append(f"{indent}{name} = ins[{FIELDS.index(f)}, {i}]")
     if op.elementwise:
         names = expr_names(op.value) | set().union(*[expr_names(e) for e in op.partials.values()] or [set()])
         if "c" in names:
-            lines.append(f"{indent}c = cv[i]")
+            lines.append(f"{indent}c = cv[{i}]")
     else:
         text = op.forward + op.reverse + op.tangent + op.hvp
         if re.search(r"\bc\b", text):
-            lines.append(f"{indent}c = cv[i]")
+            lines.append(f"{indent}c = cv[{i}]")
     return lines
 
 
@@ -521,7 +526,7 @@ def _forward_body(target, with_tangent=False):
                 code += structural(op, "tangent", target, indent)
         if not code:
             return []
-        return _load_fields(op, indent) + code
+        return _load_fields(op, indent, target) + code
     return body
 
 
@@ -533,7 +538,7 @@ def _hvp_body(target):
             return []
         else:
             code = structural(op, "hvp", target, indent)
-        return _load_fields(op, indent) + code
+        return _load_fields(op, indent, target) + code
     return body
 
 
@@ -545,7 +550,7 @@ def _reverse_body(target):
             return []
         else:
             code = structural(op, "reverse", target, indent)
-        return _load_fields(op, indent) + code
+        return _load_fields(op, indent, target) + code
     return body
 
 
@@ -562,15 +567,11 @@ def _sweep(name, args, target, body_fn, reverse, decorator, doc, only=None):
         lines += [f"    {a}f = {a}.reshape({a}.size)" for a in ("v", "dv", "g", "dg") if a in params]
     rng = "range(stop - 1, start - 1, -1)" if reverse else "range(start, stop)"
     lines.append(f"    for i in {rng}:")
-    if target.unsigned and target.host:
+    if target.instruction != "i":
         # an unsigned instruction index: no negative-index wraparound on every field load
-        lines.append("        iu = uint64(i)")
-        lines.append("        op = ops[iu]")
-    else:
-        lines.append("        op = ops[i]")
+        lines.append(f"        {target.instruction} = uint64(i)")
+    lines.append(f"        op = ops[{target.instruction}]")
     body = _dispatch(body_fn, "        ", only)
-    if target.unsigned and target.host:
-        body = [re.sub(r"\b(ins\[\d), i\]", r"\1, iu]", ln).replace("cv[i]", "cv[iu]") for ln in body]
     if target.kind == "point":
         body = [_scalar_math(ln) for ln in body]
     lines += body

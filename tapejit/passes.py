@@ -105,45 +105,12 @@ def _slots_of(base, stride, count):
 # ------------------------------------------------------------------------------------------
 # slot remapping shared by the passes that replace an instruction by an earlier run
 # ------------------------------------------------------------------------------------------
-def _remap_operands(prog: Program, i: int, slot_map: np.ndarray) -> None:
-    """Rewrite instruction i's operands through slot_map (which must keep them affine)."""
-    op = prog.ops[i]
-    f = prog.ins[:, i]
-    n = int(f[1])
-    if op in (OP.gather, OP.gather_sum):
-        entries, base = (n * int(f[5]), 0) if op == OP.gather_sum else (n, int(f[2]))
-        old = base + prog.idx[f[4]: f[4] + entries].astype(np.int64)
-        new = slot_map[old]
-        # an element nothing reads may gather a dropped slot (mapped to -1): point it at
-        # slot 0, which precedes every gather; its value is never used, its adjoint is 0
-        new[new < 0] = 0
-        start = len(prog.idx)
-        prog.idx = np.concatenate([prog.idx, new.astype(prog.idx.dtype)])
-        f[2], f[4] = 0, start
-        return
-    fields = []
-    if _ELEMENTWISE[op]:
-        fields = [(2, 3), (4, 5), (6, 7)][: _ARITY[op]]
-    elif op in _RANGE_READERS:
-        fields = [(2, 3)] + ([(4, 5)] if op in _READS_B else [])
-    for base_field, stride_field in fields:
-        base = int(f[base_field])
-        stride = int(f[stride_field]) if op not in _RANGE_READERS else 1
-        runs = [r for r in reads(prog, i) if r[0] == base]
-        count = runs[0][2] if runs else 1
-        old = _slots_of(base, stride, max(count, 1))
-        new = slot_map[old]
-        if count > 1 and not np.array_equal(new, new[0] + stride * np.arange(count)):
-            raise AssertionError("a remapped operand is no longer a run")
-        f[base_field] = new[0]
-
-
 @njit(**_JIT)
 def _remap_runs(ops, ins, slot_map, start, skip, elementwise, arity, op_gather, op_sum, op_amax, op_affine,
                 op_matmul, op_softmax, op_gather_sum):
-    """_remap_operands for instructions start.. (not skipped), gathers excepted: each
-    operand's slots must move by one shift, so that it stays a run. Returns the first
-    instruction where one does not, or -1."""
+    """Rewrite the operands of instructions start.. (not skipped) through slot_map, gathers
+    excepted: each operand's slots must move by one shift, so that it stays a run. Returns
+    the first instruction where one does not, or -1."""
     n_slots = slot_map.shape[0]
     for i in range(start, ops.shape[0]):
         op = ops[i]
@@ -180,8 +147,9 @@ def _remap_runs(ops, ins, slot_map, start, skip, elementwise, arity, op_gather, 
 
 
 def _remap_all(prog: Program, slot_map: np.ndarray, start: int = 0, skip=None) -> None:
-    """_remap_operands for every instruction from start (except the skipped ones), at
-    once: gathers get fresh, remapped blocks of the index pool."""
+    """Rewrite the operands of every instruction from start (except the skipped ones)
+    through slot_map, which must keep each run a run: gathers get fresh, remapped blocks
+    of the index pool."""
     skip = np.zeros(len(prog), np.bool_) if skip is None else skip
     bad = _remap_runs(prog.ops, prog.ins, slot_map, start, skip, *_codes())
     if bad >= 0:
@@ -306,38 +274,47 @@ def depends_forward(ops, ins, idx, dep, elementwise, arity, op_gather, op_sum, o
 
 
 @njit(**_JIT)
+def _count_reads(ops, ins, idx, i, k, counts, elementwise, arity, op_gather, op_sum, op_amax, op_affine,
+                 op_matmul, op_softmax, op_gather_sum):
+    """counts[slot] += 1 for every slot that output element k of instruction i reads."""
+    op = ops[i]
+    n, a, sa, b, sb, d, sd = ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i]
+    if elementwise[op]:
+        m = arity[op]
+        if m > 0:
+            counts[a + k * sa] += 1
+        if m > 1:
+            counts[b + k * sb] += 1
+        if m > 2:
+            counts[d + k * sd] += 1
+    elif op == op_gather or op == op_gather_sum:
+        base, first, count = gathered(op, a, b, sb, k, op_gather)
+        for q in range(first, first + count):
+            counts[base + idx[q]] += 1
+    else:
+        for which in range(2):
+            base, stride, count = _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum,
+                                              op_amax, op_affine, op_matmul, op_softmax, k, which)
+            for q in range(count):
+                counts[base + q * stride] += 1
+
+
+@njit(**_JIT)
 def needed_backward(ops, ins, idx, needed, is_input_op, elementwise, arity, op_gather, op_sum, op_amax,
                     op_affine, op_matmul, op_softmax, op_gather_sum):
-    """Mark what the needed slots read, in reverse; returns which instructions live."""
+    """Mark what the needed slots read, in reverse (``needed``: a count per slot, nonzero
+    where needed); returns which instructions live."""
     live = np.zeros(ops.shape[0], np.bool_)
     for i in range(ops.shape[0] - 1, -1, -1):
-        op = ops[i]
-        o, n, a, sa, b, sb, d, sd = ins[0, i], ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i]
-        if op == is_input_op:
+        if ops[i] == is_input_op:
             live[i] = True
             continue
+        o, n = ins[0, i], ins[1, i]
         for k in range(n):
-            if not needed[o + k]:
-                continue
-            live[i] = True
-            if elementwise[op]:
-                m = arity[op]
-                if m > 0:
-                    needed[a + k * sa] = True
-                if m > 1:
-                    needed[b + k * sb] = True
-                if m > 2:
-                    needed[d + k * sd] = True
-            elif op == op_gather or op == op_gather_sum:
-                base, first, count = gathered(op, a, b, sb, k, op_gather)
-                for q in range(first, first + count):
-                    needed[base + idx[q]] = True
-            else:
-                for which in range(2):
-                    base, stride, count = _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum,
-                                                      op_amax, op_affine, op_matmul, op_softmax, k, which)
-                    for q in range(count):
-                        needed[base + q * stride] = True
+            if needed[o + k]:
+                live[i] = True
+                _count_reads(ops, ins, idx, i, k, needed, elementwise, arity, op_gather, op_sum, op_amax,
+                             op_affine, op_matmul, op_softmax, op_gather_sum)
     return live
 
 
@@ -408,14 +385,14 @@ def simplify(prog: Program) -> Program:
     return _apply_aliases(prog, alias)
 
 
-def _fields_read(prog: Program, i: int) -> tuple:
+def _fields_read(prog: Program, i: int, slot_map: np.ndarray) -> tuple:
+    """What structural instruction i reads, its slots seen through slot_map."""
     op = prog.ops[i]
     f = prog.ins[:, i]
-    if _ELEMENTWISE[op]:
-        return tuple(int(x) for x in f[2: 2 + 2 * _ARITY[op]])
     if op in (OP.gather, OP.gather_sum):
         entries = int(f[1]) * (int(f[5]) if op == OP.gather_sum else 1)
-        return (int(f[2]), int(f[5])) + tuple(prog.idx[f[4]: f[4] + entries].tolist())
+        base = 0 if op == OP.gather_sum else int(f[2])
+        return (int(f[5]),) + tuple(slot_map[base + prog.idx[f[4]: f[4] + entries].astype(np.int64)].tolist())
     if op == OP.const:
         n = int(f[1])
         return tuple(_bits(x) for x in prog.consts[f[4]: f[4] + n])
@@ -423,8 +400,14 @@ def _fields_read(prog: Program, i: int) -> tuple:
         return ("input", int(f[0]))          # never equal to another
     if op == OP.affine:
         n, m = int(f[1]), int(f[5])
-        return (int(f[2]), int(f[3]), m) + tuple(_bits(x) for x in prog.consts[f[4]: f[4] + n * m])
-    return tuple(int(x) for x in f[2:])
+        return (int(slot_map[f[2]]), int(f[3]), m) + tuple(_bits(x) for x in prog.consts[f[4]: f[4] + n * m])
+    fields = [int(x) for x in f[2:]]
+    if op in _RANGE_READERS:
+        # an empty range may name a base past the last slot
+        for at in (0, 2) if op in _READS_B else (0,):
+            if 0 <= fields[at] < len(slot_map):
+                fields[at] = int(slot_map[fields[at]])
+    return tuple(fields)
 
 
 def eliminate_common(prog: Program) -> Program:
@@ -471,35 +454,33 @@ def _merge_elementwise(prog: Program, keep: np.ndarray):
 
 
 def _merge_structural(prog: Program) -> Program:
+    """Structural duplicates, in instruction order: an instruction equal to an earlier one
+    once the duplicates it reads are replaced is itself a duplicate."""
     seen = {}
     slot_map = np.arange(prog.n_slots, dtype=np.int64)
     keep_set = set(prog.keep.tolist())
     removed = np.zeros(len(prog), bool)
-    remapping = False
     structural = np.flatnonzero(~_ELEMENTWISE[prog.ops] & (prog.ops != OP.input))
     if structural.size < 2:
         return prog
-    for i in range(int(structural[0]), len(prog)):
-        if remapping:
-            _remap_operands(prog, i, slot_map)
-        if _ELEMENTWISE[prog.ops[i]] or prog.ops[i] == OP.input:
-            continue
+    for i in structural:
         out, n = int(prog.ins[0, i]), int(prog.ins[1, i])
-        key = (int(prog.ops[i]), n, _bits(float(prog.cv[i])), _fields_read(prog, i))
+        key = (int(prog.ops[i]), n, _bits(float(prog.cv[i])), _fields_read(prog, i, slot_map))
         first = seen.get(key)
         if first is None or any(s in keep_set for s in range(out, out + n)):
             seen.setdefault(key, out)
             continue
         slot_map[out: out + n] = slot_map[first: first + n]
         removed[i] = True
-        remapping = True
+    if removed.any():
+        _remap_all(prog, slot_map, int(np.argmax(removed)), removed)
     return _drop(prog, removed)
 
 
 def eliminate_dead(prog: Program) -> Program:
     """Drop instructions whose outputs nothing needed reads; renumber the slots densely."""
-    needed = np.zeros(prog.n_slots, np.bool_)
-    needed[prog.keep] = True
+    needed = np.zeros(prog.n_slots, np.int64)
+    needed[prog.keep] = 1
     live = needed_backward(prog.ops, prog.ins, prog.idx, needed, OP.input, *_codes())
     prog = _drop(prog, ~live)
     # dense renumbering: every live run keeps its length, in instruction order
@@ -527,27 +508,9 @@ def read_counts(ops, ins, idx, counts, elementwise, arity, op_gather, op_sum, op
                 op_softmax, op_gather_sum):
     """counts[slot] += how many times an instruction reads it (each element of a run)."""
     for i in range(ops.shape[0]):
-        op = ops[i]
-        o, n, a, sa, b, sb, d, sd = ins[0, i], ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i]
-        for k in range(n):
-            if elementwise[op]:
-                m = arity[op]
-                if m > 0:
-                    counts[a + k * sa] += 1
-                if m > 1:
-                    counts[b + k * sb] += 1
-                if m > 2:
-                    counts[d + k * sd] += 1
-            elif op == op_gather or op == op_gather_sum:
-                base, first, count = gathered(op, a, b, sb, k, op_gather)
-                for q in range(first, first + count):
-                    counts[base + idx[q]] += 1
-            else:
-                for which in range(2):
-                    base, stride, count = _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum,
-                                                      op_amax, op_affine, op_matmul, op_softmax, k, which)
-                    for q in range(count):
-                        counts[base + q * stride] += 1
+        for k in range(ins[1, i]):
+            _count_reads(ops, ins, idx, i, k, counts, elementwise, arity, op_gather, op_sum, op_amax, op_affine,
+                         op_matmul, op_softmax, op_gather_sum)
 
 
 @njit(**_JIT)
