@@ -67,6 +67,9 @@
 #define TJ_OP_MATMUL 60
 #define TJ_OP_SOFTMAX 61
 #define TJ_OP_GATHER_SUM 62
+#define TJ_OP_SQUARE_SUB 63
+#define TJ_OP_SQUARE_RSUB_C 64
+#define TJ_OP_ADD_SCALED_SQUARE 65
 
 /* Store the value of elementwise opcode `code` in *out and return 1; return 0 for
    opcodes this switch does not compute (the caller takes the Python path). */
@@ -126,6 +129,9 @@ static inline int tj_scalar_value(int code, double a, double b, double c, double
     case 50: *out = ((a >= c) ? 1.0 : 0.0); return 1;  /* ge_c: 1.0 if a >= c else 0.0 */
     case 51: *out = ((a == c) ? 1.0 : 0.0); return 1;  /* eq_c: 1.0 if a == c else 0.0 */
     case 52: *out = ((a != c) ? 1.0 : 0.0); return 1;  /* ne_c: 1.0 if a != c else 0.0 */
+    case 63: *out = ((a - b) * (a - b)); return 1;  /* square_sub: (a - b) * (a - b) */
+    case 64: *out = ((c - a) * (c - a)); return 1;  /* square_rsub_c: (c - a) * (c - a) */
+    case 65: *out = (((a * a) * c) + b); return 1;  /* add_scaled_square: a * a * c + b */
     default: return 0;
     }
 }

@@ -434,7 +434,19 @@ for r in range(n):
     ),
 ]
 
-OPS: list[OpDef] = ELEMENTWISE + STRUCTURAL
+#: elementwise opcodes that only the optimizer writes (tapejit.passes.fuse_squares): a
+#: square and the arithmetic around it in one instruction, evaluated in the same order as
+#: the instructions they replace (the same bits), with one pass over the chunk instead of
+#: two or three. Least-squares objectives and Rosenbrock are sums of such terms. Listed
+#: after the structural opcodes so that the codes of saved tapes keep their meaning.
+FUSED = [
+    _ew("square_sub", 2, "(a - b) * (a - b)", "out = (a - b)**2",
+        a="2.0 * (a - b)", b="-2.0 * (a - b)"),
+    _ew("square_rsub_c", 1, "(c - a) * (c - a)", "out = (c - a)**2", a="-2.0 * (c - a)"),
+    _ew("add_scaled_square", 2, "a * a * c + b", "out = c * a**2 + b", a="2.0 * c * a", b="1.0"),
+]
+
+OPS: list[OpDef] = ELEMENTWISE + STRUCTURAL + FUSED
 
 
 def fields_used(op: OpDef) -> list[str]:

@@ -618,11 +618,93 @@ def alias_contiguous_gathers(prog: Program) -> Program:
     return _apply_aliases(prog, alias)
 
 
+@njit(**_JIT)
+def _fuse_squares(ops, ins, cv, counts, n_slots, elementwise, op_square, op_sub, op_rsub_c, op_add_c, op_mul_c,
+                  op_add, op_square_sub, op_square_rsub_c, op_add_scaled_square):
+    """Rewrite in place each instruction that can absorb the square (and scaling) it reads;
+    returns how many it rewrote. The absorbed instructions are left for eliminate_dead."""
+    n_ins = ops.shape[0]
+    producer = np.full(n_slots, -1, np.int64)
+    for i in range(n_ins):
+        if elementwise[ops[i]] and ins[1, i] > 0:
+            producer[ins[0, i]] = i
+    absorbed = np.zeros(n_ins, np.bool_)
+    rewritten = 0
+    # sums of (scaled) squares first: they absorb two instructions, a square of a
+    # difference one, and a square absorbed into a sum is no longer there to pair with it
+    for i in range(n_ins):
+        if ops[i] != op_add:
+            continue
+        for x in range(2):
+            s = _sole_reader_of(ins, i, x, producer, counts, absorbed)
+            c = 1.0
+            if s >= 0 and ops[s] == op_mul_c:
+                c = cv[s]
+                scale, s = s, _sole_reader_of(ins, s, 0, producer, counts, absorbed)
+            else:
+                scale = -1
+            if s < 0 or ops[s] != op_square:
+                continue
+            # c * a**2 + b: ((a * a) * c) + b, as square, mul_c and add computed it
+            # (x * 1.0 is exact, and IEEE addition commutes)
+            other = 1 - x
+            ins[4, i], ins[5, i] = ins[2 + 2 * other, i], ins[3 + 2 * other, i]
+            ins[2, i], ins[3, i] = ins[2, s], ins[3, s]
+            ops[i], cv[i] = op_add_scaled_square, c
+            absorbed[s] = True
+            if scale >= 0:
+                absorbed[scale] = True
+            rewritten += 1
+            break
+    for i in range(n_ins):
+        if ops[i] != op_square or absorbed[i]:
+            continue
+        d = _sole_reader_of(ins, i, 0, producer, counts, absorbed)
+        if d < 0 or (ops[d] != op_sub and ops[d] != op_rsub_c and ops[d] != op_add_c):
+            continue
+        ins[2, i], ins[3, i], ins[4, i], ins[5, i] = ins[2, d], ins[3, d], ins[4, d], ins[5, d]
+        ops[i] = op_square_sub if ops[d] == op_sub else op_square_rsub_c
+        # (a + c)**2 is (-c - a)**2 bit for bit: rounding is symmetric about zero
+        cv[i] = -cv[d] if ops[d] == op_add_c else cv[d]
+        absorbed[d] = True
+        rewritten += 1
+    return rewritten
+
+
+@njit(**_JIT)
+def _sole_reader_of(ins, i, x, producer, counts, absorbed):
+    """The elementwise instruction whose run instruction i's operand x is, element for
+    element, when i is the only reader of that run (-1 otherwise)."""
+    base, stride, n = ins[2 + 2 * x, i], ins[3 + 2 * x, i], ins[1, i]
+    if base < 0 or base >= producer.shape[0]:
+        return -1
+    p = producer[base]
+    if p < 0 or absorbed[p] or ins[1, p] != n or (stride != 1 and n != 1):
+        return -1
+    for k in range(n):
+        if counts[base + k] != 1:
+            return -1
+    return p
+
+
+def fuse_squares(prog: Program) -> Program:
+    """``c * a**2 + b``, ``(a - b)**2`` and ``(c - a)**2`` (or ``(a + c)**2``), each one
+    instruction (see opcodes.FUSED) where the intermediate runs have no other reader."""
+    if not np.any(prog.ops == OP.square):
+        return prog
+    counts = np.zeros(prog.n_slots, np.int64)
+    read_counts(prog.ops, prog.ins, prog.idx, counts, *_codes())
+    counts[prog.keep] += 2                        # read from outside: never absorbed
+    _fuse_squares(prog.ops, prog.ins, prog.cv, counts, prog.n_slots, _ELEMENTWISE, OP.square, OP.sub, OP.rsub_c,
+                  OP.add_c, OP.mul_c, OP.add, OP.square_sub, OP.square_rsub_c, OP.add_scaled_square)
+    return prog
+
+
 def optimize_program(prog: Program) -> Program:
     prog = fold_constants(prog)
     prog = simplify(prog)
     prog = eliminate_common(prog)
-    prog = eliminate_dead(fuse_sums(prog))
+    prog = eliminate_dead(fuse_squares(fuse_sums(prog)))
     fused, first_map = len(prog), prog.slot_map
     prog = alias_contiguous_gathers(prog)
     if len(prog) == fused:

@@ -10,7 +10,8 @@ import tapejit as tj
 from tapejit import passes, workloads
 
 UNARY = [tj.sin, tj.exp, tj.tanh, tj.square, tj.softplus, tj.sigmoid, tj.abs, lambda x: -x,
-         lambda x: x * 1.0, lambda x: x / 1.0, lambda x: x ** 1, lambda x: x - 0.0, lambda x: x * 2.5]
+         lambda x: x * 1.0, lambda x: x / 1.0, lambda x: x ** 1, lambda x: x - 0.0, lambda x: x * 2.5,
+         lambda x: 1.5 - x]
 BINARY = [lambda x, y: x + y, lambda x, y: x - y, lambda x, y: x * y, tj.maximum,
           lambda x, y: tj.where(x > y, x, y * 0.5)]
 
@@ -64,7 +65,8 @@ def test_each_pass_keeps_results(program, seed):
     from tapejit.function import Function
     f = tj.trace(build(program), np.ones(4), optimize=False)
     x = np.random.default_rng(seed).standard_normal(4)
-    for single in (passes.fold_constants, passes.simplify, passes.eliminate_common, passes.eliminate_dead):
+    for single in (passes.fold_constants, passes.simplify, passes.eliminate_common, passes.fuse_squares,
+                   passes.eliminate_dead):
         prog = single(passes.Program.from_function(f))
         if single is not passes.eliminate_dead:
             prog = passes.eliminate_dead(prog)        # renumber for a valid tape
@@ -259,3 +261,68 @@ def test_malformed_gather_sum_is_refused():
             validate(broken(5, int(arrays.ins[5, i]), pool))
     with pytest.raises(InvalidTapeError, match="field a is not used"):
         validate(broken(2, 1), canonical=True)                  # terms are absolute slots
+
+
+def _names(f):
+    return [tj.opcodes.OPS[o].name for o in f.arrays.ops]
+
+
+def test_rosenbrock_squares_fuse_and_keep_their_bits():
+    from scipy.optimize import rosen, rosen_der, rosen_hess_prod
+    f = tj.trace(workloads.rosen, np.zeros(10), optimize=False)
+    g = f.optimize()
+    # 100 (x1 - x0**2)**2 + (1 - x0)**2: square, sub, then one instruction per term
+    assert sorted(_names(g)) == sorted(["input", "square", "sub", "square_rsub_c", "add_scaled_square", "sum"])
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((37, 10))
+    for x in X[:4]:
+        assert g(x) == f(x)
+        np.testing.assert_allclose(g(x), rosen(x), rtol=1e-14)
+        np.testing.assert_allclose(g.grad(x), rosen_der(x), rtol=1e-13, atol=1e-12)
+        v = rng.standard_normal(10)
+        np.testing.assert_allclose(g.hvp(x, v=v), rosen_hess_prod(x, v), rtol=1e-12, atol=1e-11)
+        value, tangent = g.jvp(x, v=v)
+        assert value == f(x)
+        np.testing.assert_allclose(tangent, rosen_der(x) @ v, rtol=1e-12, atol=1e-11)
+    vals, grads = g.batch_value_and_grad(X)
+    np.testing.assert_array_equal(vals, f.batch(X))
+    np.testing.assert_allclose(grads, [rosen_der(x) for x in X], rtol=1e-13, atol=1e-12)
+
+
+def test_squares_fuse_only_where_nothing_else_reads_them():
+    x = np.array([0.5, -1.25, 2.0, 0.75])
+
+    def shared(x):
+        d = 1.0 - x                              # read twice: stays rsub_c and square
+        return tj.sum(d ** 2) + tj.sum(d * x)
+
+    def squared_shared(x):
+        r = (1.0 - x) ** 2                       # the square is read twice, not its operand
+        return tj.sum(r) + tj.sum(r * x)
+
+    def broadcast(x):
+        return tj.sum(x[0] ** 2 * 3.0 + x)       # a scalar square broadcast over the run
+
+    def scalars(x):
+        return (2.0 * x[0] ** 2 + x[1]) * x[2] + (x[3] - x[1]) ** 2
+
+    def vector_output(x):
+        return (x - 0.5) ** 2                    # the square is the output
+
+    # x - 0.5 is recorded as x + (-0.5): its square is (0.5 - x)**2, the same bits
+    expected_ops = {shared: {"rsub_c", "square"}, squared_shared: {"square_rsub_c"},
+                    broadcast: {"square", "mul_c", "add"},
+                    scalars: {"add_scaled_square", "sub", "mul"}, vector_output: {"square_rsub_c"}}
+    for fn, present in expected_ops.items():
+        f = tj.trace(fn, x, optimize=False)
+        g = f.optimize()
+        assert present <= set(_names(g)), fn.__name__
+        if fn is scalars:
+            assert _names(g).count("add_scaled_square") == 2 and "square" not in _names(g)
+        np.testing.assert_array_equal(g(x), f(x))
+        if fn is not vector_output:
+            np.testing.assert_allclose(g.grad(x), f.grad(x), rtol=1e-14)
+    g = tj.trace(scalars, x)
+    expected = [4 * x[0] * x[2], x[2] - 2 * (x[3] - x[1]), 2 * x[0] ** 2 + x[1], 2 * (x[3] - x[1])]
+    np.testing.assert_allclose(g.grad(x), expected, rtol=1e-14)
+    assert "rsub_c" not in _names(tj.trace(lambda x: tj.sum((2.0 - x) ** 2), x))
