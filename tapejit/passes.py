@@ -385,43 +385,60 @@ def simplify(prog: Program) -> Program:
     return _apply_aliases(prog, alias)
 
 
-def _fields_read(prog: Program, i: int, slot_map: np.ndarray) -> tuple:
-    """What structural instruction i reads, its slots seen through slot_map."""
-    op = prog.ops[i]
-    f = prog.ins[:, i]
-    if op in (OP.gather, OP.gather_sum):
-        entries = int(f[1]) * (int(f[5]) if op == OP.gather_sum else 1)
-        base = 0 if op == OP.gather_sum else int(f[2])
-        return (int(f[5]),) + tuple(slot_map[base + prog.idx[f[4]: f[4] + entries].astype(np.int64)].tolist())
+def _fields_read(prog: Program, i: int, op: int, row: list, slot_map, gathered: dict) -> tuple:
+    """What structural instruction i (opcode op, integer fields row) reads, its slots seen
+    through slot_map (None while nothing is remapped); ``gathered``: the slots each gather
+    reads (_gathered_slots)."""
+    if op == OP.gather or op == OP.gather_sum:
+        slots = gathered[i]
+        if slot_map is not None:
+            slots = slot_map[np.asarray(slots, np.int64)].tolist()
+        return (row[5],) + tuple(slots)
     if op == OP.const:
-        n = int(f[1])
-        return tuple(_bits(x) for x in prog.consts[f[4]: f[4] + n])
+        return tuple(_bits(x) for x in prog.consts[row[4]: row[4] + row[1]])
     if op == OP.input:
-        return ("input", int(f[0]))          # never equal to another
-    if op == OP.affine:
-        n, m = int(f[1]), int(f[5])
-        return (int(slot_map[f[2]]), int(f[3]), m) + tuple(_bits(x) for x in prog.consts[f[4]: f[4] + n * m])
-    fields = [int(x) for x in f[2:]]
-    if op in _RANGE_READERS:
+        return ("input", row[0])          # never equal to another
+    fields = row[2:]
+    if slot_map is not None and op in _RANGE_READERS:
         # an empty range may name a base past the last slot
         for at in (0, 2) if op in _READS_B else (0,):
             if 0 <= fields[at] < len(slot_map):
                 fields[at] = int(slot_map[fields[at]])
+    if op == OP.affine:                        # b: the constant block, compared by value
+        m = fields[3]
+        return (fields[0], fields[1], m) + tuple(_bits(x) for x in prog.consts[row[4]: row[4] + row[1] * m])
     return tuple(fields)
+
+
+def _gathered_slots(prog: Program, rows: np.ndarray) -> dict:
+    """The absolute slots that each gather or gather_sum among ``rows`` reads, all at once."""
+    rows = rows[(prog.ops[rows] == OP.gather) | (prog.ops[rows] == OP.gather_sum)]
+    if not rows.size:
+        return {}
+    f = prog.ins[:, rows]
+    summed = prog.ops[rows] == OP.gather_sum
+    entries = np.where(summed, f[1] * f[5], f[1]).astype(np.int64)
+    before = np.cumsum(entries) - entries
+    at = np.repeat(f[4] - before, entries) + np.arange(int(entries.sum()))
+    slots = (np.repeat(np.where(summed, 0, f[2]), entries) + prog.idx[at]).tolist()
+    return {int(i): slots[lo: lo + k] for i, lo, k in zip(rows.tolist(), before.tolist(), entries.tolist())}
 
 
 def eliminate_common(prog: Program) -> Program:
     """Common subexpressions, found by hashing (opcode, length, immediate, operands).
 
-    Elementwise instructions are matched in bulk (rows of a table, until nothing changes:
-    merging two instructions can make their readers equal); structural ones one by one."""
+    Elementwise instructions are matched in bulk (rows of a table), structural ones one by
+    one, until nothing changes: merging two instructions can make their readers equal."""
     keep = np.zeros(prog.n_slots + 1, bool)
     keep[prog.keep] = True
     while True:
-        prog, merged = _merge_elementwise(prog, keep)
+        while True:
+            prog, merged = _merge_elementwise(prog, keep)
+            if not merged:
+                break
+        prog, merged = _merge_structural(prog)
         if not merged:
-            break
-    return _merge_structural(prog)
+            return prog
 
 
 def _merge_elementwise(prog: Program, keep: np.ndarray):
@@ -453,7 +470,7 @@ def _merge_elementwise(prog: Program, keep: np.ndarray):
     return _drop(prog, removed), True
 
 
-def _merge_structural(prog: Program) -> Program:
+def _merge_structural(prog: Program):
     """Structural duplicates, in instruction order: an instruction equal to an earlier one
     once the duplicates it reads are replaced is itself a duplicate."""
     seen = {}
@@ -462,19 +479,26 @@ def _merge_structural(prog: Program) -> Program:
     removed = np.zeros(len(prog), bool)
     structural = np.flatnonzero(~_ELEMENTWISE[prog.ops] & (prog.ops != OP.input))
     if structural.size < 2:
-        return prog
-    for i in structural:
-        out, n = int(prog.ins[0, i]), int(prog.ins[1, i])
-        key = (int(prog.ops[i]), n, _bits(float(prog.cv[i])), _fields_read(prog, i, slot_map))
+        return prog, False
+    gathered = _gathered_slots(prog, structural)
+    rows = prog.ins[:, structural].T.tolist()
+    ops = prog.ops[structural].tolist()
+    immediates = prog.cv[structural].view(np.int64).tolist()      # compared bit for bit
+    remapping = False
+    for i, op, row, c in zip(structural.tolist(), ops, rows, immediates):
+        out, n = row[0], row[1]
+        key = (op, n, c, _fields_read(prog, i, op, row, slot_map if remapping else None, gathered))
         first = seen.get(key)
         if first is None or any(s in keep_set for s in range(out, out + n)):
             seen.setdefault(key, out)
             continue
         slot_map[out: out + n] = slot_map[first: first + n]
         removed[i] = True
-    if removed.any():
-        _remap_all(prog, slot_map, int(np.argmax(removed)), removed)
-    return _drop(prog, removed)
+        remapping = True
+    if not remapping:
+        return prog, False
+    _remap_all(prog, slot_map, int(np.argmax(removed)), removed)
+    return _drop(prog, removed), True
 
 
 def eliminate_dead(prog: Program) -> Program:

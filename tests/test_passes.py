@@ -326,3 +326,20 @@ def test_squares_fuse_only_where_nothing_else_reads_them():
     expected = [4 * x[0] * x[2], x[2] - 2 * (x[3] - x[1]), 2 * x[0] ** 2 + x[1], 2 * (x[3] - x[1])]
     np.testing.assert_allclose(g.grad(x), expected, rtol=1e-14)
     assert "rsub_c" not in _names(tj.trace(lambda x: tj.sum((2.0 - x) ** 2), x))
+
+
+def test_structural_duplicates_merge_in_chains():
+    pick = np.array([0, 2, 3])
+
+    def fn(x):
+        a = tj.sum(x[pick] * 2.0)                # a gather, then a sum of what it feeds
+        b = tj.sum(x[pick] * 2.0)                # the same again: merged gather, then merged sum
+        return a * b + tj.sum(tj.stack([x[3], x[1]]))
+    x = np.array([0.5, -1.0, 2.0, 3.0])
+    f = tj.trace(fn, x, optimize=False)
+    g = f.optimize()
+    assert _names(f).count("gather") == 3 and _names(g).count("gather") == 2
+    assert _names(g).count("sum") == 2 and _names(g).count("mul_c") == 1
+    s = 2.0 * (x[0] + x[2] + x[3])
+    assert g(x) == f(x)
+    np.testing.assert_allclose(g.grad(x), [4 * s, 1.0, 4 * s, 4 * s + 1.0], rtol=1e-14)
