@@ -158,12 +158,8 @@ def _remap_all(prog: Program, slot_map: np.ndarray, start: int = 0, skip=None) -
     gathers = gathers[gathers >= start]
     if not gathers.size:
         return
-    f = prog.ins[:, gathers]
-    entries = np.where(prog.ops[gathers] == OP.gather_sum, f[1] * f[5], f[1])
-    before = np.cumsum(entries) - entries
-    at = np.repeat(f[4] - before, entries) + np.arange(int(entries.sum()))
-    base = np.where(prog.ops[gathers] == OP.gather_sum, 0, f[2])      # gather_sum: absolute slots
-    new = slot_map[np.repeat(base, entries) + prog.idx[at]]
+    slots, before = _gather_reads(prog, gathers)
+    new = slot_map[slots]
     # an element nothing reads may gather a dropped slot (mapped to -1): point it at
     # slot 0, which precedes every gather; its value is never used, its adjoint is 0
     new[new < 0] = 0
@@ -410,18 +406,26 @@ def _fields_read(prog: Program, i: int, op: int, row: list, slot_map, gathered: 
     return tuple(fields)
 
 
-def _gathered_slots(prog: Program, rows: np.ndarray) -> dict:
-    """The absolute slots that each gather or gather_sum among ``rows`` reads, all at once."""
-    rows = rows[(prog.ops[rows] == OP.gather) | (prog.ops[rows] == OP.gather_sum)]
-    if not rows.size:
-        return {}
-    f = prog.ins[:, rows]
-    summed = prog.ops[rows] == OP.gather_sum
+def _gather_reads(prog: Program, gathers: np.ndarray):
+    """The absolute slots that the gathers and gathered sums ``gathers`` read, one block
+    after another, and where each one's block starts."""
+    f = prog.ins[:, gathers]
+    summed = prog.ops[gathers] == OP.gather_sum
     entries = np.where(summed, f[1] * f[5], f[1]).astype(np.int64)
     before = np.cumsum(entries) - entries
     at = np.repeat(f[4] - before, entries) + np.arange(int(entries.sum()))
-    slots = (np.repeat(np.where(summed, 0, f[2]), entries) + prog.idx[at]).tolist()
-    return {int(i): slots[lo: lo + k] for i, lo, k in zip(rows.tolist(), before.tolist(), entries.tolist())}
+    base = np.where(summed, 0, f[2])                   # gather_sum: absolute slots
+    return np.repeat(base, entries) + prog.idx[at], before
+
+
+def _gathered_slots(prog: Program, rows: np.ndarray) -> dict:
+    """For each gather or gather_sum among ``rows``: the list of slots it reads."""
+    rows = rows[(prog.ops[rows] == OP.gather) | (prog.ops[rows] == OP.gather_sum)]
+    if not rows.size:
+        return {}
+    slots, before = _gather_reads(prog, rows)
+    slots, starts = slots.tolist(), before.tolist() + [len(slots)]
+    return {i: slots[starts[k]: starts[k + 1]] for k, i in enumerate(rows.tolist())}
 
 
 def eliminate_common(prog: Program) -> Program:
@@ -563,6 +567,15 @@ def _sum_chains(ops, ins, counts, n_slots, op_add, op_add_c):
     return extends, term, absorbed
 
 
+def _reader_counts(prog: Program) -> np.ndarray:
+    """How many times each slot is read; outputs and guards count as read twice more, so
+    that no fusion absorbs them."""
+    counts = np.zeros(prog.n_slots, np.int64)
+    read_counts(prog.ops, prog.ins, prog.idx, counts, *_codes())
+    counts[prog.keep] += 2
+    return counts
+
+
 def fuse_sums(prog: Program) -> Program:
     """A chain of scalar additions whose partial sums nothing else reads, like Python's
     ``sum()`` over tensors (``((0 + x0) + x1) + x2``), becomes one gather_sum that adds
@@ -570,9 +583,7 @@ def fuse_sums(prog: Program) -> Program:
     chained = ((prog.ops == OP.add) | (prog.ops == OP.add_c)) & (prog.ins[1] == 1)
     if np.count_nonzero(chained) < 2:
         return prog
-    counts = np.zeros(prog.n_slots, np.int64)
-    read_counts(prog.ops, prog.ins, prog.idx, counts, *_codes())
-    counts[prog.keep] += 2                        # read from outside: never absorbed
+    counts = _reader_counts(prog)
     extends, term, absorbed = _sum_chains(prog.ops, prog.ins, counts, prog.n_slots, OP.add, OP.add_c)
     roots = np.flatnonzero((extends >= 0) & ~absorbed)
     if not roots.size:
@@ -645,15 +656,14 @@ def alias_contiguous_gathers(prog: Program) -> Program:
 @njit(**_JIT)
 def _fuse_squares(ops, ins, cv, counts, n_slots, elementwise, op_square, op_sub, op_rsub_c, op_add_c, op_mul_c,
                   op_add, op_square_sub, op_square_rsub_c, op_add_scaled_square):
-    """Rewrite in place each instruction that can absorb the square (and scaling) it reads;
-    returns how many it rewrote. The absorbed instructions are left for eliminate_dead."""
+    """Rewrite in place each instruction that can absorb the square (and scaling) it reads.
+    The absorbed instructions are left for eliminate_dead."""
     n_ins = ops.shape[0]
     producer = np.full(n_slots, -1, np.int64)
     for i in range(n_ins):
         if elementwise[ops[i]] and ins[1, i] > 0:
             producer[ins[0, i]] = i
     absorbed = np.zeros(n_ins, np.bool_)
-    rewritten = 0
     # sums of (scaled) squares first: they absorb two instructions, a square of a
     # difference one, and a square absorbed into a sum is no longer there to pair with it
     for i in range(n_ins):
@@ -678,7 +688,6 @@ def _fuse_squares(ops, ins, cv, counts, n_slots, elementwise, op_square, op_sub,
             absorbed[s] = True
             if scale >= 0:
                 absorbed[scale] = True
-            rewritten += 1
             break
     for i in range(n_ins):
         if ops[i] != op_square or absorbed[i]:
@@ -691,8 +700,6 @@ def _fuse_squares(ops, ins, cv, counts, n_slots, elementwise, op_square, op_sub,
         # (a + c)**2 is (-c - a)**2 bit for bit: rounding is symmetric about zero
         cv[i] = -cv[d] if ops[d] == op_add_c else cv[d]
         absorbed[d] = True
-        rewritten += 1
-    return rewritten
 
 
 @njit(**_JIT)
@@ -716,11 +723,9 @@ def fuse_squares(prog: Program) -> Program:
     instruction (see opcodes.FUSED) where the intermediate runs have no other reader."""
     if not np.any(prog.ops == OP.square):
         return prog
-    counts = np.zeros(prog.n_slots, np.int64)
-    read_counts(prog.ops, prog.ins, prog.idx, counts, *_codes())
-    counts[prog.keep] += 2                        # read from outside: never absorbed
-    _fuse_squares(prog.ops, prog.ins, prog.cv, counts, prog.n_slots, _ELEMENTWISE, OP.square, OP.sub, OP.rsub_c,
-                  OP.add_c, OP.mul_c, OP.add, OP.square_sub, OP.square_rsub_c, OP.add_scaled_square)
+    _fuse_squares(prog.ops, prog.ins, prog.cv, _reader_counts(prog), prog.n_slots, _ELEMENTWISE, OP.square,
+                  OP.sub, OP.rsub_c, OP.add_c, OP.mul_c, OP.add, OP.square_sub, OP.square_rsub_c,
+                  OP.add_scaled_square)
     return prog
 
 
