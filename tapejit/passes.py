@@ -33,6 +33,9 @@ from .opcodes import OP, OPS
 from .tape import TapeArrays, validate
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
+#: int and bool arguments between compiled functions are passed as numpy scalars: a
+#: literal is typed Literal[int](0), and Numba compiles the callee once more for it.
+_ZERO = np.int64(0)
 _ELEMENTWISE = np.array([op.elementwise for op in OPS])
 _ARITY = np.array([op.arity if op.elementwise else 0 for op in OPS])
 _READS_B = {OP.matmul}
@@ -674,7 +677,7 @@ def _fuse_squares(ops, ins, cv, counts, n_slots, elementwise, op_square, op_sub,
             c = 1.0
             if s >= 0 and ops[s] == op_mul_c:
                 c = cv[s]
-                scale, s = s, _sole_reader_of(ins, s, 0, producer, counts, absorbed)
+                scale, s = s, _sole_reader_of(ins, s, _ZERO, producer, counts, absorbed)
             else:
                 scale = -1
             if s < 0 or ops[s] != op_square:
@@ -692,7 +695,7 @@ def _fuse_squares(ops, ins, cv, counts, n_slots, elementwise, op_square, op_sub,
     for i in range(n_ins):
         if ops[i] != op_square or absorbed[i]:
             continue
-        d = _sole_reader_of(ins, i, 0, producer, counts, absorbed)
+        d = _sole_reader_of(ins, i, _ZERO, producer, counts, absorbed)
         if d < 0 or (ops[d] != op_sub and ops[d] != op_rsub_c and ops[d] != op_add_c):
             continue
         ins[2, i], ins[3, i], ins[4, i], ins[5, i] = ins[2, d], ins[3, d], ins[4, d], ins[5, d]

@@ -26,6 +26,9 @@ from .symbolic import depends_on
 from ._threads import get_num_threads, limit_threads, run_workers
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
+#: int and bool arguments between compiled functions are passed as numpy scalars: a
+#: literal is typed Literal[int](0), and Numba compiles the callee once more for it.
+_ZERO, _ONE, _NO, _NO_LIMIT = np.int64(0), np.int64(1), np.bool_(False), np.int64(2**62)
 MAX_STORED = 2**31 - 1        # slot sets are addressed with int32 positions
 
 # per opcode: which operands (a, b, d) carry a derivative, and which pairs interact
@@ -264,14 +267,14 @@ def _structural_sets(op, o, n, a, sa, b, sb, d, sd, consts, idx, elementwise,
         m = 0
         if elementwise[op]:                      # three differentiable operands
             for slot in (a + k * sa, b + k * sb, d + k * sd):
-                m = _add_progression(slot, 0, 1, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
+                m = _add_progression(slot, _ZERO, _ONE, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
                                      start, end, ind, stamp, mark, collected, m)
         elif op == op_gather:
-            m = _add_progression(a + idx[b + k], 0, 1, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
-                                 start, end, ind, stamp, mark, collected, m)
+            m = _add_progression(a + idx[b + k], _ZERO, _ONE, run_o, run_n, run_inst, affine, fam_ptr, fam_off,
+                                 fam_step, start, end, ind, stamp, mark, collected, m)
         elif op == op_gather_sum:
             for q in range(b + k * sb, b + (k + 1) * sb):
-                m = _add_progression(idx[q], 0, 1, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
+                m = _add_progression(idx[q], _ZERO, _ONE, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
                                      start, end, ind, stamp, mark, collected, m)
         elif op == op_sum or op == op_amax:
             r, j = k // sb, k % sb
@@ -280,17 +283,17 @@ def _structural_sets(op, o, n, a, sa, b, sb, d, sd, consts, idx, elementwise,
         elif op == op_affine:
             for j in range(sb):
                 if consts[b + k * sb + j] != 0.0:
-                    m = _add_progression(a + j * sa, 0, 1, run_o, run_n, run_inst, affine, fam_ptr, fam_off,
+                    m = _add_progression(a + j * sa, _ZERO, _ONE, run_o, run_n, run_inst, affine, fam_ptr, fam_off,
                                          fam_step, start, end, ind, stamp, mark, collected, m)
         elif op == op_matmul:
             r, j = k // sb, k % sb               # a set union: the row and the column one after the other
-            m = _add_progression(a + r * sa, 1, sa, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
+            m = _add_progression(a + r * sa, _ONE, sa, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
                                  start, end, ind, stamp, mark, collected, m)
             m = _add_progression(b + j, sb, sa, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
                                  start, end, ind, stamp, mark, collected, m)
         elif op == op_softmax:
             r = k // sb
-            m = _add_progression(a + r * sb, 1, sb, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
+            m = _add_progression(a + r * sb, _ONE, sb, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
                                  start, end, ind, stamp, mark, collected, m)
         if count + m > ind.shape[0]:
             return -1
@@ -317,7 +320,7 @@ def _grown_ind(ind, need):
     MAX_STORED: positions are int32."""
     if ind.shape[0] >= MAX_STORED:
         return ind[:0]
-    return _grown(ind, need, MAX_STORED)
+    return _grown(ind, need, np.int64(MAX_STORED))
 
 
 @njit(**_JIT)
@@ -404,8 +407,8 @@ def forward_patterns(ops, ins, consts, idx, start, end, in_pos, n_needed, differ
             r = _run_of(o, run_o, run_n)
             if inputs_in_run[r] > 0:
                 if n_fam + 1 > fam_off.shape[0]:
-                    fam_off = _grown(fam_off, n_fam + 1, 2**62)
-                    fam_step = _grown(fam_step, n_fam + 1, 2**62)
+                    fam_off = _grown(fam_off, n_fam + 1, _NO_LIMIT)
+                    fam_step = _grown(fam_step, n_fam + 1, _NO_LIMIT)
                 fam_off[n_fam], fam_step[n_fam] = first_input[r], 1
                 n_fam += 1
         if op != op_input:
@@ -425,11 +428,11 @@ def forward_patterns(ops, ins, consts, idx, start, end, in_pos, n_needed, differ
                         n_operands += 1
                         if ordered and m >= 0:
                             m = _operand_families(slot, stride, n, run_o, run_n, run_inst, affine, fam_ptr,
-                                                  fam_off, fam_step, off, step, m, 0)
+                                                  fam_off, fam_step, off, step, m, _ZERO)
                 if ordered and m >= 0:
                     if n_fam + m > fam_off.shape[0]:
-                        fam_off = _grown(fam_off, n_fam + m, 2**62)
-                        fam_step = _grown(fam_step, n_fam + m, 2**62)
+                        fam_off = _grown(fam_off, n_fam + m, _NO_LIMIT)
+                        fam_step = _grown(fam_step, n_fam + m, _NO_LIMIT)
                     fam_off[n_fam: n_fam + m] = off[:m]
                     fam_step[n_fam: n_fam + m] = step[:m]
                     n_fam += m
@@ -681,7 +684,7 @@ def _instruction_entries(inst, op, o, n, a, sa, b, sb, d, sd, consts, idx, reach
                                  start, end, ind, buffer1)
                 set2 = _slot_set(b + q * sb + j, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
                                  start, end, ind, buffer2)
-                count = _set_products(set1, set2, False, rows, cols, count)
+                count = _set_products(set1, set2, _NO, rows, cols, count)
                 if count < 0:
                     return -1, n_entry_fams
         elif op == op_softmax:
@@ -734,7 +737,7 @@ def hessian_entries(ops, ins, consts, idx, reached, n_in, out_slot, run_o, run_n
                 op_softmax, op_gather_sum, rows, cols, count, buffer1, buffer2, off, step, entry_fams, n_entry_fams)
             if new_count >= 0:
                 break
-            rows, cols = _grown(rows, 0, 2**62), _grown(cols, 0, 2**62)
+            rows, cols = _grown(rows, _ZERO, _NO_LIMIT), _grown(cols, _ZERO, _NO_LIMIT)
         count = new_count
     # the entry families, each once (the longest of those sharing a start)
     families = _unique_families(entry_fams[:n_entry_fams])

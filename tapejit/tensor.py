@@ -1024,8 +1024,14 @@ def _constant_elementwise(code: int, args: tuple, c: float, bool_out: bool) -> T
         else:
             flat.append((np.ascontiguousarray(np.broadcast_to(arr, out_shape)).reshape(-1), 1))
     flat += [(np.zeros(1), 0)] * (3 - len(flat))
+    # read-only views all: Numba compiles once per mix of writeable and read-only arrays
+    operands = []
+    for arr, step in flat:
+        view = arr.view()
+        view.flags.writeable = False
+        operands.append((view, step))
     out = np.empty(_size(out_shape), np.float64)
-    (xa, sa), (xb, sb), (xd, sd) = flat
+    (xa, sa), (xb, sb), (xd, sd) = operands
     sweeps.elementwise_values(code, xa, sa, xb, sb, xd, sd, c, out)
     value = out.reshape(out_shape) if out_shape else float(out[0])
     return _constant(value, out_shape, bool_out)

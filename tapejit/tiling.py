@@ -25,6 +25,10 @@ from ._threads import get_num_threads, run_workers
 from .tape import TapeArrays
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
+#: arguments for the sweeps' start, worker and flag parameters inside compiled code. A
+#: literal (``0``, ``False``) is typed Literal[int](0), and Numba then compiles the callee
+#: once more for that type: for a sweep, a full extra compile (about 40 s on 2 cores).
+_ZERO, _ONE, _NO = np.int64(0), np.int64(1), np.bool_(False)
 
 #: instructions shorter than this run as they are
 MIN_LENGTH = 8192
@@ -282,9 +286,9 @@ def _scatter(g, lg, loads, t0, count):
 def _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, loads, t0, count, tile):
     _load(v, lv, loads, t0, count)
     if count == tile or t_ops.shape[0] == 0:
-        sweeps.forward_vector(f_ops, f_ins, f_cv, consts, idx, lv, 0, f_ops.shape[0])
+        sweeps.forward_vector(f_ops, f_ins, f_cv, consts, idx, lv, _ZERO, f_ops.shape[0])
     else:
-        sweeps.forward_vector(t_ops, t_ins, t_cv, consts, idx, lv, 0, t_ops.shape[0])
+        sweeps.forward_vector(t_ops, t_ins, t_cv, consts, idx, lv, _ZERO, t_ops.shape[0])
 
 
 @njit(**_JIT)
@@ -299,9 +303,9 @@ def _tile_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, g, lv,
     for q in range(sums.shape[0]):
         lg[sums[q, 0]] = g[sums[q, 1]]
     if count == tile or t_ops.shape[0] == 0:
-        sweeps.reverse_vector(f_ops, f_ins, f_cv, consts, idx, lv, lg, 0, f_ops.shape[0])
+        sweeps.reverse_vector(f_ops, f_ins, f_cv, consts, idx, lv, lg, _ZERO, f_ops.shape[0])
     else:
-        sweeps.reverse_vector(t_ops, t_ins, t_cv, consts, idx, lv, lg, 0, t_ops.shape[0])
+        sweeps.reverse_vector(t_ops, t_ins, t_cv, consts, idx, lv, lg, _ZERO, t_ops.shape[0])
     _scatter(g, lg, loads, t0, count)
 
 
@@ -562,7 +566,7 @@ def packed_forward(ops, ins, cv, consts, idx, v, seg, stretch, l_ops, l_ins, l_c
         partial = np.zeros((1, max(sums.shape[0], 1)))
         fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
                                                                           sums, seg[q, 1])
-        stretch_forward(0, 1, fo, fi, fc, to, ti, tc, consts, idx, v, n_local, ld, sr, sm, partial, length, tile)
+        stretch_forward(_ZERO, _ONE, fo, fi, fc, to, ti, tc, consts, idx, v, n_local, ld, sr, sm, partial, length, tile)
         for k in range(sm.shape[0]):
             v[sm[k, 1]] = partial[0, k]
 
@@ -577,8 +581,8 @@ def packed_reverse(ops, ins, cv, consts, idx, v, g, seg, stretch, l_ops, l_ins, 
             continue
         fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
                                                                           sums, seg[q, 1])
-        stretch_reverse(0, 1, 0, 1, fo, fi, fc, to, ti, tc, consts, idx, v, g, n_local, ld, sr, sm, length, tile,
-                        False, np.zeros((0, 1)))
+        stretch_reverse(_ZERO, _ONE, _ZERO, _ONE, fo, fi, fc, to, ti, tc, consts, idx, v, g, n_local, ld, sr, sm,
+                        length, tile, _NO, np.zeros((0, 1)))
         for k in range(sm.shape[0]):
             g[sm[k, 1]] = 0.0
 
@@ -593,9 +597,9 @@ def _tile_forward_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v
     _load(v, lv, loads, t0, count)
     _load(dv, ldv, loads, t0, count)
     if count == tile or t_ops.shape[0] == 0:
-        sweeps.forward_tangent_vector(f_ops, f_ins, f_cv, consts, idx, lv, ldv, 0, f_ops.shape[0])
+        sweeps.forward_tangent_vector(f_ops, f_ins, f_cv, consts, idx, lv, ldv, _ZERO, f_ops.shape[0])
     else:
-        sweeps.forward_tangent_vector(t_ops, t_ins, t_cv, consts, idx, lv, ldv, 0, t_ops.shape[0])
+        sweeps.forward_tangent_vector(t_ops, t_ins, t_cv, consts, idx, lv, ldv, _ZERO, t_ops.shape[0])
 
 
 @njit(**_JIT)
@@ -643,9 +647,9 @@ def _tile_reverse_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v
         lg[sums[q, 0]] = g[sums[q, 1]]
         ldg[sums[q, 0]] = dg[sums[q, 1]]
     if count == tile or t_ops.shape[0] == 0:
-        sweeps.reverse_tangent_vector(f_ops, f_ins, f_cv, consts, idx, lv, ldv, lg, ldg, 0, f_ops.shape[0])
+        sweeps.reverse_tangent_vector(f_ops, f_ins, f_cv, consts, idx, lv, ldv, lg, ldg, _ZERO, f_ops.shape[0])
     else:
-        sweeps.reverse_tangent_vector(t_ops, t_ins, t_cv, consts, idx, lv, ldv, lg, ldg, 0, t_ops.shape[0])
+        sweeps.reverse_tangent_vector(t_ops, t_ins, t_cv, consts, idx, lv, ldv, lg, ldg, _ZERO, t_ops.shape[0])
     _scatter(g, lg, loads, t0, count)
     _scatter(dg, ldg, loads, t0, count)
 
@@ -661,8 +665,8 @@ def packed_reverse_tangent(ops, ins, cv, consts, idx, v, dv, g, dg, seg, stretch
             continue
         fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
                                                                           sums, seg[q, 1])
-        stretch_reverse_tangent(0, 1, 0, 1, fo, fi, fc, to, ti, tc, consts, idx, v, dv, g, dg, n_local, ld, sr, sm,
-                                length, tile)
+        stretch_reverse_tangent(_ZERO, _ONE, _ZERO, _ONE, fo, fi, fc, to, ti, tc, consts, idx, v, dv, g, dg, n_local,
+                                ld, sr, sm, length, tile)
         for k in range(sm.shape[0]):
             g[sm[k, 1]] = 0.0
             dg[sm[k, 1]] = 0.0
