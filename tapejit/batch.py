@@ -11,21 +11,26 @@ from __future__ import annotations
 import weakref
 
 import numpy as np
-from numba import njit, types
-from numba.extending import intrinsic
-from llvmlite import ir
+from numba import njit
 
 from . import _recycle
 from .adjoint_plan import adjoint_plan
 
 from ._sweeps_cpu import forward_chunk, forward_tangent_chunk, reverse_chunk, reverse_tangent_chunk
 from ._threads import get_num_threads, run_workers
+from ._transpose import points_to_rows, rows_to_points
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
+#: arguments for the sweeps' start, worker and flag parameters inside compiled code. A
+#: literal (``0``, ``False``) is typed Literal[int](0), and Numba then compiles the callee
+#: once more for that type: for a sweep, a full extra compile (about 40 s on 2 cores).
+_ZERO, _NO, _YES = np.int64(0), np.bool_(False), np.bool_(True)
 
-#: workspace budget per worker (values and adjoints), in bytes: about one core's L2 cache.
-#: Measured on the 2-core dev box (1 MB L2 per core): B1 (74 slots) 13.9 ms at 512 points
-#: per chunk against 16.1 ms at 1024, B2 (221 slots) 4.25 ms at 256 against 4.8 ms at 1024
+#: workspace budget per worker (values and adjoints), in bytes: about two cores' L2 cache.
+#: Measured on a 2-core dev box (512 KB of L2 per core): B1 (then 74 slots) 13.9 ms at 512
+#: points per chunk against 16.1 ms at 1024, B2 (221 slots) 4.25 ms at 256 against 4.8 ms
+#: at 1024. With the fused opcodes (B1: 47 slots, 1024 points) a slower box of the same
+#: kind ran B1 at 256, 512 and 1024 points, and B2 at 64, 128 and 256, within 5% of each other
 WORKSPACE_BYTES = 1 << 20
 #: below this many slot-points (a slot or a constant-block entry, at one point, is about a
 #: nanosecond of work) a batch runs on the calling thread: a pool hand-off costs tens of us
@@ -40,13 +45,6 @@ MODE_VALUES, MODE_GRAD, MODE_VJP, MODE_JVP, MODE_HVP = 0, 1, 2, 3, 4
 MIN_CHUNK = 64
 #: the most one workspace array (values, adjoints, ...) may take, whatever the tape
 WORKSPACE_LIMIT = 64 << 20
-#: derivative results at least this large are written with streaming (non-temporal) stores:
-#: they cannot stay in the 32 MB L3 anyway, and a normal store first reads each line it
-#: writes. Measured on the 2-core dev box, 80 MB of B1 gradients: 4.8 -> 3.6 ms to store.
-#: Smaller results keep normal stores, which leave them in cache for the caller.
-STREAM_BYTES = 24 << 20
-
-
 def chunk_size(n_slots: int, batch: int) -> int:
     """Points per chunk: the largest power of two whose workspace fits the budget,
     between MIN_CHUNK and 1024, and no more than the batch needs."""
@@ -61,69 +59,6 @@ def chunk_size(n_slots: int, batch: int) -> int:
 
 
 @njit(**_JIT)
-def _columns_to_rows(v, rows, X, p0, P):
-    """v[rows[j], p] = X[p0 + p, j] for the chunk's P points; zeros in the rest of a
-    full-width row, so that the sweeps can always run whole rows."""
-    Xb = X[p0:p0 + P]
-    for j in range(rows.shape[0]):
-        row = v[rows[j]]
-        for p in range(P):
-            row[p] = Xb[p, j]
-        for p in range(P, row.shape[0]):
-            row[p] = 0.0
-
-
-@njit(**_JIT)
-def _rows_to_columns(out, v, rows, p0, P, clear):
-    """out[p0 + p, j] = v[rows[j], p]; with ``clear`` the rows are zeroed after."""
-    Ob = out[p0:p0 + P]
-    for j in range(rows.shape[0]):
-        row = v[rows[j]]
-        for p in range(P):
-            Ob[p, j] = row[p]
-        if clear:
-            row[:] = 0.0
-
-
-@intrinsic
-def _stream_store(typingctx, array, index, value):
-    """array[index] = value with a non-temporal store (no read of the line, no cache fill)."""
-    sig = types.void(array, index, value)
-
-    def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        store = builder.store(args[2], builder.gep(data, [args[1]]))
-        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
-        return context.get_dummy_value()
-    return sig, codegen
-
-
-@intrinsic
-def _store_fence(typingctx):
-    """A full fence: streaming stores are weakly ordered, and the results are read by
-    other threads once the workers return."""
-    def codegen(context, builder, signature, args):
-        builder.fence("seq_cst")
-        return context.get_dummy_value()
-    return types.void(), codegen
-
-
-@njit(**_JIT)
-def _rows_to_columns_streaming(out, v, rows, p0, P, clear):
-    """_rows_to_columns for a C-contiguous ``out``, written in address order with
-    streaming stores (whole lines, so the write-combining buffers fill)."""
-    flat = out.reshape(-1)
-    n = rows.shape[0]
-    for p in range(P):
-        at = (p0 + p) * n
-        for j in range(n):
-            _stream_store(flat, at + j, v[rows[j], p])
-    if clear:
-        for j in range(n):
-            v[rows[j]] = 0.0
-
-
-@njit(**_JIT)
 def _fill_rows(v, rows, values):
     """Parameters: rows that no sweep writes, set once per workspace."""
     for j in range(rows.shape[0]):
@@ -131,11 +66,8 @@ def _fill_rows(v, rows, values):
 
 
 @njit(**_JIT)
-def _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P, stream):
-    if stream:
-        _rows_to_columns_streaming(vals, v, out_pos, p0, P, False)
-    else:
-        _rows_to_columns(vals, v, out_pos, p0, P, False)
+def _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P):
+    rows_to_points(vals, v, out_pos, p0, P, _NO)
     for p in range(P):
         valid[p0 + p] = True
     for q in range(guard_pos.shape[0]):
@@ -147,13 +79,12 @@ def _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P, stream):
 
 @njit(**_JIT)
 def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_pos, param_pos,
-                param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode, stream):
+                param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode):
     """The worker's block of chunks of the batch.
 
     mode 0: values; 1: values and the gradient of out_pos[0]; 2: values and u^T J with
     the rows of ``seeds`` as u (vector-Jacobian products). Sweeps run whole rows of
-    ``chunk`` points; a last, partial chunk computes on zeros past its P points.
-    ``stream``: write the results with streaming stores (see STREAM_BYTES)."""
+    ``chunk`` points; a last, partial chunk computes on zeros past its P points."""
     B = X.shape[0]
     n_ins = ops.shape[0]
     n_chunks = (B + chunk - 1) // chunk
@@ -165,9 +96,9 @@ def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_
     for ci in range(worker * n_chunks // n_workers, (worker + 1) * n_chunks // n_workers):
         p0 = ci * chunk
         P = min(chunk, B - p0)
-        _columns_to_rows(v, in_pos, X, p0, P)
-        forward_chunk(ops, ins, cv, consts, idx, v, tmp, chunk, 0, n_ins)
-        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P, stream)
+        points_to_rows(v, in_pos, X, p0, P)
+        forward_chunk(ops, ins, cv, consts, idx, v, tmp, chunk, _ZERO, n_ins)
+        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P)
         if mode == MODE_VALUES:
             continue
         # the seeds assign their rows (the plan counts on it); several outputs may share one
@@ -181,16 +112,11 @@ def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_
                 row = g[out_pos[m]]
                 for p in range(P):
                     row[p] += Sb[p, m]
-        reverse_chunk(ops, ins, cv, consts, idx, plan, v, g, tmp, chunk, 0, n_ins)
+        reverse_chunk(ops, ins, cv, consts, idx, plan, v, g, tmp, chunk, _ZERO, n_ins)
         # inputs and parameters are not consumed by the sweep: read, then clear
-        if stream:
-            _rows_to_columns_streaming(grads, g, in_pos, p0, P, True)
-        else:
-            _rows_to_columns(grads, g, in_pos, p0, P, True)
+        rows_to_points(grads, g, in_pos, p0, P, _YES)
         for j in range(param_pos.shape[0]):
             g[param_pos[j]] = 0.0
-    if stream:
-        _store_fence()
 
 
 @njit(**_JIT)
@@ -208,11 +134,11 @@ def _run_chunks_tangent(worker, n_workers, ops, ins, cv, consts, idx, plan, n_sl
     for ci in range(worker * n_chunks // n_workers, (worker + 1) * n_chunks // n_workers):
         p0 = ci * chunk
         P = min(chunk, B - p0)
-        _columns_to_rows(v, in_pos, X, p0, P)
-        _columns_to_rows(dv, in_pos, seeds, p0, P)
-        forward_tangent_chunk(ops, ins, cv, consts, idx, v, dv, tmp, chunk, 0, n_ins)
-        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P, False)
-        _rows_to_columns(grads, dv, out_pos, p0, P, False)
+        points_to_rows(v, in_pos, X, p0, P)
+        points_to_rows(dv, in_pos, seeds, p0, P)
+        forward_tangent_chunk(ops, ins, cv, consts, idx, v, dv, tmp, chunk, _ZERO, n_ins)
+        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P)
+        rows_to_points(grads, dv, out_pos, p0, P, _NO)
 
 
 @njit(**_JIT)
@@ -232,13 +158,13 @@ def _run_chunks_hvp(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots,
     for ci in range(worker * n_chunks // n_workers, (worker + 1) * n_chunks // n_workers):
         p0 = ci * chunk
         P = min(chunk, B - p0)
-        _columns_to_rows(v, in_pos, X, p0, P)
-        _columns_to_rows(dv, in_pos, seeds, p0, P)
-        forward_tangent_chunk(ops, ins, cv, consts, idx, v, dv, tmp, chunk, 0, n_ins)
-        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P, False)
+        points_to_rows(v, in_pos, X, p0, P)
+        points_to_rows(dv, in_pos, seeds, p0, P)
+        forward_tangent_chunk(ops, ins, cv, consts, idx, v, dv, tmp, chunk, _ZERO, n_ins)
+        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P)
         g[out_pos[0]] += 1.0
-        reverse_tangent_chunk(ops, ins, cv, consts, idx, v, dv, g, dg, tmp, chunk, 0, n_ins)
-        _rows_to_columns(grads, dg, in_pos, p0, P, True)
+        reverse_tangent_chunk(ops, ins, cv, consts, idx, v, dv, g, dg, tmp, chunk, _ZERO, n_ins)
+        rows_to_points(grads, dg, in_pos, p0, P, _YES)
         for j in range(in_pos.shape[0]):
             g[in_pos[j]] = 0.0
         for j in range(param_pos.shape[0]):
@@ -286,10 +212,7 @@ def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seed
     plan = _plan_for(arrays, seeded) if mode in (MODE_GRAD, MODE_VJP) else np.zeros(0, np.uint8)
     args = (arrays.ops, arrays.ins, arrays.cv, arrays.consts, arrays.idx, plan, arrays.n_slots, in_pos,
             param_pos, param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode)
-    driver = _DRIVERS.get(mode, _run_chunks)
-    if driver is _run_chunks:
-        args = args + (max(vals.nbytes, grads.nbytes) >= STREAM_BYTES,)
-    run_workers(driver, workers, *args)
+    run_workers(_DRIVERS.get(mode, _run_chunks), workers, *args)
     return vals, grads, valid
 
 

@@ -624,7 +624,7 @@ class Function:
         S = _as_float_array(S)
         if S.ndim == 0 or S.shape[1:] != width_shape:
             raise ShapeError(f"{name} has shape {S.shape}; expected (B, *{width_shape})")
-        return np.ascontiguousarray(S.reshape(S.shape[0], -1))
+        return np.ascontiguousarray(S.reshape(S.shape[0], _size(width_shape)))
 
     def batch_vjp(self, *Xs, U, params=None, on_branch_change: str = "raise", device: str = "cpu", dtype=None):
         """(values, u_b^T J(x_b)) for every row b, U of shape (B, *output shape)."""

@@ -246,19 +246,20 @@ def test_bad_out_buffers_are_refused_before_any_work(bad, message):
         f.batch_grad(X, out=np.empty((301, 6)), device="cuda")
 
 
-def test_streamed_batch_gradients_equal_the_stored_ones(monkeypatch):
-    # results past batch.STREAM_BYTES are written with streaming stores, point by point;
-    # a threshold of 0 sends this small batch (two workers, partial last chunk) that way
-    from tapejit import batch
+def test_one_worker_two_workers_and_out_buffers_agree():
+    # two workers, each with a block of chunks, the last chunk partial (20,011 points):
+    # results are bit-equal to one worker's, with fresh arrays or the caller's
+    from tapejit._threads import limit_threads
     f = tj.trace(rosen_tj, np.zeros(7))
     X = rng.uniform(-2, 2, (20_011, 7))
-    stored = f.batch_value_and_grad(X)
-    stored_values = f.batch(X)
-    monkeypatch.setattr(batch, "STREAM_BYTES", 0)
-    np.testing.assert_array_equal(f.batch(X), stored_values)
-    vals, grads = np.empty(len(X)), np.empty((len(X), 7))
-    streamed = f.batch_value_and_grad(X, out=(vals, grads))
-    np.testing.assert_array_equal(streamed[1], stored[1])
-    np.testing.assert_array_equal(streamed[0], stored[0])
+    with limit_threads(1):
+        serial = f.batch_value_and_grad(X)
+        serial_values = f.batch(X)
+    with limit_threads(2):
+        np.testing.assert_array_equal(f.batch(X), serial_values)
+        vals, grads = np.empty(len(X)), np.empty((len(X), 7))
+        into = f.batch_value_and_grad(X, out=(vals, grads))
+    np.testing.assert_array_equal(into[1], serial[1])
+    np.testing.assert_array_equal(into[0], serial[0])
     np.testing.assert_allclose(grads[::1000], [rosen_der(x) for x in X[::1000]], rtol=1e-13)
-    np.testing.assert_array_equal(f.batch_grad(X[:5]), stored[1][:5])
+    np.testing.assert_array_equal(f.batch_grad(X[:5]), serial[1][:5])
