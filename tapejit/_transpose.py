@@ -57,24 +57,25 @@ def _transpose4(typingctx, src, s0, s1, s2, s3, dst, d0, d1, d2, d3):
 
 
 @njit(**_JIT)
-def _check(v, rows, points, p0, P):
-    if rows.shape[0] != points.shape[1] or p0 < 0 or P < 0 or p0 + P > points.shape[0] or P > v.shape[1]:
+def _checked_sizes(v, rows, points, p0, P):
+    """(columns, row width, points and columns in whole 4 x 4 blocks) of a move, once it
+    is known to stay inside both arrays."""
+    n = rows.shape[0]
+    if n != points.shape[1] or p0 < 0 or P < 0 or p0 + P > points.shape[0] or P > v.shape[1]:
         raise ShapeError("a chunk does not fit the batch or the workspace")
-    for j in range(rows.shape[0]):
+    for j in range(n):
         if rows[j] < 0 or rows[j] >= v.shape[0]:
             raise ShapeError("a workspace row is out of range")
+    return n, v.shape[1], P - P % 4, n - n % 4
 
 
 @njit(**_JIT)
 def points_to_rows(v, rows, X, p0, P):
     """v[rows[j], p] = X[p0 + p, j] for the chunk's P points, and zeros in the rest of
     each row, so that the sweeps can always run whole rows. X is C-contiguous."""
-    _check(v, rows, X, p0, P)
-    n = rows.shape[0]
-    width = v.shape[1]
+    n, width, P4, n4 = _checked_sizes(v, rows, X, p0, P)
     vf = v.reshape(v.size)
     xf = X.reshape(X.size)
-    P4, n4 = P - P % 4, n - n % 4
     for j in range(0, n4, 4):
         r0, r1, r2, r3 = rows[j] * width, rows[j + 1] * width, rows[j + 2] * width, rows[j + 3] * width
         for p in range(0, P4, 4):
@@ -96,12 +97,9 @@ def points_to_rows(v, rows, X, p0, P):
 def rows_to_points(out, v, rows, p0, P, clear):
     """out[p0 + p, j] = v[rows[j], p]; with ``clear`` the rows are zeroed after. ``out``
     is C-contiguous."""
-    _check(v, rows, out, p0, P)
-    n = rows.shape[0]
-    width = v.shape[1]
+    n, width, P4, n4 = _checked_sizes(v, rows, out, p0, P)
     vf = v.reshape(v.size)
     of = out.reshape(out.size)
-    P4, n4 = P - P % 4, n - n % 4
     for p in range(0, P4, 4):
         d = (p0 + p) * n
         for j in range(0, n4, 4):
