@@ -26,11 +26,11 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 #: once more for that type: for a sweep, a full extra compile (about 40 s on 2 cores).
 _ZERO, _NO, _YES = np.int64(0), np.bool_(False), np.bool_(True)
 
-#: workspace budget per worker (values and adjoints), in bytes: about two cores' L2 cache.
-#: Measured on a 2-core dev box (512 KB of L2 per core): B1 (then 74 slots) 13.9 ms at 512
+#: workspace budget per worker (values and adjoints), in bytes: about one core's L2 cache.
+#: Measured on a 2-core dev box (1 MB L2 per core): B1 (then 74 slots) 13.9 ms at 512
 #: points per chunk against 16.1 ms at 1024, B2 (221 slots) 4.25 ms at 256 against 4.8 ms
-#: at 1024. With the fused opcodes (B1: 47 slots, 1024 points) a slower box of the same
-#: kind ran B1 at 256, 512 and 1024 points, and B2 at 64, 128 and 256, within 5% of each other
+#: at 1024. On a later box with 512 KB of L2 per core, B1 (47 slots since the fused
+#: opcodes) ran within 5% at 256, 512 and 1024 points, and B2 at 64, 128 and 256.
 WORKSPACE_BYTES = 1 << 20
 #: below this many slot-points (a slot or a constant-block entry, at one point, is about a
 #: nanosecond of work) a batch runs on the calling thread: a pool hand-off costs tens of us
@@ -45,6 +45,8 @@ MODE_VALUES, MODE_GRAD, MODE_VJP, MODE_JVP, MODE_HVP = 0, 1, 2, 3, 4
 MIN_CHUNK = 64
 #: the most one workspace array (values, adjoints, ...) may take, whatever the tape
 WORKSPACE_LIMIT = 64 << 20
+
+
 def chunk_size(n_slots: int, batch: int) -> int:
     """Points per chunk: the largest power of two whose workspace fits the budget,
     between MIN_CHUNK and 1024, and no more than the batch needs."""

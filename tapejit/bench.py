@@ -659,7 +659,7 @@ def first_call_latency() -> dict:
             "x = tj.tensor(2.0, requires_grad=True); (x * x).backward(); "
             "print(time.perf_counter() - t)")
     # warm caches, as an installed package has them: Numba's, and Python's bytecode (pip
-    # writes it at install; with PYTHONDONTWRITEBYTECODE set, as on our CI boxes, every
+    # writes it at install; with PYTHONDONTWRITEBYTECODE set, as on our dev boxes, every
     # import recompiles tapejit's 13,000 lines of generated sweeps: 0.35-0.45 s more)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, env=env)   # fill the caches
