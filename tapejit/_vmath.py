@@ -28,6 +28,11 @@ _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
 _SQRT2 = 1.4142135623730951
+# 1.5 * 2**52: adding it to |t| < 2**51 rounds t to an integer held in the low bits of the
+# sum. AVX2 has no vector conversion between double and int64: math.floor() to an int
+# and float() back are done one lane at a time, the costliest part of exp and log
+_ROUNDER = 6755399441055744.0
+_ROUNDER_BITS = 0x4338000000000000
 _MANTISSA = 0x000FFFFFFFFFFFFF
 _ONE_BITS = 0x3FF0000000000000
 # fdlibm's minimax coefficients for log(1 + f) = 2s + s*R(s*s), s = f / (2 + f)
@@ -87,12 +92,13 @@ def _expm1_reduced(r):
 @njit(**_INLINE)
 def _reduce(x, lo, hi):
     """x clamped to [lo, hi] (NaN kept out: it becomes 0 and is selected back at the
-    end), the nearest integer k to x / ln 2 and the remainder r = x - k ln 2."""
+    end), the nearest integer k to x / ln 2 (ties to even) and the remainder r = x - k ln 2."""
     xc = hi if x > hi else x
     xc = lo if xc < lo else xc
     xc = xc if xc == xc else 0.0
-    k = math.floor(xc * _LOG2E + 0.5)
-    kf = float(k)
+    rounded = xc * _LOG2E + _ROUNDER
+    k = _bits_of(rounded) - _ROUNDER_BITS
+    kf = rounded - _ROUNDER
     r = (xc - kf * _LN2_HI) - kf * _LN2_LO
     return k, r
 
@@ -141,7 +147,7 @@ def _log_normal(u):
     t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
     R = t2 + t1
     hfsq = 0.5 * f * f
-    dk = float(e)
+    dk = _float_from_bits(e + _ROUNDER_BITS) - _ROUNDER
     return dk * _LN2_HI - ((hfsq - (s * (hfsq + R) + dk * _LN2_LO)) - f)
 
 
