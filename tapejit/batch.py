@@ -19,12 +19,9 @@ from .adjoint_plan import adjoint_plan
 from ._sweeps_cpu import forward_chunk, forward_tangent_chunk, reverse_chunk, reverse_tangent_chunk
 from ._threads import get_num_threads, run_workers
 from ._transpose import points_to_rows, rows_to_points
+from ._scalars import NO as _NO, YES as _YES, ZERO as _ZERO
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
-#: arguments for the sweeps' start, worker and flag parameters inside compiled code. A
-#: literal (``0``, ``False``) is typed Literal[int](0), and Numba then compiles the callee
-#: once more for that type: for a sweep, a full extra compile (about 40 s on 2 cores).
-_ZERO, _NO, _YES = np.int64(0), np.bool_(False), np.bool_(True)
 
 #: workspace budget per worker (values and adjoints), in bytes: about one core's L2 cache.
 #: Measured on a 2-core dev box (1 MB L2 per core): B1 (then 74 slots) 13.9 ms at 512

@@ -31,11 +31,9 @@ from numba import njit
 from . import _sweeps_cpu as sweeps
 from .opcodes import OP, OPS
 from .tape import TapeArrays, validate
+from ._scalars import ZERO as _ZERO
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
-#: int and bool arguments between compiled functions are passed as numpy scalars: a
-#: literal is typed Literal[int](0), and Numba compiles the callee once more for it.
-_ZERO = np.int64(0)
 _ELEMENTWISE = np.array([op.elementwise for op in OPS])
 _ARITY = np.array([op.arity if op.elementwise else 0 for op in OPS])
 _READS_B = {OP.matmul}

@@ -24,11 +24,9 @@ from .opcodes import OP, OPS
 from .errors import TapejitError
 from .symbolic import depends_on
 from ._threads import get_num_threads, limit_threads, run_workers
+from ._scalars import NO as _NO, NO_LIMIT as _NO_LIMIT, ONE as _ONE, ZERO as _ZERO
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
-#: int and bool arguments between compiled functions are passed as numpy scalars: a
-#: literal is typed Literal[int](0), and Numba compiles the callee once more for it.
-_ZERO, _ONE, _NO, _NO_LIMIT = np.int64(0), np.int64(1), np.bool_(False), np.int64(2**62)
 MAX_STORED = 2**31 - 1        # slot sets are addressed with int32 positions
 
 # per opcode: which operands (a, b, d) carry a derivative, and which pairs interact

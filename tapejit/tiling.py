@@ -23,12 +23,9 @@ from . import _sweeps_cpu as sweeps
 from .opcodes import OP, OPS
 from ._threads import get_num_threads, run_workers
 from .tape import TapeArrays
+from ._scalars import NO as _NO, ONE as _ONE, ZERO as _ZERO
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
-#: arguments for the sweeps' start, worker and flag parameters inside compiled code. A
-#: literal (``0``, ``False``) is typed Literal[int](0), and Numba then compiles the callee
-#: once more for that type: for a sweep, a full extra compile (about 40 s on 2 cores).
-_ZERO, _ONE, _NO = np.int64(0), np.int64(1), np.bool_(False)
 
 #: instructions shorter than this run as they are
 MIN_LENGTH = 8192
