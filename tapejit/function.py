@@ -10,8 +10,10 @@ raises ``BranchChangedError`` (or masks or retraces those points, for batches).
 """
 from __future__ import annotations
 
+import gc
 import threading
 from collections import Counter
+from contextlib import contextmanager
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -693,6 +695,20 @@ def _output_block(tape: Tape, out) -> tuple:
     return base, value.shape
 
 
+@contextmanager
+def _collector_paused():
+    """Recording creates tens of thousands of short-lived tensors, none in a reference
+    cycle; Python's cycle collector would still walk every live one, again and again
+    (about a tenth of recording the W graph)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def trace(fn: Callable, *example_args, params: Sequence = (), optimize: bool = True) -> Function:
     """Record ``fn(*example_args, *params)`` once and return a replayable Function.
 
@@ -703,6 +719,11 @@ def trace(fn: Callable, *example_args, params: Sequence = (), optimize: bool = T
     ``optimize=False``."""
     if not example_args:
         raise TapejitError("trace needs at least one example input")
+    with _collector_paused():
+        return _record(fn, example_args, params, optimize)
+
+
+def _record(fn: Callable, example_args: tuple, params: Sequence, optimize: bool) -> Function:
     tape = Tape()
     previous = _state.trace
     _state.trace = tape

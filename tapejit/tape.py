@@ -172,7 +172,14 @@ class Tape:
 
     def add_index(self, offsets: np.ndarray) -> int:
         offsets = np.asarray(offsets).ravel()
-        if offsets.size and (offsets.max() > INDEX_LIMIT or offsets.min() < -INDEX_LIMIT):
+        # a few offsets (stacks of scalars) are checked faster as Python ints than by
+        # two numpy reductions, which cost microseconds each
+        if offsets.size <= 32:
+            few = offsets.tolist()
+            low, high = (min(few), max(few)) if few else (0, 0)
+        else:
+            low, high = offsets.min(), offsets.max()
+        if high > INDEX_LIMIT or low < -INDEX_LIMIT:
             raise OverflowError("gather offsets past the int32 limit 2**31-1")
         start = self.n_idx
         need = start + offsets.size

@@ -167,6 +167,30 @@ def test_python_scalars_of_traced_values_raise():
             tj.trace(lambda x, bad=bad: tj.sum(x) * bad(x), np.ones(3))
 
 
+def test_trace_leaves_the_cycle_collector_as_it_found_it():
+    """Recording pauses Python's cycle collector; it must come back on, also when the
+    traced function raises, and stay off for a caller who had turned it off."""
+    import gc
+    assert gc.isenabled()
+    calls_seen = []
+
+    def watch(x):
+        calls_seen.append(gc.isenabled())
+        return tj.sum(x * x)
+    f = tj.trace(watch, np.ones(3))
+    assert calls_seen == [False] and gc.isenabled()
+    np.testing.assert_allclose(f.grad(np.arange(3.0)), 2 * np.arange(3.0))
+    with pytest.raises(tj.TraceError):
+        tj.trace(lambda x: float(x[0]) * x, np.ones(3))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        tj.trace(watch, np.ones(3))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_where_differentiates_through_a_branch_without_guards():
     f = tj.trace(lambda x: tj.sum(tj.where(x > 0, x * x, tj.sin(x))), np.ones(3))
     assert len(f.guards) == 0

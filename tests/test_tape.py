@@ -37,8 +37,14 @@ def test_slot_overflow_raises_overflow_error():
     t.n_slots = INDEX_LIMIT - 2
     with pytest.raises(OverflowError):
         t.emit(OP.input, 5)
-    with pytest.raises(OverflowError):
-        t.add_index(np.array([2**31]))
+    # both the few-offsets check (Python ints) and the numpy one, at either end
+    for offsets in ([2**31], [0, -2**31, 5], np.r_[np.zeros(99, np.int64), 2**31],
+                    np.r_[-2**31, np.zeros(99, np.int64)]):
+        with pytest.raises(OverflowError):
+            t.add_index(np.array(offsets))
+    for offsets in ([INDEX_LIMIT, -INDEX_LIMIT], np.r_[np.zeros(99, np.int64), INDEX_LIMIT, -INDEX_LIMIT], []):
+        start = t.add_index(np.array(offsets, np.int64))
+        np.testing.assert_array_equal(t.idx[start:start + len(offsets)], offsets)
 
 
 def corrupt(arrays, field=None, value=None, **changes):
