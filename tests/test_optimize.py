@@ -120,6 +120,7 @@ def test_newton_cg_on_a_tiled_tape():
     np.testing.assert_allclose(res.x, 1.0, atol=1e-6)
 
 
+@pytest.mark.disk_cache
 def test_the_compiled_loops_load_from_the_cache_in_a_fresh_process():
     # the loops once took the evaluator as a first-class function argument: Numba's cache
     # could not match that type in another process, so every new process (and every Dask
