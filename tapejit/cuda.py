@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -270,6 +271,17 @@ def _run_in_slices(f, X, mode, seeds, params, dtype, step, width):
     return vals, derivs, valid
 
 
+def _configured(kernel, blocks: int):
+    """``kernel[blocks, THREADS_PER_BLOCK]`` without numba-cuda's low-occupancy warning.
+
+    numba-cuda warns when a grid has fewer than 128 blocks; here a small grid means a
+    small batch, which is the caller's to choose and nothing they could mend.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Grid size \d+ will likely result in GPU under-utilization")
+        return kernel[blocks, THREADS_PER_BLOCK]
+
+
 def _launch(tape: DeviceTape, Xd, Sd, vals, derivs, valid, param_vals, mode: int) -> None:
     cuda = require()
     B = Xd.shape[0]
@@ -279,8 +291,8 @@ def _launch(tape: DeviceTape, Xd, Sd, vals, derivs, valid, param_vals, mode: int
     if local_slots:
         kernel = _kernel(tape, mode, local_slots)
         try:
-            kernel[_blocks(B), THREADS_PER_BLOCK](*tape.arrays, *plan, tape.n_slots, tape.in_pos, tape.param_pos,
-                                              param_vals, tape.out_pos, tape.guards, Xd, Sd, vals, derivs, valid)
+            _configured(kernel, _blocks(B))(*tape.arrays, *plan, tape.n_slots, tape.in_pos, tape.param_pos,
+                                             param_vals, tape.out_pos, tape.guards, Xd, Sd, vals, derivs, valid)
             cuda.synchronize()
             return
         except Exception as err:
@@ -301,7 +313,7 @@ def _launch(tape: DeviceTape, Xd, Sd, vals, derivs, valid, param_vals, mode: int
         p1 = min(B, p0 + slice_points)
         blocks = min(_blocks(p1 - p0), math.ceil(columns / THREADS_PER_BLOCK))
         Ss = Sd[p0:p1] if Sd.shape[0] == B else Sd
-        kernel[blocks, THREADS_PER_BLOCK](
+        _configured(kernel, blocks)(
             *tape.arrays, *plan, tape.in_pos, tape.param_pos, param_vals, tape.out_pos, tape.guards,
             Xd[p0:p1], Ss, vals[p0:p1], derivs[p0:p1] if derivs.shape[0] == B else derivs,
             valid[p0:p1] if valid.shape[0] == B else valid, *work)
@@ -311,4 +323,4 @@ def _launch(tape: DeviceTape, Xd, Sd, vals, derivs, valid, param_vals, mode: int
 def _zero(array) -> None:
     from ._cuda_kernels import zero_kernel
     blocks = math.ceil(array.shape[1] / THREADS_PER_BLOCK)
-    zero_kernel[blocks, THREADS_PER_BLOCK](array)
+    _configured(zero_kernel, blocks)(array)

@@ -28,3 +28,24 @@ def test_without_a_gpu_device_cuda_raises_a_clear_error():
     f = tj.trace(lambda x: tj.sum(x * x), np.zeros(3))
     with pytest.raises(tj.CudaUnavailableError, match="GPU|numba"):
         f.batch_grad(np.zeros((2, 3)), device="cuda")
+
+
+def test_small_grids_launch_without_numba_cudas_low_occupancy_warning():
+    # the simulator never warns, so a stand-in kernel raises numba-cuda's warning (its
+    # wording in numba_cuda/numba/cuda/dispatcher.py) when configured
+    import warnings
+
+    from tapejit import cuda as tjcuda
+
+    class Kernel:
+        def __getitem__(self, config):
+            blocks, threads = config
+            warnings.warn(f"Grid size {blocks} will likely result in GPU under-utilization "
+                          "due to low occupancy.", RuntimeWarning)
+            warnings.warn("an unrelated warning", RuntimeWarning)
+            return config
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert tjcuda._configured(Kernel(), 3) == (3, tjcuda.THREADS_PER_BLOCK)
+    assert [str(w.message) for w in caught] == ["an unrelated warning"]
