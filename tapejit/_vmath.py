@@ -21,7 +21,11 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-_INLINE = dict(cache=True, nogil=True, error_model="numpy")
+# "contract" lets LLVM fuse each a * b + c into one FMA: the Cody-Waite steps and the
+# polynomials get no less accurate (one rounding, not two), and exp runs 1.27x faster,
+# the softplus partial 1.22x (tests/test_vmath.py keeps the same ulp bounds). It applies
+# to these functions' own instructions only, also once inlined into the sweeps.
+_INLINE = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 
 _LOG2E = 1.4426950408889634
 # ln 2 split in two: _LN2_HI has 32 trailing zero bits, so k * _LN2_HI is exact for |k| < 2**20
@@ -174,3 +178,25 @@ def log1p(x):
     y = math.nan if u < 0.0 else y
     # log1p(±0) = ±0, log1p(inf) = inf, NaN stays NaN
     return x if (x == 0.0) | (x == math.inf) | (x != x) else y
+
+
+@njit(**_INLINE)
+def log1p_unit(t):
+    """log1p(t) for 0 <= t <= 1, or NaN: what softplus takes of exp(-|a|).
+
+    There 1 + t lies in [1, 2], so log1p's reduction needs no exponent bits: 1 + t is
+    1 + f or 2 (1 + f) with f exact, and k is 0 or 1. Softplus forward went from 6.5
+    to 4.2 ns a value (the vector loops of tests/test_vmath.py's bench comment)."""
+    u = 1.0 + t
+    c = (t - (u - 1.0)) / u           # the rounding of 1 + t, put back as in log1p
+    big = u > _SQRT2
+    f = u * 0.5 - 1.0 if big else u - 1.0
+    dk = 1.0 if big else 0.0
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    t1 = w * (_LG2 + w * (_LG4 + w * _LG6))
+    t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
+    R = t2 + t1
+    hfsq = 0.5 * f * f
+    return dk * _LN2_HI - ((hfsq - (s * (hfsq + R) + (dk * _LN2_LO + c))) - f)

@@ -30,6 +30,9 @@ CUDA_FILE = HERE / "_sweeps_cuda.py"
 
 #: math functions the CPU sweeps take from tapejit._vmath instead of the C library
 VECTOR_MATH = ("exp", "expm1", "log", "log1p")
+#: compositions whose range lets the CPU's vector loops call a cheaper _vmath function:
+#: exp(-|a|) lies in [0, 1], where log1p_unit needs no exponent bits (softplus)
+VECTOR_FORMS = {"log1p(exp(-abs(": "log1p_unit(exp(-abs("}
 
 _OPERAND_FIELDS = {"a": ("a", "sa"), "b": ("b", "sb"), "d": ("d", "sd")}
 _ACCESSORS = {"V": "v", "G": "g", "T": "dv", "H": "dg"}
@@ -595,7 +598,7 @@ def render_cpu() -> str:
         "",
         "# vectorizable versions: loops over a chunk or a run of slots become SIMD code;",
         "# one value at a time (point sweeps, runs of length 1) calls the C library's",
-        f"from ._vmath import {', '.join(VECTOR_MATH)}",
+        f"from ._vmath import {', '.join(VECTOR_MATH)}, {', '.join(_vector_form_names())}",
         f"from math import {', '.join(f'{n} as c_{n}' for n in VECTOR_MATH)}",
         "",
         "# error_model='numpy': x/0 gives inf or nan as IEEE says, never an exception",
@@ -645,7 +648,18 @@ def render_cpu() -> str:
                   "Adjoints and their tangents (Hessian-vector products) at P points.")
     out += ["", ""]
     out += _elementwise_kernel()
-    return "\n".join(out).rstrip() + "\n"
+    return _vector_forms("\n".join(out).rstrip() + "\n")
+
+
+def _vector_form_names() -> list[str]:
+    return sorted({form.split("(")[0] for form in VECTOR_FORMS.values()})
+
+
+def _vector_forms(source: str) -> str:
+    """VECTOR_FORMS applied to the _vmath calls (the C library's c_ calls keep theirs)."""
+    for plain, form in VECTOR_FORMS.items():
+        source = re.sub(r"(?<![\w.])" + re.escape(plain), lambda _, form=form: form, source)
+    return source
 
 
 def _elementwise_kernel() -> list[str]:

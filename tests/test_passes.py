@@ -343,3 +343,42 @@ def test_structural_duplicates_merge_in_chains():
     s = 2.0 * (x[0] + x[2] + x[3])
     assert g(x) == f(x)
     np.testing.assert_allclose(g.grad(x), [4 * s, 1.0, 4 * s, 4 * s + 1.0], rtol=1e-14)
+
+
+def test_sign_flips_fold_into_the_affine_block():
+    from scipy.special import expit
+    Xd, y = workloads.logistic_data()
+    f = tj.trace(workloads.logistic_loss(Xd, y), np.zeros(20), optimize=False)
+    g = f.optimize()
+    assert "mul" in _names(f) and "const" in _names(f)
+    assert sorted(_names(g)) == sorted(["input", "affine", "softplus", "sum"])
+    assert len(g.arrays.consts) <= len(f.arrays.consts)               # X negated in place, not copied
+    W = np.random.default_rng(5).standard_normal((300, 20))
+    vals, grads = g.batch_value_and_grad(W)
+    want_vals, want_grads = f.batch_value_and_grad(W)
+    np.testing.assert_array_equal(vals, want_vals)
+    np.testing.assert_array_equal(grads, want_grads)
+    # closed form: d/dw sum log(1 + exp(-y Xw)) = -X^T (y * sigmoid(-y Xw))
+    expected = -(y * expit(-y * (W @ Xd.T))) @ Xd
+    np.testing.assert_allclose(grads, expected, rtol=1e-12, atol=1e-12)
+    for w in W[:3]:
+        assert g(w) == f(w)
+        np.testing.assert_array_equal(g.grad(w), f.grad(w))
+
+
+def test_sign_flips_fold_only_for_plus_or_minus_one_and_a_sole_reader():
+    M = np.arange(12.0).reshape(3, 4) / 7.0 - 0.5
+    x = np.array([0.3, -1.2, 0.8, 2.0])
+    cases = {
+        "halves": (lambda w: tj.sum(tj.exp(np.array([0.5, -1.0, 1.0]) * (M @ w))), True),
+        "shared": (lambda w: tj.sum(tj.exp(np.array([1.0, -1.0, 1.0]) * (M @ w)) + M @ w), True),
+        "signs": (lambda w: tj.sum(tj.exp((M @ w) * np.array([-1.0, -1.0, 1.0]))), False),
+        "output": (lambda w: np.array([1.0, -1.0, -1.0]) * (M @ w), True),
+    }
+    for name, (fn, keeps_mul) in cases.items():
+        f = tj.trace(fn, x, optimize=False)
+        g = f.optimize()
+        assert ("mul" in _names(g)) == keeps_mul, name
+        np.testing.assert_array_equal(g(x), f(x))
+        if name != "output":      # CSE merges the two M @ w of "shared": adjoints add in another order
+            np.testing.assert_allclose(g.grad(x), f.grad(x), rtol=1e-14)

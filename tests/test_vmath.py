@@ -79,3 +79,34 @@ def test_the_sweeps_use_them():
     from tapejit import _sweeps_cpu
     for name in BOUNDS:
         assert getattr(_sweeps_cpu, name) is getattr(_vmath, name)
+
+
+def test_log1p_unit_over_its_interval():
+    # softplus's log1p(exp(-|a|)): the argument is in [0, 1] or NaN
+    rng = np.random.default_rng(11)
+    t = np.concatenate([rng.uniform(0.0, 1.0, 200_000), np.exp(-rng.uniform(0.0, 745.0, 200_000)),
+                        np.array([0.0, 5e-324, 1e-300, 2.0**-53, 2.0**-52, np.sqrt(2.0) - 1.0,
+                                  np.nextafter(np.sqrt(2.0) - 1.0, 1.0), 0.5, 1.0, np.nan])])
+    got = np.empty_like(t)
+    _loop(_vmath.log1p_unit)(t, got)
+    want = np.log1p(t)
+    assert np.isnan(got[-1])
+    err = _ulps(got, want)
+    worst = int(np.argmax(err))
+    assert err[worst] <= 1.0, f"log1p_unit({t[worst]!r}) = {got[worst]!r}, numpy {want[worst]!r}"
+    assert np.mean(err == 0.0) > 0.9
+
+
+def test_softplus_sweeps_use_log1p_unit_and_stay_accurate():
+    from tapejit import _sweeps_cpu, codegen
+    assert _sweeps_cpu.log1p_unit is _vmath.log1p_unit
+    assert "log1p_unit(exp(-abs(x_a)))" in codegen.render_cpu()
+    # softplus of a batch (the chunk sweep's vector loop) against log(1 + e^a) in long double
+    import tapejit as tj
+    rng = np.random.default_rng(12)
+    X = np.concatenate([rng.uniform(-750.0, 750.0, 4096), rng.uniform(-40.0, 40.0, 4096)]).reshape(-1, 8)
+    f = tj.trace(lambda x: tj.softplus(x), np.zeros(8))
+    got = f.batch(X)
+    want = np.logaddexp(np.longdouble(0.0), X.astype(np.longdouble)).astype(np.float64)
+    err = _ulps(got.ravel(), want.ravel())
+    assert err.max() <= 2.0
