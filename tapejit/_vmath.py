@@ -185,8 +185,8 @@ def log1p_unit(t):
     """log1p(t) for 0 <= t <= 1, or NaN: what softplus takes of exp(-|a|).
 
     There 1 + t lies in [1, 2], so log1p's reduction needs no exponent bits: 1 + t is
-    1 + f or 2 (1 + f) with f exact, and k is 0 or 1. Softplus forward went from 6.5
-    to 4.2 ns a value (the vector loops of tests/test_vmath.py's bench comment)."""
+    1 + f or 2 (1 + f) with f exact, and k is 0 or 1. A loop of softplus over 4,096
+    values went from 6.5 to 4.2 ns a value on the 2-core dev box."""
     u = 1.0 + t
     c = (t - (u - 1.0)) / u           # the rounding of 1 + t, put back as in log1p
     big = u > _SQRT2
