@@ -278,7 +278,7 @@ def _configured(kernel, blocks: int):
     small batch, which is the caller's to choose and nothing they could mend.
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Grid size \d+ will likely result in GPU under-utilization")
+        warnings.filterwarnings("ignore", message=r".*Grid size \d+ will likely result in GPU under-utilization")
         return kernel[blocks, THREADS_PER_BLOCK]
 
 

@@ -40,8 +40,9 @@ def test_small_grids_launch_without_numba_cudas_low_occupancy_warning():
     class Kernel:
         def __getitem__(self, config):
             blocks, threads = config
-            warnings.warn(f"Grid size {blocks} will likely result in GPU under-utilization "
-                          "due to low occupancy.", RuntimeWarning)
+            # numba's warnings arrive wrapped in ANSI bold codes
+            warnings.warn(f"\x1b[1mGrid size {blocks} will likely result in GPU under-utilization "
+                          "due to low occupancy.\x1b[0m", RuntimeWarning)
             warnings.warn("an unrelated warning", RuntimeWarning)
             return config
 
