@@ -143,7 +143,14 @@ def _log_normal(u):
     big = m > _SQRT2
     m = m * 0.5 if big else m
     e = e + 1 if big else e
-    f = m - 1.0
+    dk = _float_from_bits(e + _ROUNDER_BITS) - _ROUNDER
+    return _log_reduced(m - 1.0, dk, 0.0)
+
+
+@njit(**_INLINE)
+def _log_reduced(f, dk, c):
+    """dk ln 2 + log(1 + f) + c for sqrt(2)/2 - 1 <= f <= sqrt(2) - 1 and a small
+    correction c: fdlibm's polynomial in s = f / (2 + f), with c added to the low part."""
     s = f / (2.0 + f)
     z = s * s
     w = z * z
@@ -151,8 +158,7 @@ def _log_normal(u):
     t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
     R = t2 + t1
     hfsq = 0.5 * f * f
-    dk = _float_from_bits(e + _ROUNDER_BITS) - _ROUNDER
-    return dk * _LN2_HI - ((hfsq - (s * (hfsq + R) + dk * _LN2_LO)) - f)
+    return dk * _LN2_HI - ((hfsq - (s * (hfsq + R) + (dk * _LN2_LO + c))) - f)
 
 
 @njit(**_INLINE)
@@ -191,12 +197,4 @@ def log1p_unit(t):
     c = (t - (u - 1.0)) / u           # the rounding of 1 + t, put back as in log1p
     big = u > _SQRT2
     f = u * 0.5 - 1.0 if big else u - 1.0
-    dk = 1.0 if big else 0.0
-    s = f / (2.0 + f)
-    z = s * s
-    w = z * z
-    t1 = w * (_LG2 + w * (_LG4 + w * _LG6))
-    t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
-    R = t2 + t1
-    hfsq = 0.5 * f * f
-    return dk * _LN2_HI - ((hfsq - (s * (hfsq + R) + (dk * _LN2_LO + c))) - f)
+    return _log_reduced(f, 1.0 if big else 0.0, c)
