@@ -144,13 +144,13 @@ def _log_normal(u):
     m = m * 0.5 if big else m
     e = e + 1 if big else e
     dk = _float_from_bits(e + _ROUNDER_BITS) - _ROUNDER
-    return _log_reduced(m - 1.0, dk, 0.0)
+    return _log_reduced(m - 1.0, dk, dk * _LN2_LO)
 
 
 @njit(**_INLINE)
-def _log_reduced(f, dk, c):
-    """dk ln 2 + log(1 + f) + c for sqrt(2)/2 - 1 <= f <= sqrt(2) - 1 and a small
-    correction c: fdlibm's polynomial in s = f / (2 + f), with c added to the low part."""
+def _log_reduced(f, dk, lo):
+    """dk ln 2 + log(1 + f) for sqrt(2)/2 - 1 <= f <= sqrt(2) - 1: fdlibm's polynomial in
+    s = f / (2 + f). lo is the low part, dk times ln 2's low bits plus any correction."""
     s = f / (2.0 + f)
     z = s * s
     w = z * z
@@ -158,7 +158,7 @@ def _log_reduced(f, dk, c):
     t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
     R = t2 + t1
     hfsq = 0.5 * f * f
-    return dk * _LN2_HI - ((hfsq - (s * (hfsq + R) + (dk * _LN2_LO + c))) - f)
+    return dk * _LN2_HI - ((hfsq - (s * (hfsq + R) + lo)) - f)
 
 
 @njit(**_INLINE)
@@ -197,4 +197,5 @@ def log1p_unit(t):
     c = (t - (u - 1.0)) / u           # the rounding of 1 + t, put back as in log1p
     big = u > _SQRT2
     f = u * 0.5 - 1.0 if big else u - 1.0
-    return _log_reduced(f, 1.0 if big else 0.0, c)
+    dk = 1.0 if big else 0.0
+    return _log_reduced(f, dk, dk * _LN2_LO + c)

@@ -151,6 +151,46 @@ ELEMENTWISE = [
 ]
 
 
+def _affine_rows(X):
+    """out = M @ X[a::sa] for an accessor X (V values, T tangents), four terms per update."""
+    four = " + ".join(f"(w{k} * {X}[a + (j + {k}) * sa] + w{k + 1} * {X}[a + (j + {k + 1}) * sa])" for k in (0, 2))
+    return f"""
+for i in range(n):
+    {X}[o + i] = 0.0
+    for q in range(sb // 4):
+        j = 4 * q
+        w0 = consts[b + i * sb + j]
+        w1 = consts[b + i * sb + j + 1]
+        w2 = consts[b + i * sb + j + 2]
+        w3 = consts[b + i * sb + j + 3]
+        {X}[o + i] += {four}
+    for j in range(sb - sb % 4, sb):
+        w = consts[b + i * sb + j]
+        {X}[o + i] += w * {X}[a + j * sa]
+""".replace("(j + 0)", "j")
+
+
+def _affine_adjoints(*arrays):
+    """X[a::sa] += M^T X[o...] for each accessor (G adjoints; G and H for the hvp sweep),
+    four output rows per update."""
+    def four(X):
+        return " + ".join(f"(w{k} * {X}[o + i + {k}] + w{k + 1} * {X}[o + i + {k + 1}])" for k in (0, 2))
+    grouped = "".join(f"        {X}[a + j * sa] += {four(X)}\n" for X in arrays)
+    single = "".join(f"        {X}[a + j * sa] += w * {X}[o + i]\n" for X in arrays)
+    return f"""
+for q in range(n // 4):
+    i = 4 * q
+    for j in range(sb):
+        w0 = consts[b + i * sb + j]
+        w1 = consts[b + (i + 1) * sb + j]
+        w2 = consts[b + (i + 2) * sb + j]
+        w3 = consts[b + (i + 3) * sb + j]
+{grouped}for i in range(n - n % 4, n):
+    for j in range(sb):
+        w = consts[b + i * sb + j]
+{single}""".replace("o + i + 0]", "o + i]")
+
+
 STRUCTURAL = [
     OpDef(
         name="input",
@@ -292,64 +332,10 @@ for r in range(n // inner):
         # Four terms per update: a chunk's update loads and stores a row of every point, so
         # adding the terms in fours stores a quarter as often (B2's affine: 39 -> 27 us a
         # chunk forward, 46 -> 25 reverse). Every target runs this same order.
-        forward="""
-for i in range(n):
-    V[o + i] = 0.0
-    for q in range(sb // 4):
-        j = 4 * q
-        w0 = consts[b + i * sb + j]
-        w1 = consts[b + i * sb + j + 1]
-        w2 = consts[b + i * sb + j + 2]
-        w3 = consts[b + i * sb + j + 3]
-        V[o + i] += (w0 * V[a + j * sa] + w1 * V[a + (j + 1) * sa]) + (w2 * V[a + (j + 2) * sa] + w3 * V[a + (j + 3) * sa])
-    for j in range(sb - sb % 4, sb):
-        w = consts[b + i * sb + j]
-        V[o + i] += w * V[a + j * sa]
-""",
-        reverse="""
-for q in range(n // 4):
-    i = 4 * q
-    for j in range(sb):
-        w0 = consts[b + i * sb + j]
-        w1 = consts[b + (i + 1) * sb + j]
-        w2 = consts[b + (i + 2) * sb + j]
-        w3 = consts[b + (i + 3) * sb + j]
-        G[a + j * sa] += (w0 * G[o + i] + w1 * G[o + i + 1]) + (w2 * G[o + i + 2] + w3 * G[o + i + 3])
-for i in range(n - n % 4, n):
-    for j in range(sb):
-        w = consts[b + i * sb + j]
-        G[a + j * sa] += w * G[o + i]
-""",
-        tangent="""
-for i in range(n):
-    T[o + i] = 0.0
-    for q in range(sb // 4):
-        j = 4 * q
-        w0 = consts[b + i * sb + j]
-        w1 = consts[b + i * sb + j + 1]
-        w2 = consts[b + i * sb + j + 2]
-        w3 = consts[b + i * sb + j + 3]
-        T[o + i] += (w0 * T[a + j * sa] + w1 * T[a + (j + 1) * sa]) + (w2 * T[a + (j + 2) * sa] + w3 * T[a + (j + 3) * sa])
-    for j in range(sb - sb % 4, sb):
-        w = consts[b + i * sb + j]
-        T[o + i] += w * T[a + j * sa]
-""",
-        hvp="""
-for q in range(n // 4):
-    i = 4 * q
-    for j in range(sb):
-        w0 = consts[b + i * sb + j]
-        w1 = consts[b + (i + 1) * sb + j]
-        w2 = consts[b + (i + 2) * sb + j]
-        w3 = consts[b + (i + 3) * sb + j]
-        G[a + j * sa] += (w0 * G[o + i] + w1 * G[o + i + 1]) + (w2 * G[o + i + 2] + w3 * G[o + i + 3])
-        H[a + j * sa] += (w0 * H[o + i] + w1 * H[o + i + 1]) + (w2 * H[o + i + 2] + w3 * H[o + i + 3])
-for i in range(n - n % 4, n):
-    for j in range(sb):
-        w = consts[b + i * sb + j]
-        G[a + j * sa] += w * G[o + i]
-        H[a + j * sa] += w * H[o + i]
-""",
+        forward=_affine_rows("V"),
+        reverse=_affine_adjoints("G"),
+        tangent=_affine_rows("T"),
+        hvp=_affine_adjoints("G", "H"),
         doc="out = M @ V[a::sa] with a constant (n, m) matrix M (data-heavy objectives)",
     ),
     OpDef(
