@@ -15,7 +15,7 @@ from .errors import ShapeError, TapejitError
 from .opcodes import OP
 from .tensor import (ArrayLike, Tensor, _accelerated, _as_float_array, _binary, _compare, _constant, _fast_unary,
                      _cstrides, _elementwise, _gather, _on_tape, _positions, _recording_tape,
-                     _result, _run_last, _size, _slot_view, _uniform_step)
+                     _result, _run_last, _size, _slot_view, _state, _uniform_step, _vector_on_tape)
 
 Axis = Optional[Union[int, Sequence[int]]]
 
@@ -303,6 +303,14 @@ def logsumexp(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor
 
 def softmax(x: ArrayLike, axis: int = -1) -> Tensor:
     """exp(x) / sum(exp(x)) along an axis (one primitive: its derivative is cheap)."""
+    tape = _state.active
+    if (type(x) is Tensor and x._tape is tape and tape is not None and len(x._shape) == 1
+            and x._strides == (1,) and x._shape[0] and not x._bool and axis in (0, -1)):
+        # a recorded contiguous vector (W's 2,500 softmaxes): one instruction, no view work
+        n = x._shape[0]
+        out = tape.emit(OP.softmax, n, a=x._base, sb=n)
+        _run_last(tape)
+        return _vector_on_tape(tape, out, n)
     x = _as_operand(x)
     if x.ndim == 0:
         return _as_operand(x) * 0.0 + 1.0
@@ -517,7 +525,29 @@ def concatenate(tensors: Sequence[ArrayLike], axis: int = 0) -> Tensor:
 
 def stack(tensors: Sequence[ArrayLike], axis: int = 0) -> Tensor:
     """Join tensors along a new axis (one gather instruction)."""
+    if axis == 0 and type(tensors) in (list, tuple):
+        stacked = _stack_recorded_scalars(tensors)
+        if stacked is not None:
+            return stacked
     return _join(tensors, axis, np.stack)
+
+
+def _stack_recorded_scalars(tensors) -> Optional[Tensor]:
+    """Float scalars recorded on the active tape (the nodes of a scalar graph), stacked:
+    one gather of their slots, with no numpy array on the way. None for anything else,
+    which _join handles."""
+    tape = _state.active
+    if tape is None or not tensors:
+        return None
+    bases = []
+    for t in tensors:
+        if type(t) is not Tensor or t._tape is not tape or t._shape or t._bool:
+            return None
+        bases.append(t._base)
+    n = len(bases)
+    out = tape.emit(OP.gather, n, b=tape.add_slot_index(bases))
+    _run_last(tape)
+    return _vector_on_tape(tape, out, n)
 
 
 def hstack(tensors):

@@ -174,23 +174,37 @@ def _remap_all(prog: Program, slot_map: np.ndarray, start: int = 0, skip=None) -
     prog.idx = np.concatenate([prog.idx, new.astype(prog.idx.dtype)])
 
 
-def _apply_aliases(prog: Program, alias: dict) -> Program:
-    """Replace each aliased instruction's outputs by the slots of another run."""
-    if not alias:
+def _apply_aliases(prog: Program, rows, targets) -> Program:
+    """Replace the outputs of instructions ``rows`` by the runs that start at ``targets``
+    (earlier slots), except outputs read from outside, which keep their slots."""
+    rows = np.asarray(rows, np.int64)
+    targets = np.asarray(targets, np.int64)
+    if not rows.size:
         return prog
+    order = np.argsort(rows, kind="stable")
+    rows, targets = rows[order], targets[order]
+    out = prog.ins[0, rows].astype(np.int64)
+    n = prog.ins[1, rows].astype(np.int64)
+    kept = np.zeros(prog.n_slots, np.int64)
+    kept[prog.keep] = 1
+    kept_before = np.concatenate(([0], np.cumsum(kept)))
+    free = kept_before[out + n] == kept_before[out]
+    rows, targets, out, n = rows[free], targets[free], out[free], n[free]
+    if not rows.size:
+        return prog
+    within = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
     slot_map = np.arange(prog.n_slots, dtype=np.int64)
-    kept = np.zeros(prog.n_slots, bool)
-    kept[prog.keep] = True
+    slot_map[np.repeat(out, n) + within] = np.repeat(targets, n) + within
+    # a target may itself be an aliased output (of an earlier instruction): follow the
+    # chains to their ends, which are never aliased
+    while True:
+        followed = slot_map[slot_map]
+        if np.array_equal(followed, slot_map):
+            break
+        slot_map = followed
     removed = np.zeros(len(prog), bool)
-    # targets are earlier slots: in instruction order, a target's own mapping is final
-    for i in sorted(alias):
-        out, n = int(prog.ins[0, i]), int(prog.ins[1, i])
-        if kept[out: out + n].any():
-            continue                     # outputs read from outside keep their slots
-        target = alias[i]
-        slot_map[out: out + n] = slot_map[target: target + n]
-        removed[i] = True
-    _remap_all(prog, slot_map, min(alias))
+    removed[rows] = True
+    _remap_all(prog, slot_map, int(rows[0]))
     return _drop(prog, removed)
 
 
@@ -371,20 +385,16 @@ def _bits(x: float) -> bytes:
     return struct.pack("<d", x)
 
 
-_IDENTITY_C = {OP.mul_c: 1.0, OP.div_c: 1.0, OP.pow_c: 1.0}
+_NEGATIVE_ZERO_BITS = np.float64(-0.0).view(np.int64)
 
 
 def simplify(prog: Program) -> Program:
     """x*1, x/1, x**1 and x + (-0.0) are x exactly: alias them to x (unit-stride x)."""
-    alias = {}
-    for i in range(len(prog)):
-        op = int(prog.ops[i])
-        c = float(prog.cv[i])
-        is_identity = (op in _IDENTITY_C and c == _IDENTITY_C[op]) or \
-                      (op == OP.add_c and _bits(c) == _bits(-0.0))
-        if is_identity and (int(prog.ins[3, i]) == 1 or int(prog.ins[1, i]) == 1):
-            alias[i] = int(prog.ins[2, i])
-    return _apply_aliases(prog, alias)
+    ops = prog.ops
+    by_one = ((ops == OP.mul_c) | (ops == OP.div_c) | (ops == OP.pow_c)) & (prog.cv == 1.0)
+    plus_negative_zero = (ops == OP.add_c) & (prog.cv.view(np.int64) == _NEGATIVE_ZERO_BITS)
+    rows = np.flatnonzero((by_one | plus_negative_zero) & ((prog.ins[3] == 1) | (prog.ins[1] == 1)))
+    return _apply_aliases(prog, rows, prog.ins[2, rows])
 
 
 def _fields_read(prog: Program, i: int, op: int, row: list, slot_map, gathered: dict) -> tuple:
@@ -451,6 +461,26 @@ def eliminate_common(prog: Program) -> Program:
             return prog
 
 
+_HASH_MULTIPLIERS = np.random.default_rng(20231).integers(1, 2**63, 16, dtype=np.uint64) | np.uint64(1)
+
+
+def _sharing_a_hash(table: np.ndarray) -> np.ndarray:
+    """Positions, in order, of the rows of an int64 table whose hash another row shares
+    (every pair of equal rows among them)."""
+    hashes = np.zeros(len(table), np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(table.shape[1]):
+            hashes = (hashes ^ table[:, k].view(np.uint64)) * _HASH_MULTIPLIERS[k]
+            hashes ^= hashes >> np.uint64(29)
+    order = np.argsort(hashes, kind="stable")
+    ordered = hashes[order]
+    same = ordered[1:] == ordered[:-1]
+    shared = np.zeros(len(table), bool)
+    shared[1:] |= same
+    shared[:-1] |= same
+    return np.sort(order[shared])
+
+
 def _merge_elementwise(prog: Program, keep: np.ndarray):
     ew = _ELEMENTWISE[prog.ops] & (prog.ins[1] > 0)
     ew &= ~keep[prog.ins[0]]                      # outputs read from outside stay
@@ -463,6 +493,12 @@ def _merge_elementwise(prog: Program, keep: np.ndarray):
         fields[2 * k: 2 * k + 2, arity <= k] = 0
     table = np.column_stack([prog.ops[rows].astype(np.int64), prog.ins[1, rows], prog.cv[rows].view(np.int64),
                              fields.T])
+    # sorting whole rows costs ~10 ms on 20,000 instructions; a hash of each row finds the
+    # few that can be equal, and only those are compared in full
+    candidates = _sharing_a_hash(table)
+    if not candidates.size:
+        return prog, False
+    rows, table = rows[candidates], table[candidates]
     _, first, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     duplicate = first[inverse] != np.arange(rows.size)
@@ -478,6 +514,10 @@ def _merge_elementwise(prog: Program, keep: np.ndarray):
     removed[rows[duplicate]] = True
     _remap_all(prog, slot_map, int(rows[duplicate].min()), removed)
     return _drop(prog, removed), True
+
+
+#: the structural opcodes whose key _fields_read builds from more than their fields
+_READ_SPECIALLY = frozenset((OP.gather, OP.gather_sum, OP.const, OP.input, OP.affine))
 
 
 def _merge_structural(prog: Program):
@@ -497,7 +537,10 @@ def _merge_structural(prog: Program):
     remapping = False
     for i, op, row, c in zip(structural.tolist(), ops, rows, immediates):
         out, n = row[0], row[1]
-        key = (op, n, c, _fields_read(prog, i, op, row, slot_map if remapping else None, gathered))
+        if remapping or op in _READ_SPECIALLY:
+            key = (op, n, c, _fields_read(prog, i, op, row, slot_map if remapping else None, gathered))
+        else:
+            key = (op, n, c, tuple(row[2:]))            # what _fields_read gives, directly
         first = seen.get(key)
         if first is None or any(s in keep_set for s in range(out, out + n)):
             seen.setdefault(key, out)
@@ -564,7 +607,7 @@ def fold_sign_flips(prog: Program) -> Program:
     if not alias:
         return prog
     prog.consts = np.concatenate(blocks)
-    return _apply_aliases(prog, alias)
+    return _apply_aliases(prog, list(alias), list(alias.values()))
 
 
 def eliminate_dead(prog: Program) -> Program:
@@ -711,8 +754,7 @@ def alias_contiguous_gathers(prog: Program) -> Program:
     owner = np.repeat(np.arange(len(gathers)), n)[:-1]
     np.logical_or.at(broken, owner[inside & (step != 1)], True)
     first = sources[np.r_[0, np.cumsum(n)[:-1]]]
-    alias = {int(i): int(s) for i, s, bad in zip(gathers, first, broken) if not bad}
-    return _apply_aliases(prog, alias)
+    return _apply_aliases(prog, gathers[~broken], first[~broken])
 
 
 @njit(**_JIT)
@@ -818,7 +860,8 @@ def optimize(f):
     guards = new_of[f.guards]
     g = Function(prog.arrays(), inputs, params, f.param_values, output, guards, fn=f.fn)
     g.unoptimized_size = (len(f), f.n_slots)
-    g.locations = {i: f.locations[int(k)] for i, k in enumerate(prog.origin) if int(k) in f.locations}
+    if f.locations:                      # kept under debug_nans only
+        g.locations = {i: f.locations[int(k)] for i, k in enumerate(prog.origin) if int(k) in f.locations}
     if not np.array_equal(g.out_pos, new_of[f.out_pos]):
         raise AssertionError("the optimized output is not one run")
     return g

@@ -324,10 +324,9 @@ class Tensor(object if _eager is None else _eager.TensorOps):
         tape = self._tape
         if len(self._shape) == 1 and tape is not None and tape is _state.active:
             # elements of a recorded vector: scalar views, nothing recorded
-            base, step = self._base, self._strides[0]
-            values = self._value
-            return (_on_tape(tape, base + i * step, (), (), float(values[i]), self._bool)
-                    for i in range(self._shape[0]))
+            base, step, is_bool = self._base, self._strides[0], self._bool
+            values = self._value.tolist() if not is_bool else [float(v) for v in self._value]
+            return iter([_on_tape(tape, base + i * step, (), (), v, is_bool) for i, v in enumerate(values)])
         return (self[i] for i in range(self._shape[0]))
 
     def __hash__(self) -> int:
@@ -900,6 +899,14 @@ def _result(tape: Tape, base: int, shape: tuple, is_bool: bool) -> Tensor:
     else:
         value = float(tape.values[base])
     return _on_tape(tape, base, _cstrides(shape), shape, value, is_bool)
+
+
+def _vector_on_tape(tape: Tape, base: int, n: int) -> Tensor:
+    """_result for a float vector, on the fast paths (never under debug_nans, which
+    turns them off)."""
+    value = tape.values[base: base + n]
+    value.flags.writeable = False
+    return _on_tape(tape, base, (1,), (n,), value, False)
 
 
 def _run_of(tape: Tape, view, out_shape: tuple) -> tuple:

@@ -382,3 +382,39 @@ def test_sign_flips_fold_only_for_plus_or_minus_one_and_a_sole_reader():
         np.testing.assert_array_equal(g(x), f(x))
         if name != "output":      # CSE merges the two M @ w of "shared": adjoints add in another order
             np.testing.assert_allclose(g.grad(x), f.grad(x), rtol=1e-14)
+
+
+def test_chained_identities_alias_through_to_their_source():
+    # each identity's target is the output of the previous one: simplify must follow the
+    # chain in one go; the output itself (read from outside) keeps its slot
+    def fn(x):
+        y = (((x * 1.0) / 1.0) ** 1.0 + (-0.0)) * 1.0
+        return tj.sum(y * y) + 3.0 * tj.sum(x * 1.0)
+    x = np.array([0.25, -3.0, 1.5])
+    f = tj.trace(fn, x, optimize=False)
+    g = f.optimize()
+    names = [tj.opcodes.OPS[o].name for o in g.arrays.ops]
+    assert not {"div_c", "pow_c", "add_c"} & set(names) and names.count("mul_c") == 1     # the 3.0
+    same(f, g, x)
+    assert g(x) == np.sum(x * x) + 3.0 * np.sum(x)
+    np.testing.assert_array_equal(g.grad(x), 2 * x + 3.0)
+    out = tj.trace(lambda z: z * 1.0, x)                         # the output is the identity
+    np.testing.assert_array_equal(out(x), x)
+    np.testing.assert_array_equal(out.vjp(x, u=np.ones(3))[1], np.ones(3))
+
+
+def test_rows_sharing_a_hash_include_every_duplicate():
+    rng = np.random.default_rng(7)
+    table = rng.integers(-5, 5, size=(3000, 9)).astype(np.int64)
+    table[::37] = table[5]                                       # planted duplicates
+    table[1000:1010] = table[2000:2010]
+    found = set(passes._sharing_a_hash(table).tolist())
+    rows = [tuple(r) for r in table.tolist()]
+    counts = {}
+    for r in rows:
+        counts[r] = counts.get(r, 0) + 1
+    duplicated = {i for i, r in enumerate(rows) if counts[r] > 1}
+    assert duplicated <= found
+    assert list(passes._sharing_a_hash(table)) == sorted(found)
+    distinct = np.arange(5000 * 9, dtype=np.int64).reshape(5000, 9)
+    assert passes._sharing_a_hash(distinct).size == 0

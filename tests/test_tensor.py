@@ -361,3 +361,51 @@ def test_a_tape_reused_after_scalar_and_vector_recordings_differentiates_correct
         np.testing.assert_allclose(v.grad.numpy(), np.exp(x0 * sv) * (1 + x0 * sv), rtol=1e-13)
         ds = np.cos(np.exp(0.7)) * np.exp(0.7) / (2 * sv)
         assert a.grad.item() == pytest.approx(np.sum(np.exp(x0 * sv) * x0 * x0) * ds, rel=1e-12)
+
+
+def test_stacked_scalars_and_vector_softmax_agree_with_the_general_paths():
+    # stack of recorded scalars (axis 0) and softmax of a recorded contiguous vector have
+    # fast paths; axis=-1 and a (1, n) softmax take the general ones
+    x0 = np.array([0.3, -1.7, 2.2, 0.9])
+    w = np.array([0.5, -2.0, 1.0, 3.0])
+
+    def loss(fast):
+        x = tj.tensor(x0, requires_grad=True)
+        nodes = list(x * 1.5)                                   # scalars on the tape
+        nodes = [nodes[0] * nodes[1], nodes[2], nodes[3] + 1.0, tj.exp(nodes[0])]
+        v = tj.stack(nodes) if fast else tj.stack(nodes, axis=-1)
+        s = tj.softmax(v) if fast else tj.reshape(tj.softmax(tj.reshape(v, (1, 4)), axis=1), (4,))
+        assert isinstance(v.numpy(), np.ndarray) and v.shape == (4,)
+        y = tj.sum(s * w)
+        y.backward()
+        return v.numpy(), s.numpy(), y.item(), x.grad.numpy()
+    fast, general = loss(True), loss(False)
+    for a, b in zip(fast, general):
+        np.testing.assert_array_equal(a, b)
+    u = 1.5 * x0
+    v = np.array([u[0] * u[1], u[2], u[3] + 1.0, np.exp(u[0])])
+    s = sp.softmax(v)
+    np.testing.assert_allclose(fast[1], s, rtol=1e-14)
+    dv = s * (w - s @ w)                                         # softmax's closed-form VJP
+    dx = 1.5 * np.array([dv[0] * u[1] + dv[3] * np.exp(u[0]), dv[0] * u[0], dv[1], dv[2]])
+    np.testing.assert_allclose(fast[3], dx, rtol=1e-13)
+
+
+def test_stacks_and_softmaxes_off_the_fast_paths():
+    x = tj.tensor([0.5, -1.0, 2.0, 4.0], requires_grad=True)
+    a, b, c, d = x
+    flags = tj.stack([a > 0, b > 0])                              # booleans stay booleans
+    assert flags.numpy().dtype == bool and flags.numpy().tolist() == [True, False]
+    mixed = tj.stack([a, 2.5, c])                                 # a Python number among scalars
+    np.testing.assert_array_equal(mixed.numpy(), [0.5, 2.5, 2.0])
+    strided = tj.softmax(x[::2])                                  # a strided view
+    np.testing.assert_allclose(strided.numpy(), sp.softmax([0.5, 2.0]), rtol=1e-15)
+    (tj.sum(mixed * strided[0]) + strided[1]).backward()
+    s = sp.softmax([0.5, 2.0])
+    # d/dx of s0 * (a + 2.5 + c) + s1, with s = softmax(a, c)
+    total = 0.5 + 2.5 + 2.0
+    ds = np.array([total, 1.0])
+    da_dc = s * (ds - s @ ds)
+    np.testing.assert_allclose(x.grad.numpy(), [s[0] + da_dc[0], 0.0, s[0] + da_dc[1], 0.0], rtol=1e-13)
+    with pytest.raises(tj.TapejitError):
+        tj.stack([])
