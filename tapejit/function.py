@@ -265,8 +265,9 @@ class Function:
                 "retrace there (tj.grad does this for you) or use tj.where to record both branches")
 
     def _value(self, v):
-        out = v[self.out_pos]
-        return float(out[0]) if not self.output_shape else out.reshape(self.output_shape).copy()
+        if not self.output_shape:
+            return float(v[self.out_pos[0]])
+        return v[self.out_pos].reshape(self.output_shape).copy()
 
     def __call__(self, *xs, params=None):
         """The value at a new point (a float, or an array for vector outputs)."""
@@ -279,15 +280,18 @@ class Function:
 
     def _reverse(self, seed) -> np.ndarray:
         v, g = self._workspace()
-        g[self.out_pos] += seed
+        if type(seed) is float and self.out_pos.size == 1:
+            g[self.out_pos[0]] += seed           # an integer index: no fancy-indexing machinery
+        else:
+            g[self.out_pos] += seed
         tiling.reverse(self.segments, self.arrays, v, g, self.vector)
         return self._take_gradient(g)
 
     def _take_gradient(self, g) -> np.ndarray:
         """The inputs' adjoints, leaving the workspace's zero for the next call."""
-        if isinstance(self._in, slice):
+        if isinstance(self._in, slice) and self.n_inputs >= tiling.MIN_LENGTH:
             grad = np.empty(self.n_inputs)
-            tiling.move(g[self._in], grad)
+            tiling.move(g[self._in], grad)         # one pass over a long gradient
         else:
             grad = g[self._in].copy()
             g[self._in] = 0.0
