@@ -171,24 +171,18 @@ class Tape:
         return start
 
     def add_index(self, offsets: np.ndarray) -> int:
-        """Append gather offsets (an integer array, or a list of Python ints) to the index
-        pool; return where they start."""
+        offsets = np.asarray(offsets).ravel()
         # a few offsets (stacks of scalars) are checked faster as Python ints than by
         # two numpy reductions, which cost microseconds each
-        if type(offsets) is list:
-            few, size = offsets, len(offsets)
-        else:
-            offsets = np.asarray(offsets).ravel()
-            size = offsets.size
-            few = offsets.tolist() if size <= 32 else None
-        if few is not None:
+        if offsets.size <= 32:
+            few = offsets.tolist()
             low, high = (min(few), max(few)) if few else (0, 0)
         else:
             low, high = offsets.min(), offsets.max()
         if high > INDEX_LIMIT or low < -INDEX_LIMIT:
             raise OverflowError("gather offsets past the int32 limit 2**31-1")
         start = self.n_idx
-        need = start + size
+        need = start + offsets.size
         _check_index(need, "index pool size")
         if need > len(self.idx):
             grown = np.zeros(max(2 * len(self.idx), need), np.int32)
@@ -204,7 +198,7 @@ class Tape:
         start = self.n_idx
         need = start + len(slots)
         if need > len(self.idx):
-            return self.add_index(slots)
+            return self.add_index(np.array(slots, np.int64))      # grows the pool
         self.idx[start:need] = slots
         self.n_idx = need
         return start

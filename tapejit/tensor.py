@@ -324,9 +324,10 @@ class Tensor(object if _eager is None else _eager.TensorOps):
         tape = self._tape
         if len(self._shape) == 1 and tape is not None and tape is _state.active:
             # elements of a recorded vector: scalar views, nothing recorded
-            base, step, is_bool = self._base, self._strides[0], self._bool
-            values = self._value.tolist() if not is_bool else [float(v) for v in self._value]
-            return iter([_on_tape(tape, base + i * step, (), (), v, is_bool) for i, v in enumerate(values)])
+            base, step = self._base, self._strides[0]
+            values = self._value
+            return (_on_tape(tape, base + i * step, (), (), float(values[i]), self._bool)
+                    for i in range(self._shape[0]))
         return (self[i] for i in range(self._shape[0]))
 
     def __hash__(self) -> int:
