@@ -16,12 +16,19 @@ from numba import njit
 from . import _recycle
 from .adjoint_plan import adjoint_plan
 
-from ._sweeps_cpu import forward_chunk, forward_tangent_chunk, reverse_chunk, reverse_tangent_chunk
+from . import _sweeps_cpu as sweeps
 from ._threads import get_num_threads, run_workers
 from ._transpose import points_to_rows, rows_to_points
+from ._unlinked import unlinked
 from ._scalars import NO as _NO, YES as _YES, ZERO as _ZERO
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+# the chunk sweeps as the drivers call them: without a copy of each sweep in each driver
+forward_chunk = unlinked(sweeps.forward_chunk)
+reverse_chunk = unlinked(sweeps.reverse_chunk)
+forward_tangent_chunk = unlinked(sweeps.forward_tangent_chunk)
+reverse_tangent_chunk = unlinked(sweeps.reverse_tangent_chunk)
 
 #: workspace budget per worker (values and adjoints), in bytes: about one core's L2 cache.
 #: Measured on a 2-core dev box (1 MB L2 per core): B1 (then 74 slots) 13.9 ms at 512

@@ -24,8 +24,15 @@ from .opcodes import OP, OPS
 from ._threads import get_num_threads, run_workers
 from .tape import TapeArrays
 from ._scalars import NO as _NO, ONE as _ONE, ZERO as _ZERO
+from ._unlinked import unlinked
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+# the sweeps as the tile runners call them: without a copy of each sweep in each runner
+_forward_vector = unlinked(sweeps.forward_vector)
+_reverse_vector = unlinked(sweeps.reverse_vector)
+_forward_tangent_vector = unlinked(sweeps.forward_tangent_vector)
+_reverse_tangent_vector = unlinked(sweeps.reverse_tangent_vector)
 
 #: instructions shorter than this run as they are
 MIN_LENGTH = 8192
@@ -283,9 +290,9 @@ def _scatter(g, lg, loads, t0, count):
 def _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, loads, t0, count, tile):
     _load(v, lv, loads, t0, count)
     if count == tile or t_ops.shape[0] == 0:
-        sweeps.forward_vector(f_ops, f_ins, f_cv, consts, idx, lv, _ZERO, f_ops.shape[0])
+        _forward_vector(f_ops, f_ins, f_cv, consts, idx, lv, _ZERO, f_ops.shape[0])
     else:
-        sweeps.forward_vector(t_ops, t_ins, t_cv, consts, idx, lv, _ZERO, t_ops.shape[0])
+        _forward_vector(t_ops, t_ins, t_cv, consts, idx, lv, _ZERO, t_ops.shape[0])
 
 
 @njit(**_JIT)
@@ -300,9 +307,9 @@ def _tile_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, g, lv,
     for q in range(sums.shape[0]):
         lg[sums[q, 0]] = g[sums[q, 1]]
     if count == tile or t_ops.shape[0] == 0:
-        sweeps.reverse_vector(f_ops, f_ins, f_cv, consts, idx, lv, lg, _ZERO, f_ops.shape[0])
+        _reverse_vector(f_ops, f_ins, f_cv, consts, idx, lv, lg, _ZERO, f_ops.shape[0])
     else:
-        sweeps.reverse_vector(t_ops, t_ins, t_cv, consts, idx, lv, lg, _ZERO, t_ops.shape[0])
+        _reverse_vector(t_ops, t_ins, t_cv, consts, idx, lv, lg, _ZERO, t_ops.shape[0])
     _scatter(g, lg, loads, t0, count)
 
 
@@ -558,7 +565,7 @@ def packed_forward(ops, ins, cv, consts, idx, v, seg, stretch, l_ops, l_ins, l_c
     """Values at one point, every segment in compiled code, tiles serially."""
     for q in range(seg.shape[0]):
         if seg[q, 0] == 0:
-            sweeps.forward_vector(ops, ins, cv, consts, idx, v, seg[q, 1], seg[q, 2])
+            _forward_vector(ops, ins, cv, consts, idx, v, seg[q, 1], seg[q, 2])
             continue
         partial = np.zeros((1, max(sums.shape[0], 1)))
         fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
@@ -574,7 +581,7 @@ def packed_reverse(ops, ins, cv, consts, idx, v, g, seg, stretch, l_ops, l_ins, 
     """Adjoints at one point (after packed_forward), in compiled code."""
     for q in range(seg.shape[0] - 1, -1, -1):
         if seg[q, 0] == 0:
-            sweeps.reverse_vector(ops, ins, cv, consts, idx, v, g, seg[q, 1], seg[q, 2])
+            _reverse_vector(ops, ins, cv, consts, idx, v, g, seg[q, 1], seg[q, 2])
             continue
         fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
                                                                           sums, seg[q, 1])
@@ -594,9 +601,9 @@ def _tile_forward_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v
     _load(v, lv, loads, t0, count)
     _load(dv, ldv, loads, t0, count)
     if count == tile or t_ops.shape[0] == 0:
-        sweeps.forward_tangent_vector(f_ops, f_ins, f_cv, consts, idx, lv, ldv, _ZERO, f_ops.shape[0])
+        _forward_tangent_vector(f_ops, f_ins, f_cv, consts, idx, lv, ldv, _ZERO, f_ops.shape[0])
     else:
-        sweeps.forward_tangent_vector(t_ops, t_ins, t_cv, consts, idx, lv, ldv, _ZERO, t_ops.shape[0])
+        _forward_tangent_vector(t_ops, t_ins, t_cv, consts, idx, lv, ldv, _ZERO, t_ops.shape[0])
 
 
 @njit(**_JIT)
@@ -607,7 +614,7 @@ def packed_forward_tangent(ops, ins, cv, consts, idx, v, dv, seg, stretch, l_ops
     ldv = np.zeros(n_local)
     for q in range(seg.shape[0]):
         if seg[q, 0] == 0:
-            sweeps.forward_tangent_vector(ops, ins, cv, consts, idx, v, dv, seg[q, 1], seg[q, 2])
+            _forward_tangent_vector(ops, ins, cv, consts, idx, v, dv, seg[q, 1], seg[q, 2])
             continue
         fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
                                                                           sums, seg[q, 1])
@@ -644,9 +651,9 @@ def _tile_reverse_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v
         lg[sums[q, 0]] = g[sums[q, 1]]
         ldg[sums[q, 0]] = dg[sums[q, 1]]
     if count == tile or t_ops.shape[0] == 0:
-        sweeps.reverse_tangent_vector(f_ops, f_ins, f_cv, consts, idx, lv, ldv, lg, ldg, _ZERO, f_ops.shape[0])
+        _reverse_tangent_vector(f_ops, f_ins, f_cv, consts, idx, lv, ldv, lg, ldg, _ZERO, f_ops.shape[0])
     else:
-        sweeps.reverse_tangent_vector(t_ops, t_ins, t_cv, consts, idx, lv, ldv, lg, ldg, _ZERO, t_ops.shape[0])
+        _reverse_tangent_vector(t_ops, t_ins, t_cv, consts, idx, lv, ldv, lg, ldg, _ZERO, t_ops.shape[0])
     _scatter(g, lg, loads, t0, count)
     _scatter(dg, ldg, loads, t0, count)
 
@@ -658,7 +665,7 @@ def packed_reverse_tangent(ops, ins, cv, consts, idx, v, dv, g, dg, seg, stretch
     serially."""
     for q in range(seg.shape[0] - 1, -1, -1):
         if seg[q, 0] == 0:
-            sweeps.reverse_tangent_vector(ops, ins, cv, consts, idx, v, dv, g, dg, seg[q, 1], seg[q, 2])
+            _reverse_tangent_vector(ops, ins, cv, consts, idx, v, dv, g, dg, seg[q, 1], seg[q, 2])
             continue
         fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
                                                                           sums, seg[q, 1])
