@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from . import opcodes
-from .opcodes import FIELDS, MATH_NAMES, OPS
+from .opcodes import FIELDS, MATH_NAMES, OP, OPS
 
 HERE = Path(__file__).parent
 CPU_FILE = HERE / "_sweeps_cpu.py"
@@ -511,7 +511,8 @@ def structural(op, which: str, target: Target, indent: str) -> list[str]:
 # --------------------------------------------------------------------------------------
 # whole sweeps
 # --------------------------------------------------------------------------------------
-def _dispatch(sweep_body, indent: str, only=None) -> list[str]:
+def _dispatch(sweep_body, indent: str, only=None, otherwise=None) -> list[str]:
+    """An if/elif chain over the opcodes (those in ``only``); ``otherwise`` handles the rest."""
     lines = []
     first = True
     for code, op in enumerate(OPS):
@@ -519,11 +520,15 @@ def _dispatch(sweep_body, indent: str, only=None) -> list[str]:
             continue
         body = sweep_body(op, indent + "    ")
         if not body:
-            continue
+            if otherwise is None:
+                continue
+            body = [indent + "    pass"]     # nothing to do: not a call to the outlined sweep
         kw = "if" if first else "elif"
         first = False
         lines.append(f"{indent}{kw} op == {code}:  # {op.name}")
         lines += body
+    if otherwise is not None:
+        lines += [f"{indent}else:", f"{indent}    {otherwise}"]
     return lines
 
 
@@ -568,7 +573,38 @@ def _reverse_body(target):
 _POINT_ARGS = "ops, ins, cv, consts, idx"
 
 
-def _sweep(name, args, target, body_fn, reverse, decorator, doc, only=None):
+#: opcodes the large sweeps run in a second, separately compiled function (see
+#: _split_sweep): none of the benchmark workloads' tapes (fused rosenbrock, affine and
+#: softplus, the W graph's softplus, gather_sum, mul, softmax) nor the common elementwise
+#: arithmetic and math
+OUTLINED_OPS = frozenset(getattr(OP, name) for name in (
+    "stop_gradient", "pow", "arctan2", "maximum", "minimum", "rdiv_c", "rpow_c", "minimum_c", "expm1",
+    "sin", "cos", "tan", "arcsin", "arccos", "arctan", "sinh", "cosh", "abs", "sign", "erf",
+    "lt", "le", "gt", "ge", "eq", "ne", "lt_c", "le_c", "gt_c", "ge_c", "eq_c", "ne_c", "amax"))
+
+
+def _split_sweep(name, args, target, body_fn, reverse, decorator, doc):
+    """A sweep compiled as two functions: the common opcodes inline in the interpreter loop,
+    the others (OUTLINED_OPS) in ``<name>_outlined``, which the loop calls one instruction
+    at a time through tapejit._unlinked (no copy of it in the loop's module).
+
+    Numba and LLVM take superlinear time in a function's size: forward_chunk compiled in
+    36 s whole and in 10 + 13 s as two halves of the opcodes (2-core dev box). A call costs
+    some tens of ns (the arrays go as unpacked structs), so only opcodes that no
+    benchmark tape uses go there, and only in sweeps whose instructions are long runs or
+    second order; the point sweeps of scalar tapes stay whole."""
+    outlined = f"{name}_outlined"
+    inline = set(range(len(OPS))) - OUTLINED_OPS
+    call_args = args.replace("start, stop", "i, i + 1")
+    lines = _sweep(outlined, args, target, body_fn, reverse, decorator,
+                   f"{name}'s outlined opcodes (see codegen._split_sweep).", only=OUTLINED_OPS)
+    lines += [f"_{outlined} = unlinked({outlined})", "", ""]
+    lines += _sweep(name, args, target, body_fn, reverse, decorator, doc, only=inline,
+                    otherwise=f"_{outlined}({call_args})")
+    return lines
+
+
+def _sweep(name, args, target, body_fn, reverse, decorator, doc, only=None, otherwise=None):
     lines = [decorator, f"def {name}({args}):", f'    """{doc}"""']
     if target.kind in ("point", "vector", "local"):
         lines += ["    s0 = 0.0", "    s1 = 0.0"]
@@ -582,7 +618,7 @@ def _sweep(name, args, target, body_fn, reverse, decorator, doc, only=None):
         # an unsigned instruction index: no negative-index wraparound on every field load
         lines.append(f"        {target.instruction} = uint64(i)")
     lines.append(f"        op = ops[{target.instruction}]")
-    body = _dispatch(body_fn, "        ", only)
+    body = _dispatch(body_fn, "        ", only, otherwise)
     if target.kind == "point":
         body = [_scalar_math(ln, C_MATH_FOR_PARTIALS if reverse else VECTOR_MATH) for ln in body]
     lines += body
@@ -602,6 +638,7 @@ def render_cpu() -> str:
         "import numpy as np",
         f"from math import {', '.join(n for n in MATH_NAMES if n not in VECTOR_MATH)}",
         "from numba import njit, uint64",
+        "from ._unlinked import unlinked",
         "",
         "# vectorizable versions: loops over a chunk or a run of slots become SIMD code;",
         "# one value at a time (point sweeps, runs of length 1) calls the C library's",
@@ -622,35 +659,35 @@ def render_cpu() -> str:
     # signed on purpose: with unsigned indices, LLVM took over 10 minutes to compile the
     # vector target's second-order sweep under NUMBA_BOUNDSCHECK=1 (66 s signed)
     vector = Target("vector")
-    out += _sweep("forward_vector", f"{_POINT_ARGS}, v, start, stop", vector, _forward_body(vector),
+    out += _split_sweep("forward_vector", f"{_POINT_ARGS}, v, start, stop", vector, _forward_body(vector),
                   False, dec, "forward_point for tapes of long runs: unit-stride runs vectorize.")
     out += ["", ""]
-    out += _sweep("reverse_vector", f"{_POINT_ARGS}, v, g, start, stop", vector, _reverse_body(vector),
+    out += _split_sweep("reverse_vector", f"{_POINT_ARGS}, v, g, start, stop", vector, _reverse_body(vector),
                   True, dec, "reverse_point for tapes of long runs: unit-stride runs vectorize.")
     out += ["", ""]
-    out += _sweep("forward_tangent_vector", f"{_POINT_ARGS}, v, dv, start, stop", vector,
+    out += _split_sweep("forward_tangent_vector", f"{_POINT_ARGS}, v, dv, start, stop", vector,
                   _forward_body(vector, True), False, dec,
                   "Values and tangents (forward mode) at one point; unit-stride runs vectorize.")
     out += ["", ""]
-    out += _sweep("reverse_tangent_vector", f"{_POINT_ARGS}, v, dv, g, dg, start, stop", vector,
+    out += _split_sweep("reverse_tangent_vector", f"{_POINT_ARGS}, v, dv, g, dg, start, stop", vector,
                   _hvp_body(vector), True, dec,
                   "Adjoints g and their tangents dg (Hessian-vector products) at one point; "
                   "unit-stride runs of unary ops vectorize.")
     out += ["", ""]
-    out += _sweep("forward_chunk", f"{_POINT_ARGS}, v, tmp, P, start, stop", chunk,
+    out += _split_sweep("forward_chunk", f"{_POINT_ARGS}, v, tmp, P, start, stop", chunk,
                   _forward_body(chunk), False, dec,
                   "Values at P points laid out v[slot, point]; P == v.shape[1] (full-width chunks).")
     out += ["", ""]
-    out += _sweep("reverse_chunk", f"{_POINT_ARGS}, plan, v, g, tmp, P, start, stop", chunk,
+    out += _split_sweep("reverse_chunk", f"{_POINT_ARGS}, plan, v, g, tmp, P, start, stop", chunk,
                   _reverse_body(chunk), True, dec,
                   "Adjoints at P == v.shape[1] points, following tapejit.adjoint_plan's plan: "
                   "first contributions assign, rows accumulated into are zeroed once read.")
     out += ["", ""]
-    out += _sweep("forward_tangent_chunk", f"{_POINT_ARGS}, v, dv, tmp, P, start, stop", chunk,
+    out += _split_sweep("forward_tangent_chunk", f"{_POINT_ARGS}, v, dv, tmp, P, start, stop", chunk,
                   _forward_body(chunk, True), False, dec,
                   "Values and tangents at P points.")
     out += ["", ""]
-    out += _sweep("reverse_tangent_chunk", f"{_POINT_ARGS}, v, dv, g, dg, tmp, P, start, stop", chunk,
+    out += _split_sweep("reverse_tangent_chunk", f"{_POINT_ARGS}, v, dv, g, dg, tmp, P, start, stop", chunk,
                   _hvp_body(chunk), True, dec,
                   "Adjoints and their tangents (Hessian-vector products) at P points.")
     out += ["", ""]
