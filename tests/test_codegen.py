@@ -25,11 +25,13 @@ def test_every_opcode_is_dispatched_by_every_sweep():
     for sweep, text in [("forward_point", cpu), ("forward_chunk", cpu), ("forward_vector", cpu),
                         ("forward_thread", cuda)]:
         expected = {op.name for op in OPS if op.elementwise or op.forward}
-        assert expected <= _dispatched(text, sweep), (sweep, expected - _dispatched(text, sweep))
+        dispatched = _dispatched(text, sweep)
+        assert expected <= dispatched, (sweep, expected - dispatched)
     for sweep, text in [("reverse_point", cpu), ("reverse_chunk", cpu), ("reverse_tangent_vector", cpu),
                         ("reverse_thread", cuda)]:
         expected = {op.name for op in OPS if op.name != "input"}
-        assert expected <= _dispatched(text, sweep), (sweep, expected - _dispatched(text, sweep))
+        dispatched = _dispatched(text, sweep)
+        assert expected <= dispatched, (sweep, expected - dispatched)
 
 
 def test_a_split_sweep_runs_each_opcode_in_one_half_and_calls_the_other():
