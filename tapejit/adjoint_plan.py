@@ -7,13 +7,17 @@ Walking the tape backwards once, like the sweep, tells which contribution comes 
 for every slot; when an instruction is first for a whole operand run it can assign
 (``g[a] = g[o] * partial``), and a row whose first contribution assigns never needs
 zeroing. Rows accumulated into before any assignment (partial overlaps, broadcasts,
-structural operations) keep the old rule: zero at the start, zeroed once read.
+structural operations) keep the old rule: zero at the start, zeroed once read. A sum
+assigns too, when it reads each slot of its operand once and is first to all of them:
+the loss ``sum(terms)`` that ends most tapes then spares its terms' rows the zeroing.
 
 The plan is one byte per instruction: bits 1, 2, 4 assign operand a, b, d; bit 8 zeroes
 the output's rows after the sweep reads them. The chunk sweep's elementwise loops follow
 it; an assignment needs a flat run (all operands unit-stride, or a single row), so runs
-that go row by row only add, and zero when bit 8 says. Structural operations always add
-and zero.
+that go row by row only add, and zero when bit 8 says. Other structural operations
+always add, and zero their outputs' rows. The batch engine reads the inputs' adjoint rows
+out after the sweep and zeroes only the dirty ones (accumulated into before any
+assignment): the others are assigned in every chunk or never written.
 """
 from __future__ import annotations
 
@@ -56,6 +60,7 @@ def _plan(ops, ins, idx, n_slots, seeded, elementwise, arity, assignable, contri
           op_amax, op_affine, op_matmul, op_softmax, op_gather_sum, zero_bit):
     plan = np.zeros(ops.shape[0], np.uint8)
     written = np.zeros(n_slots, np.bool_)
+    seen = np.zeros(n_slots, np.int64)      # i + 1: read by instruction i (repeats cannot assign)
     dirty = np.zeros(n_slots, np.bool_)     # accumulated into before any assignment
     for s in seeded:
         written[s] = True
@@ -105,6 +110,20 @@ def _plan(ops, ins, idx, n_slots, seeded, elementwise, arity, assignable, contri
                         dirty[s] = True
         else:
             a, sa, b, sb = ins[2, i], ins[3, i], ins[4, i], ins[5, i]
+            # a reduction whose reverse can assign (a sum: opcodes.OpDef.reverse_first) does
+            # when it reads each slot of operand a once and none has an adjoint yet
+            can_assign = (assignable[op] & 1) != 0
+            if can_assign:
+                for k in range(n):
+                    base, stride, count = _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum,
+                                                      op_amax, op_affine, op_matmul, op_softmax, k, 0)
+                    for q in range(count):
+                        s = base + q * stride
+                        if written[s] or seen[s] == i + 1:
+                            can_assign = False
+                        seen[s] = i + 1
+            if can_assign:
+                plan[i] |= 1
             for k in range(n):
                 for which in range(2):
                     base, stride, count = _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum,
@@ -113,7 +132,7 @@ def _plan(ops, ins, idx, n_slots, seeded, elementwise, arity, assignable, contri
                         s = base + q * stride
                         if not written[s]:
                             written[s] = True
-                            dirty[s] = True
+                            dirty[s] = not (can_assign and which == 0)
     for i in range(ops.shape[0]):
         if elementwise[ops[i]]:
             o, n = ins[0, i], ins[1, i]
@@ -121,12 +140,19 @@ def _plan(ops, ins, idx, n_slots, seeded, elementwise, arity, assignable, contri
                 if dirty[o + k]:
                     plan[i] |= zero_bit
                     break
-    return plan
+    return plan, dirty
 
 
 def adjoint_plan(arrays, seeded: np.ndarray) -> np.ndarray:
     """The plan (one byte per instruction) for reverse sweeps whose seeds assign the
     adjoint rows ``seeded`` before the sweep starts."""
+    return plan_and_dirty(arrays, seeded)[0]
+
+
+def plan_and_dirty(arrays, seeded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The plan, and per slot whether the sweep accumulates into its adjoint before any
+    assignment (such a row must be zero when the sweep starts). A slot that is neither
+    dirty nor seeded is assigned in every sweep or never written."""
     elementwise, arity, assignable, contributes = _TABLES
     return _plan(arrays.ops, arrays.ins, arrays.idx, arrays.n_slots, np.asarray(seeded, np.int64), elementwise,
                  arity, assignable, contributes, OP.input, OP.gather, OP.sum, OP.amax, OP.affine, OP.matmul, OP.softmax,

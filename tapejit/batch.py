@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 from . import _recycle
-from .adjoint_plan import adjoint_plan
+from .adjoint_plan import plan_and_dirty
 
 from . import _sweeps_cpu as sweeps
 from ._threads import get_num_threads, run_workers
@@ -89,7 +89,7 @@ def _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P):
 
 @njit(**_JIT)
 def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_pos, param_pos,
-                param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode):
+                param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode, clear_rows):
     """The worker's block of chunks of the batch.
 
     mode 0: values; 1: values and the gradient of out_pos[0]; 2: values and u^T J with
@@ -123,15 +123,18 @@ def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_
                 for p in range(P):
                     row[p] += Sb[p, m]
         reverse_chunk(ops, ins, cv, consts, idx, plan, v, g, tmp, chunk, _ZERO, n_ins)
-        # inputs and parameters are not consumed by the sweep: read, then clear
-        rows_to_points(grads, g, in_pos, p0, P, _YES)
+        # the sweep does not consume the inputs' and parameters' rows: read them, then
+        # zero the parameters' and the inputs' dirty rows (see adjoint_plan)
+        rows_to_points(grads, g, in_pos, p0, P, _NO)
+        for j in range(clear_rows.shape[0]):
+            g[clear_rows[j]] = 0.0
         for j in range(param_pos.shape[0]):
             g[param_pos[j]] = 0.0
 
 
 @njit(**_JIT)
 def _run_chunks_tangent(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_pos, param_pos,
-                        param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode):
+                        param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode, clear_rows):
     """Values and J v (forward mode), with the rows of ``seeds`` as tangents v."""
     B = X.shape[0]
     n_ins = ops.shape[0]
@@ -153,7 +156,7 @@ def _run_chunks_tangent(worker, n_workers, ops, ins, cv, consts, idx, plan, n_sl
 
 @njit(**_JIT)
 def _run_chunks_hvp(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_pos, param_pos,
-                    param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode):
+                    param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode, clear_rows):
     """Values and Hessian-vector products H v (forward over reverse), v the rows of seeds."""
     B = X.shape[0]
     n_ins = ops.shape[0]
@@ -188,13 +191,23 @@ _DRIVERS = {MODE_JVP: _run_chunks_tangent, MODE_HVP: _run_chunks_hvp}
 _plans: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _plan_for(arrays, out_pos) -> np.ndarray:
-    """The reverse sweep's adjoint plan for these seeds, computed once per tape."""
+def _plan_and_dirty(arrays, out_pos) -> tuple[np.ndarray, np.ndarray]:
     per_tape = _plans.setdefault(arrays, {})
     key = tuple(int(s) for s in out_pos)
     if key not in per_tape:
-        per_tape[key] = adjoint_plan(arrays, np.asarray(out_pos))
+        per_tape[key] = plan_and_dirty(arrays, np.asarray(out_pos))
     return per_tape[key]
+
+
+def _plan_for(arrays, out_pos) -> np.ndarray:
+    """The reverse sweep's adjoint plan for these seeds, computed once per tape."""
+    return _plan_and_dirty(arrays, out_pos)[0]
+
+
+def _rows_to_clear(arrays, out_pos, in_pos) -> np.ndarray:
+    """The input rows the chunk reverse accumulates into before assigning: zeroed after
+    each chunk's gradients are read out (see adjoint_plan)."""
+    return in_pos[_plan_and_dirty(arrays, out_pos)[1][in_pos]]
 
 
 def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seeds=None,
@@ -219,9 +232,11 @@ def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seed
     if B * (arrays.n_slots + len(arrays.consts)) < SERIAL_WORK:
         workers = 1
     seeded = out_pos[:1] if mode == MODE_GRAD else out_pos
-    plan = _plan_for(arrays, seeded) if mode in (MODE_GRAD, MODE_VJP) else np.zeros(0, np.uint8)
+    reverse = mode in (MODE_GRAD, MODE_VJP)
+    plan = _plan_for(arrays, seeded) if reverse else np.zeros(0, np.uint8)
+    clear_rows = _rows_to_clear(arrays, seeded, in_pos) if reverse else in_pos
     args = (arrays.ops, arrays.ins, arrays.cv, arrays.consts, arrays.idx, plan, arrays.n_slots, in_pos,
-            param_pos, param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode)
+            param_pos, param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode, clear_rows)
     run_workers(_DRIVERS.get(mode, _run_chunks), workers, *args)
     return vals, grads, valid
 

@@ -41,7 +41,7 @@ _SCRATCH = ("S0", "S1")
 
 def table_hash() -> str:
     text = repr([(op.name, op.arity, op.value, sorted(op.partials.items()), op.forward,
-                  op.reverse, op.tangent, op.hvp) for op in OPS])
+                  op.reverse, op.reverse_first, op.tangent, op.hvp) for op in OPS])
     text += Path(__file__).with_name("symbolic.py").read_text()
     text += Path(__file__).with_name("_vmath.py").read_text()
     text += Path(opcodes.__file__).name + Path(__file__).read_text()
@@ -321,6 +321,8 @@ def first_write_operands(op) -> str:
     """The operands whose adjoint the chunk reverse may assign (see tapejit.adjoint_plan)."""
     if op.name in FIRST_WRITE_OPS:
         return "".join(x for x in "abd" if x in op.partials)
+    if op.reverse_first:
+        return "a"
     return ""
 
 
@@ -499,6 +501,11 @@ def elementwise_hvp(op, target: Target, indent: str) -> list[str]:
 def structural(op, which: str, target: Target, indent: str) -> list[str]:
     template = getattr(op, which)
     lines = render_template(template, target, indent) if template else []
+    if which == "reverse" and op.reverse_first and (target.kind == "chunk" or target.planned):
+        # the plan's bit 1: the first contributions to operand a's adjoints assign them
+        lines = ([f"{indent}if plan[{target.instruction}] & {FIRST_WRITE_BITS['a']}:"]
+                 + render_template(op.reverse_first, target, indent + "    ")
+                 + [f"{indent}else:"] + render_template(template, target, indent + "    "))
     if which in ("reverse", "hvp"):
         zero = [f"{target.slot('g', 'o + k')} = 0.0"]
         if which == "hvp":

@@ -57,6 +57,10 @@ class OpDef:
     partials: dict = field(default_factory=dict)   # operand name -> expression
     forward: str = ""               # structural: template computing V[o...]
     reverse: str = ""               # structural: template accumulating G[inputs]
+    #: structural: ``reverse`` as first contributions, assigning G[inputs], for the sweeps
+    #: that follow tapejit.adjoint_plan (plan bit 1: every slot it writes is read once and
+    #: has no adjoint yet)
+    reverse_first: str = ""
     tangent: str = ""               # structural: template computing T[o...]
     hvp: str = ""                   # structural: reverse of the tangent sweep, G and H together
     fields: str = ""                # structural: what each field means
@@ -259,6 +263,13 @@ for r in range(n // inner):
     for j in range(inner):
         for i in range(b):
             G[a + (r * b + i) * sa + j] += G[o + r * inner + j]
+""",
+        reverse_first="""
+inner = sb
+for r in range(n // inner):
+    for j in range(inner):
+        for i in range(b):
+            G[a + (r * b + i) * sa + j] = G[o + r * inner + j]
 """,
         tangent="""
 inner = sb

@@ -11,6 +11,9 @@ import tapejit as tj
 from tapejit import batch, workloads
 from tapejit.adjoint_plan import adjoint_plan
 from tapejit.codegen import ZERO_AFTER_READ
+from tapejit.function import Function
+from tapejit.opcodes import OP
+from tapejit.tape import Tape
 
 UNARY = [tj.sin, tj.exp, tj.square, tj.softplus, lambda x: -x, lambda x: 2.5 * x, lambda x: 1.0 - x]
 # runs of four taken from values of five, sharing slots in every way: the same run,
@@ -48,6 +51,7 @@ def textbook_batch_grads(f, X, chunk):
     textbook = lambda arrays, seeded: np.full(len(arrays.ops), ZERO_AFTER_READ, np.uint8)   # noqa: E731
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(batch, "_plan_for", textbook)
+        mp.setattr(batch, "_rows_to_clear", lambda arrays, seeded, in_pos: in_pos)   # every input row
         return batch_grads(f, X, chunk)
 
 
@@ -74,13 +78,17 @@ def test_rosenbrock_assigns_and_zeroes_only_what_it_must():
     f = tj.trace(workloads.rosen, np.zeros(10))
     plan = adjoint_plan(f.arrays, f.out_pos)
     # after fusion: square, sub, square_rsub_c, add_scaled_square, sum. In reverse order the
-    # fused terms and sub's square operand are first contributions and assign; square and
-    # sub's x[1:] add to adjoints that square_rsub_c started
+    # sum (each term read once), the fused terms and sub's square operand are first
+    # contributions and assign; square and sub's x[1:] add to adjoints that square_rsub_c
+    # started
     names = [tj.opcodes.OPS[o].name for o in f.arrays.ops]
     assigns = {names[i] for i in np.flatnonzero(plan & 7)}
-    assert assigns == {"add_scaled_square", "square_rsub_c", "sub"}
-    # only the run read by the sum (a structural reduction that adds) is zeroed after use
-    assert np.count_nonzero(plan & ZERO_AFTER_READ) == 1
+    assert assigns == {"sum", "add_scaled_square", "square_rsub_c", "sub"}
+    # so no row is accumulated into before an assignment: none is zeroed after use
+    assert np.count_nonzero(plan & ZERO_AFTER_READ) == 0
+    # of the inputs' rows only x[9] is added to (by sub) before anything assigns it: the
+    # engine zeroes that one after each chunk and leaves the nine assigned rows alone
+    np.testing.assert_array_equal(batch._rows_to_clear(f.arrays, f.out_pos, f.in_pos), f.in_pos[9:])
     X = np.random.default_rng(0).standard_normal((1001, 10))
     from scipy.optimize import rosen_der
     np.testing.assert_allclose(batch_grads(f, X, 16), np.array([rosen_der(x) for x in X]), rtol=1e-12, atol=1e-10)
@@ -98,6 +106,58 @@ def test_vector_jacobian_products_with_repeated_outputs():
     for x, u, g in zip(X, U, got):
         J = f.jacobian(x)
         np.testing.assert_allclose(g, u @ J, rtol=1e-12)
+
+
+SUMS = {
+    # each slot read once and first: assigns
+    "plain": (lambda x: tj.sum(tj.sin(x) * x), True),
+    "reversed view": (lambda x: tj.sum(tj.exp(x)[::-1]), True),
+    # a later use (earlier in the reverse sweep) reached the terms first: must add
+    "terms used again": (lambda x: (lambda y: tj.sum(y) * y[2])(tj.sin(x)), False),
+}
+
+
+@pytest.mark.parametrize("name", list(SUMS))
+def test_a_sum_assigns_only_when_first_to_each_slot_once(name):
+    fn, assigns = SUMS[name]
+    f = tj.trace(fn, np.linspace(0.1, 0.9, 6))
+    plan = adjoint_plan(f.arrays, f.out_pos)
+    sums = np.flatnonzero(f.arrays.ops == tj.opcodes.OP.sum)
+    assert bool(plan[sums[-1]] & 1) == assigns
+    X = np.random.default_rng(4).standard_normal((37, 6))
+    expected = textbook_batch_grads(f, X, 4)
+    np.testing.assert_array_equal(batch_grads(f, X, 4), expected)
+    np.testing.assert_allclose(expected, np.array([f.grad(x) for x in X]), rtol=1e-12, atol=1e-14)
+
+
+def test_a_sum_that_reads_a_slot_repeatedly_adds():
+    # sum of sin(x0) five times over (stride 0), then of sin(x): the reverse sweep meets
+    # the repeated reads first, with no adjoint yet, and must still add them
+    t = Tape()
+    x = t.emit(OP.input, 3)
+    s = t.emit(OP.sin, 3, a=x, sa=1)
+    whole = t.emit(OP.sum, 1, a=s, sa=1, b=3, sb=1)
+    repeated = t.emit(OP.sum, 1, a=s, sa=0, b=5, sb=1)
+    out = t.emit(OP.add, 1, a=whole, b=repeated)
+    f = Function(t.arrays(), [(x, (3,))], [], [], (out, ()), [])
+    plan = adjoint_plan(f.arrays, f.out_pos)
+    assert not plan[3] & 1      # reads s[0] five times: adds
+    assert not plan[2] & 1      # s[0] has an adjoint from the repeated sum by then: adds
+    X = np.random.default_rng(3).standard_normal((21, 3))
+    expected = np.cos(X) * np.array([6.0, 1.0, 1.0])
+    np.testing.assert_allclose(batch_grads(f, X, 4), expected, rtol=1e-14)
+    np.testing.assert_array_equal(batch_grads(f, X, 4), textbook_batch_grads(f, X, 4))
+
+
+def test_axis_sums_assign_and_match_single_points():
+    def fn(x):
+        m = tj.reshape(tj.sin(x), (2, 3))
+        return tj.sum(tj.sum(m * m, axis=0) * tj.sum(m, axis=1)[0])
+    f = tj.trace(fn, np.linspace(0.1, 0.9, 6))
+    X = np.random.default_rng(6).standard_normal((29, 6))
+    expected = textbook_batch_grads(f, X, 4)
+    np.testing.assert_array_equal(batch_grads(f, X, 4), expected)
+    np.testing.assert_allclose(expected, np.array([f.grad(x) for x in X]), rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("B", [1, 7, 300])
