@@ -65,7 +65,8 @@ def test_each_pass_keeps_results(program, seed):
     from tapejit.function import Function
     f = tj.trace(build(program), np.ones(4), optimize=False)
     x = np.random.default_rng(seed).standard_normal(4)
-    for single in (passes.fold_constants, passes.simplify, passes.eliminate_common, passes.fuse_squares,
+    for single in (passes.fold_constants, passes.simplify, passes.eliminate_common, passes.one_operand,
+                   passes.fuse_squares,
                    passes.eliminate_dead):
         prog = single(passes.Program.from_function(f))
         if single is not passes.eliminate_dead:
@@ -121,6 +122,30 @@ def test_identities_only_where_ieee_allows():
     assert "add_c" in ops and ops.count("mul_c") == 1      # x+0.0 and x*0 stay; x*1 goes
     x = np.array([-0.0, np.inf])
     np.testing.assert_array_equal(np.isnan([f(x)]), np.isnan([g(x)]))
+
+
+def test_a_product_or_sum_of_a_run_with_itself_becomes_one_operand():
+    from tapejit.function import Function
+    # the pass alone: x * x and x + x give the same bits as square and 2 * x; each adjoint
+    # contribution too (g * x + g * x is g * (2 * x) exactly), but it joins the others to
+    # x's adjoint as one term instead of two, so sums of them may round differently
+    f = tj.trace(lambda x: tj.sum(tj.sin(x * x) * (x + x) * x[::-1]), np.ones(4), optimize=False)
+    prog = passes.one_operand(passes.Program.from_function(f))
+    ops = [tj.opcodes.OPS[o].name for o in prog.ops]
+    assert ops.count("square") == 1 and ops.count("mul_c") == 1 and ops.count("mul") == 2
+    g = Function(prog.arrays(), f.inputs, [], [], f.output, f.guards)
+    for x in (np.array([0.3, -1.2, 2.0, -0.0]), np.array([1e200, -1e-300, np.inf, np.nan])):
+        np.testing.assert_array_equal(f(x), g(x))
+        np.testing.assert_array_equal(np.isnan(f.grad(x)), np.isnan(g.grad(x)))
+    X = np.random.default_rng(2).standard_normal((300, 4))
+    expected = np.array([f.grad(x) for x in X])
+    np.testing.assert_allclose(g.batch_grad(X), expected, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(np.array([g.grad(x) for x in X]), expected, rtol=1e-14, atol=1e-14)
+    # in the whole optimizer it runs after CSE: sin(x) * sin(x) is one run by then
+    h = tj.trace(lambda x: tj.sum(tj.sin(x) * tj.sin(x) + (tj.exp(x) + tj.exp(x))), np.ones(4))
+    ops = [tj.opcodes.OPS[o].name for o in h.arrays.ops]
+    assert "mul" not in ops and "mul_c" in ops
+    np.testing.assert_allclose(h.batch_grad(X), 2 * np.sin(X) * np.cos(X) + 2 * np.exp(X), rtol=1e-13)
 
 
 def test_trace_optimizes_by_default_and_w_graph_sizes():
