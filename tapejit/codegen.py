@@ -287,6 +287,12 @@ def _flat_case(op, vector_lines: list[str], indent: str, reverse: bool, planned:
     start = vector_lines.index("for k in range(n):") + 1
     body = [ln[4:] for ln in vector_lines[start:]]
     cond = " and ".join(f"s{x} == 1" for x in operands)
+    if reverse and len(operands) > 1:
+        # operands' adjoint runs that overlap (x[1:] * x[:-1]) make one flat loop write
+        # the same memory through two views: LLVM's runtime alias check then takes its
+        # scalar loop. Row by row, two rows overlap only if they are the same row.
+        pairs = [(x, y) for i, x in enumerate(operands) for y in operands[i + 1:]]
+        cond += "".join(f" and ({x} + n <= {y} or {y} + n <= {x})" for x, y in pairs)
     loop = _rewrite_slots(body, lambda array, x: f"w{array}_{x}[k]")
     text = "\n".join(loop)
     first_row = {x: f"(({x} + row * s{x}) * P)" for x in operands}

@@ -166,3 +166,17 @@ def test_logistic_loss_batch_matches_single_points(B):
     f = tj.trace(workloads.logistic_loss(X, y), np.zeros(20))
     W = np.random.default_rng(B).standard_normal((B, 20))
     np.testing.assert_allclose(f.batch_grad(W), np.array([f.grad(w) for w in W]), rtol=1e-12, atol=1e-14)
+
+
+def test_overlapping_operand_runs_go_row_by_row_and_stay_exact():
+    # x[1:] * x[:-1]: the two operands' adjoint runs overlap, so the chunk reverse runs
+    # them row by row (a flat loop would write one row through two views)
+    f = tj.trace(lambda x: tj.sum(x[1:] * x[:-1]) + tj.sum(x[2:] - x[:-2]), np.ones(7))
+    X = np.random.default_rng(8).standard_normal((261, 7))
+    expected = np.zeros_like(X)
+    expected[:, 1:] += X[:, :-1]
+    expected[:, :-1] += X[:, 1:]
+    expected[:, 2:] += 1.0
+    expected[:, :-2] -= 1.0
+    for chunk in (4, 64):
+        np.testing.assert_allclose(batch_grads(f, X, chunk), expected, rtol=1e-15, atol=1e-15)
