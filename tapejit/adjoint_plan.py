@@ -27,6 +27,7 @@ from numba import njit
 from . import codegen
 from .opcodes import OPS, OP
 from .passes import _read_range, gathered
+from ._scalars import ZERO as _ZERO
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -116,7 +117,7 @@ def _plan(ops, ins, idx, n_slots, seeded, elementwise, arity, assignable, contri
             if can_assign:
                 for k in range(n):
                     base, stride, count = _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum,
-                                                      op_amax, op_affine, op_matmul, op_softmax, k, 0)
+                                                      op_amax, op_affine, op_matmul, op_softmax, k, _ZERO)
                     for q in range(count):
                         s = base + q * stride
                         if written[s] or seen[s] == i + 1:
