@@ -30,6 +30,10 @@ def _transpose4(typingctx, src, s0, s1, s2, s3, dst, d0, d1, d2, d3):
     offsets = (s0, s1, s2, s3, d0, d1, d2, d3)
     if not all(isinstance(t, types.Integer) for t in offsets):
         return None
+    # flat offsets from the first element are only right for C-contiguous arrays: other
+    # layouts fail to compile instead of reading or writing the wrong memory
+    if not all(isinstance(a, types.Array) and a.layout == "C" for a in (src, dst)):
+        return None
     sig = types.void(src, s0, s1, s2, s3, dst, d0, d1, d2, d3)
 
     def codegen(context, builder, signature, args):

@@ -64,3 +64,11 @@ def test_every_batch_mode_at_edge_sizes(n, B):
         assert jv[b] == pytest.approx(rosen_der(x) @ V[b], rel=1e-10, abs=1e-10)
         np.testing.assert_allclose(uj[b], U[b] * rosen_der(x), rtol=1e-12, atol=1e-10)
         np.testing.assert_allclose(hv[b], rosen_hess_prod(x, V[b]), rtol=1e-12, atol=1e-10)
+
+
+def test_moves_refuse_arrays_that_are_not_c_contiguous():
+    # the 4 x 4 blocks address memory by flat offsets: a strided array must not compile
+    from numba.core.errors import TypingError
+    X = np.zeros((16, 8))[:, ::2]
+    with pytest.raises(TypingError, match="_transpose4"):
+        points_to_rows(np.zeros((4, 8)), np.arange(4), X, 0, 8)
