@@ -193,7 +193,7 @@ _plans: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def _plan_and_dirty(arrays, out_pos) -> tuple[np.ndarray, np.ndarray]:
     per_tape = _plans.setdefault(arrays, {})
-    key = tuple(int(s) for s in out_pos)
+    key = np.asarray(out_pos, np.int64).tobytes()
     if key not in per_tape:
         per_tape[key] = plan_and_dirty(arrays, np.asarray(out_pos))
     return per_tape[key]
