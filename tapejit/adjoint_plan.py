@@ -111,7 +111,7 @@ def _plan(ops, ins, idx, n_slots, seeded, elementwise, arity, assignable, contri
                         dirty[s] = True
         else:
             a, sa, b, sb = ins[2, i], ins[3, i], ins[4, i], ins[5, i]
-            # a reduction whose reverse can assign (a sum: opcodes.OpDef.reverse_first) does
+            # a reduction whose reverse can assign (a sum: opcodes.OpDef.reverse_assigns) does
             # when it reads each slot of operand a once and none has an adjoint yet
             can_assign = (assignable[op] & 1) != 0
             if can_assign:

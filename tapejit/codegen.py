@@ -506,12 +506,13 @@ def elementwise_hvp(op, target: Target, indent: str) -> list[str]:
 
 def structural(op, which: str, target: Target, indent: str) -> list[str]:
     template = getattr(op, which)
-    lines = render_template(template, target, indent) if template else []
     if which == "reverse" and op.reverse_first and (target.kind == "chunk" or target.planned):
         # the plan's bit 1: the first contributions to operand a's adjoints assign them
         lines = ([f"{indent}if plan[{target.instruction}] & {FIRST_WRITE_BITS['a']}:"]
                  + render_template(op.reverse_first, target, indent + "    ")
                  + [f"{indent}else:"] + render_template(template, target, indent + "    "))
+    else:
+        lines = render_template(template, target, indent) if template else []
     if which in ("reverse", "hvp"):
         zero = [f"{target.slot('g', 'o + k')} = 0.0"]
         if which == "hvp":

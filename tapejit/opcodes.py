@@ -57,10 +57,10 @@ class OpDef:
     partials: dict = field(default_factory=dict)   # operand name -> expression
     forward: str = ""               # structural: template computing V[o...]
     reverse: str = ""               # structural: template accumulating G[inputs]
-    #: structural: ``reverse`` as first contributions, assigning G[inputs], for the sweeps
-    #: that follow tapejit.adjoint_plan (plan bit 1: every slot it writes is read once and
-    #: has no adjoint yet)
-    reverse_first: str = ""
+    #: structural: ``reverse`` gives each slot of operand a one contribution, so the
+    #: sweeps that follow tapejit.adjoint_plan may assign them (plan bit 1: no slot read
+    #: twice, none with an adjoint yet); see ``reverse_first``
+    reverse_assigns: bool = False
     tangent: str = ""               # structural: template computing T[o...]
     hvp: str = ""                   # structural: reverse of the tangent sweep, G and H together
     fields: str = ""                # structural: what each field means
@@ -70,6 +70,12 @@ class OpDef:
     @property
     def elementwise(self) -> bool:
         return bool(self.value)
+
+    @property
+    def reverse_first(self) -> str:
+        """``reverse`` with its adjoint accumulations made assignments (when
+        ``reverse_assigns``; empty otherwise)."""
+        return self.reverse.replace("] += G[", "] = G[") if self.reverse_assigns else ""
 
 
 def _ew(name, arity, value, doc="", **partials):
@@ -264,13 +270,7 @@ for r in range(n // inner):
         for i in range(b):
             G[a + (r * b + i) * sa + j] += G[o + r * inner + j]
 """,
-        reverse_first="""
-inner = sb
-for r in range(n // inner):
-    for j in range(inner):
-        for i in range(b):
-            G[a + (r * b + i) * sa + j] = G[o + r * inner + j]
-""",
+        reverse_assigns=True,
         tangent="""
 inner = sb
 for r in range(n // inner):
