@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from . import _point
 from . import _sweeps_cpu as sweeps
 from . import batch as batch_engine
 from . import tiling
@@ -31,6 +32,16 @@ BRANCH_MODES = ("raise", "mask", "retrace")
 # Functions rebuilt from pickles in this process: tells how often a tape was shipped here
 unpickled_count = 0
 
+
+_NO_VALUES = np.zeros(0)   # the parameters of a Function that has none
+
+
+def _one_layout(a: np.ndarray) -> np.ndarray:
+    """a as a writable, C-contiguous vector: Numba compiles a function once per array
+    layout, so every call into _point passes this one."""
+    if a.ndim != 1 or not (a.flags.c_contiguous and a.flags.writeable):
+        return a.reshape(-1).copy()
+    return a
 
 class Function:
     """A finished tape with its inputs, parameters, output and guards.
@@ -81,6 +92,7 @@ class Function:
         self._segments = None
         self._vector = None
         self._packed = None
+        self._one_call_tape = None
         self.locations = getattr(self, "locations", {})
 
     @staticmethod
@@ -173,6 +185,7 @@ class Function:
         self._segments = None
         self._vector = None
         self._packed = None
+        self._one_call_tape = None
 
     # -- argument handling ---------------------------------------------------------------
     def _flat_inputs(self, xs: tuple) -> np.ndarray:
@@ -219,6 +232,9 @@ class Function:
 
     def _split(self, flat: np.ndarray, batch: Optional[int] = None):
         """Per-input arrays from a flat vector (or (B, n) matrix)."""
+        if len(self.inputs) == 1:
+            shape = self.inputs[0][1]
+            return flat.reshape(shape if batch is None else (batch,) + shape)
         out = []
         k = 0
         for _, shape in self.inputs:
@@ -245,8 +261,43 @@ class Function:
         if self.param_pos.size:
             v[self._params] = self._flat_params(params)
 
+    def _one_call(self):
+        """The tape and slot positions for _point's single-call sweeps, or None when a
+        point goes through tiling instead (the tape has a tiled stretch) or when a debug
+        replay is asked."""
+        if self._one_call_tape is None:
+            segments = self.segments
+            plain = len(segments) == 1 and segments[0][0] == "plain"
+            self._one_call_tape = (self.arrays.sweep_args, self.in_pos, self.param_pos, self.guards,
+                                   int(self.out_pos[0]), self.vector) if plain else ()
+        return self._one_call_tape if self._one_call_tape and not _state.debug else None
+
+    def _point_inputs(self, xs: tuple, params) -> tuple:
+        """The flat inputs and parameters, as _point's calls take them."""
+        if len(xs) == 1 and len(self.inputs) == 1 and type(xs[0]) is np.ndarray:
+            x = xs[0]                                    # the common case, without copies
+            if x.dtype != np.float64 or x.shape != self.inputs[0][1]:
+                x = self._flat_inputs(xs)
+        else:
+            x = self._flat_inputs(xs)
+        p = self._flat_params(params) if self.param_pos.size else _NO_VALUES
+        return _one_layout(x), _one_layout(p)
+
+    def _branch_changed(self, v) -> BranchChangedError:
+        flipped = int(np.sum(v[self.guards] != 1.0))
+        return BranchChangedError(
+            f"{flipped} Python branch(es) taken while tracing go the other way at this point; "
+            "retrace there (tj.grad does this for you) or use tj.where to record both branches")
+
     def _forward(self, xs: tuple, params) -> np.ndarray:
         v, g = self._workspace()
+        tape = self._one_call()
+        if tape is not None:
+            sweep_args, in_pos, param_pos, guards, _, vector = tape
+            x, p = self._point_inputs(xs, params)
+            if not _point.value(*sweep_args, v, x, in_pos, p, param_pos, guards, vector):
+                raise self._branch_changed(v)
+            return v
         self._set_inputs(v, xs, params)
         if _state.debug:
             from . import debug
@@ -259,10 +310,7 @@ class Function:
 
     def _check_guards(self, v) -> None:
         if self.guards.size and not np.all(v[self.guards] == 1.0):
-            flipped = int(np.sum(v[self.guards] != 1.0))
-            raise BranchChangedError(
-                f"{flipped} Python branch(es) taken while tracing go the other way at this point; "
-                "retrace there (tj.grad does this for you) or use tj.where to record both branches")
+            raise self._branch_changed(v)
 
     def _value(self, v):
         if not self.output_shape:
@@ -302,6 +350,16 @@ class Function:
     def value_and_grad(self, *xs, params=None):
         """(value, gradient) at a new point; the gradient has the inputs' shapes."""
         self._scalar_output("value_and_grad")
+        tape = self._one_call()
+        if tape is not None:
+            sweep_args, in_pos, param_pos, guards, out_slot, vector = tape
+            x, p = self._point_inputs(xs, params)
+            v, g = self._workspace()
+            grad = np.empty(in_pos.size)
+            if not _point.value_and_grad(*sweep_args, v, g, x, in_pos, p, param_pos, guards, out_slot, vector,
+                                         grad):
+                raise self._branch_changed(v)
+            return float(v[out_slot]), self._split(grad)
         if not self._fusable_tail():
             v = self._forward(xs, params)
             value = self._value(v)
