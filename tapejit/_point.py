@@ -25,6 +25,8 @@ forward_point = unlinked(sweeps.forward_point)
 forward_vector = unlinked(sweeps.forward_vector)
 reverse_point = unlinked(sweeps.reverse_point)
 reverse_vector = unlinked(sweeps.reverse_vector)
+forward_tangent = unlinked(sweeps.forward_tangent_vector)
+reverse_tangent = unlinked(sweeps.reverse_tangent_vector)
 
 
 @njit(**_JIT)
@@ -47,20 +49,68 @@ def value(ops, ins, cv, consts, idx, v, x, in_pos, p, param_pos, guards, vector)
 
 
 @njit(**_JIT)
-def value_and_grad(ops, ins, cv, consts, idx, v, g, x, in_pos, p, param_pos, guards, out_slot, vector, grad):
-    """Forward and reverse at x; the inputs' adjoints into grad. Returns False, with no
-    reverse run, when a guard flipped. The workspace's adjoints are left all zero."""
+def _clear(g, in_pos, param_pos):
+    """The inputs' and parameters' adjoints back to zero: the reverse sweeps consume
+    every other slot's."""
+    for k in range(in_pos.shape[0]):
+        g[in_pos[k]] = 0.0
+    for k in range(param_pos.shape[0]):
+        g[param_pos[k]] = 0.0
+
+
+@njit(**_JIT)
+def _take(g, in_pos, param_pos, out):
+    """The inputs' adjoints into out, then _clear."""
+    for k in range(in_pos.shape[0]):
+        out[k] = g[in_pos[k]]
+    _clear(g, in_pos, param_pos)
+
+
+@njit(**_JIT)
+def value_and_grad(ops, ins, cv, consts, idx, v, g, x, in_pos, p, param_pos, guards, out_pos, seed, vector,
+                   grad):
+    """Forward and reverse at x, the outputs' adjoints seeded with seed (u^T J; [1.0] for
+    a gradient); the inputs' adjoints into grad. Returns False, with no reverse run, when
+    a guard flipped. The workspace's adjoints are left all zero."""
     if not value(ops, ins, cv, consts, idx, v, x, in_pos, p, param_pos, guards, vector):
         return False
-    g[out_slot] += 1.0
+    for k in range(out_pos.shape[0]):
+        g[out_pos[k]] += seed[k]
     n_ins = ops.shape[0]
     if vector:
         reverse_vector(ops, ins, cv, consts, idx, v, g, ZERO, n_ins)
     else:
         reverse_point(ops, ins, cv, consts, idx, v, g, ZERO, n_ins)
+    _take(g, in_pos, param_pos, grad)
+    return True
+
+
+@njit(**_JIT)
+def tangent(ops, ins, cv, consts, idx, v, dv, x, t, in_pos, p, param_pos, guards):
+    """Values and tangents at x in the direction t (parameters held); whether every
+    guard still holds."""
     for k in range(in_pos.shape[0]):
-        grad[k] = g[in_pos[k]]
-        g[in_pos[k]] = 0.0
+        v[in_pos[k]] = x[k]
+        dv[in_pos[k]] = t[k]
     for k in range(param_pos.shape[0]):
-        g[param_pos[k]] = 0.0
+        v[param_pos[k]] = p[k]
+        dv[param_pos[k]] = 0.0
+    forward_tangent(ops, ins, cv, consts, idx, v, dv, ZERO, ops.shape[0])
+    for k in range(guards.shape[0]):
+        if v[guards[k]] != 1.0:
+            return False
+    return True
+
+
+@njit(**_JIT)
+def hvp(ops, ins, cv, consts, idx, v, dv, g, dg, x, t, in_pos, p, param_pos, guards, out_slot, out):
+    """H t at x (forward over reverse) into out; False, with no reverse run, when a guard
+    flipped. Both adjoint workspaces are left all zero."""
+    if not tangent(ops, ins, cv, consts, idx, v, dv, x, t, in_pos, p, param_pos, guards):
+        return False
+    n_ins = ops.shape[0]
+    g[out_slot] += 1.0
+    reverse_tangent(ops, ins, cv, consts, idx, v, dv, g, dg, ZERO, n_ins)
+    _take(dg, in_pos, param_pos, out)
+    _clear(g, in_pos, param_pos)
     return True

@@ -34,6 +34,7 @@ unpickled_count = 0
 
 
 _NO_VALUES = np.zeros(0)   # the parameters of a Function that has none
+_ONE_SEED = np.ones(1)     # a scalar output's adjoint, for a gradient
 
 
 def _one_layout(a: np.ndarray) -> np.ndarray:
@@ -356,8 +357,8 @@ class Function:
             x, p = self._point_inputs(xs, params)
             v, g = self._workspace()
             grad = np.empty(in_pos.size)
-            if not _point.value_and_grad(*sweep_args, v, g, x, in_pos, p, param_pos, guards, out_slot, vector,
-                                         grad):
+            if not _point.value_and_grad(*sweep_args, v, g, x, in_pos, p, param_pos, guards, self.out_pos,
+                                         _ONE_SEED, vector, grad):
                 raise self._branch_changed(v)
             return float(v[out_slot]), self._split(grad)
         if not self._fusable_tail():
@@ -435,7 +436,16 @@ class Function:
         """(value, J v): the directional derivative, one forward-mode sweep.
         ``v`` has the inputs' shape (a tuple of arrays for several inputs)."""
         xs, v = self._split_direction(xs, v)
-        values, dv = self._forward_tangent(xs, v, params)
+        tape = self._one_call()
+        if tape is not None:
+            sweep_args, in_pos, param_pos, guards, _, _ = tape
+            x, p = self._point_inputs(xs, params)
+            values, dv = self._workspace()[0], self._tangent_workspace()[0]
+            if not _point.tangent(*sweep_args, values, dv, x, _one_layout(self._flat_tangent(v)), in_pos, p,
+                                  param_pos, guards):
+                raise self._branch_changed(values)
+        else:
+            values, dv = self._forward_tangent(xs, v, params)
         out = dv[self.out_pos]
         jv = float(out[0]) if not self.output_shape else out.reshape(self.output_shape).copy()
         return self._value(values), jv
@@ -445,6 +455,16 @@ class Function:
         ``f.hvp(x, v=p)`` or ``f.hvp(x, p)`` (scipy's hessp)."""
         self._scalar_output("hvp")
         xs, v = self._split_direction(xs, v)
+        tape = self._one_call()
+        if tape is not None:
+            sweep_args, in_pos, param_pos, guards, out_slot, _ = tape
+            x, p = self._point_inputs(xs, params)
+            t = _one_layout(self._flat_tangent(v))
+            (values, g), (dv, dg) = self._workspace(), self._tangent_workspace()
+            out = np.empty(in_pos.size)
+            if not _point.hvp(*sweep_args, values, dv, g, dg, x, t, in_pos, p, param_pos, guards, out_slot, out):
+                raise self._branch_changed(values)
+            return self._split(out)
         return self._split(self._hvp_flat(xs, params, self._flat_tangent(v)))
 
     def _hvp_flat(self, xs, params, flat_tangent, out=None):
@@ -523,12 +543,21 @@ class Function:
 
     def vjp(self, *xs, u, params=None):
         """(value, u^T J): the vector-Jacobian product for a vector output."""
-        v = self._forward(xs, params)
-        value = self._value(v)
         seed = _as_float_array(u)
         if seed.shape != self.output_shape:
             raise ShapeError(f"u has shape {seed.shape}, the output has shape {self.output_shape}")
-        return value, self._split(self._reverse(seed.reshape(-1)))
+        tape = self._one_call()
+        if tape is not None:
+            sweep_args, in_pos, param_pos, guards, _, vector = tape
+            x, p = self._point_inputs(xs, params)
+            v, g = self._workspace()
+            grad = np.empty(in_pos.size)
+            if not _point.value_and_grad(*sweep_args, v, g, x, in_pos, p, param_pos, guards, self.out_pos,
+                                         _one_layout(seed), vector, grad):
+                raise self._branch_changed(v)
+            return self._value(v), self._split(grad)
+        v = self._forward(xs, params)
+        return self._value(v), self._split(self._reverse(seed.reshape(-1)))
 
     # -- batches -----------------------------------------------------------------------------
     def _run_batch(self, Xs, params, mode, on_branch_change, seeds=None, device="cpu", dtype=None,

@@ -130,15 +130,22 @@ def test_one_point_calls_accept_any_input_layout_and_leave_no_adjoints_behind():
 
 
 def test_a_flipped_guard_leaves_the_next_call_correct():
+    """Every one-call path (value, gradient, vjp, jvp, hvp) checks the guards before its
+    reverse or its result, and leaves the workspaces ready for the next point."""
     f = tj.trace(branchy, np.ones(3))
-    for _ in range(2):
-        with pytest.raises(tj.BranchChangedError):
-            f.value_and_grad(np.array([-1.0, 1.0, 0.0]))
-        with pytest.raises(tj.BranchChangedError):
-            f(np.array([-2.0, 1.0, 0.0]))
-        value, grad = f.value_and_grad(np.array([2.0, 1.0, 3.0]))
-        assert value == pytest.approx(14.0)
-        np.testing.assert_allclose(grad, [4.0, 2.0, 6.0])
+    flipped, x, t = np.array([-1.0, 1.0, 0.0]), np.array([2.0, 1.0, 3.0]), np.array([0.5, -1.0, 2.0])
+    calls = (lambda z: f(z), lambda z: f.value_and_grad(z), lambda z: f.vjp(z, u=2.0),
+             lambda z: f.jvp(z, t), lambda z: f.hvp(z, t))
+    for call in calls:
+        for _ in range(2):
+            with pytest.raises(tj.BranchChangedError):
+                call(flipped)
+            value, grad = f.value_and_grad(x)                  # sum(x * x) on this branch
+            assert value == pytest.approx(14.0)
+            np.testing.assert_allclose(grad, 2 * x)
+            np.testing.assert_allclose(f.vjp(x, u=2.0)[1], 4 * x)
+            assert f.jvp(x, t)[1] == pytest.approx(2 * x @ t)
+            np.testing.assert_allclose(f.hvp(x, t), 2 * t)
 
 
 def test_vector_outputs_and_several_arguments():
