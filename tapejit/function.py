@@ -44,6 +44,7 @@ def _one_layout(a: np.ndarray) -> np.ndarray:
         return a.reshape(-1).copy()
     return a
 
+
 class Function:
     """A finished tape with its inputs, parameters, output and guards.
 
@@ -284,6 +285,18 @@ class Function:
         p = self._flat_params(params) if self.param_pos.size else _NO_VALUES
         return _one_layout(x), _one_layout(p)
 
+    def _point_reverse(self, tape: tuple, xs: tuple, params, seed: np.ndarray):
+        """Values and seed^T J at one point, in one compiled call: (value workspace,
+        the inputs' adjoints)."""
+        sweep_args, in_pos, param_pos, guards, _, vector = tape
+        x, p = self._point_inputs(xs, params)
+        v, g = self._workspace()
+        grad = np.empty(in_pos.size)
+        if not _point.value_and_grad(*sweep_args, v, g, x, in_pos, p, param_pos, guards, self.out_pos, seed,
+                                     vector, grad):
+            raise self._branch_changed(v)
+        return v, grad
+
     def _branch_changed(self, v) -> BranchChangedError:
         flipped = int(np.sum(v[self.guards] != 1.0))
         return BranchChangedError(
@@ -353,14 +366,8 @@ class Function:
         self._scalar_output("value_and_grad")
         tape = self._one_call()
         if tape is not None:
-            sweep_args, in_pos, param_pos, guards, out_slot, vector = tape
-            x, p = self._point_inputs(xs, params)
-            v, g = self._workspace()
-            grad = np.empty(in_pos.size)
-            if not _point.value_and_grad(*sweep_args, v, g, x, in_pos, p, param_pos, guards, self.out_pos,
-                                         _ONE_SEED, vector, grad):
-                raise self._branch_changed(v)
-            return float(v[out_slot]), self._split(grad)
+            v, grad = self._point_reverse(tape, xs, params, _ONE_SEED)
+            return float(v[self.out_pos[0]]), self._split(grad)
         if not self._fusable_tail():
             v = self._forward(xs, params)
             value = self._value(v)
@@ -548,13 +555,7 @@ class Function:
             raise ShapeError(f"u has shape {seed.shape}, the output has shape {self.output_shape}")
         tape = self._one_call()
         if tape is not None:
-            sweep_args, in_pos, param_pos, guards, _, vector = tape
-            x, p = self._point_inputs(xs, params)
-            v, g = self._workspace()
-            grad = np.empty(in_pos.size)
-            if not _point.value_and_grad(*sweep_args, v, g, x, in_pos, p, param_pos, guards, self.out_pos,
-                                         _one_layout(seed), vector, grad):
-                raise self._branch_changed(v)
+            v, grad = self._point_reverse(tape, xs, params, _one_layout(seed))
             return self._value(v), self._split(grad)
         v = self._forward(xs, params)
         return self._value(v), self._split(self._reverse(seed.reshape(-1)))
