@@ -30,22 +30,32 @@ reverse_tangent = unlinked(sweeps.reverse_tangent_vector)
 
 
 @njit(**_JIT)
-def value(ops, ins, cv, consts, idx, v, x, in_pos, p, param_pos, guards, vector):
-    """Values at x (and parameters p), by the vector sweep or the point sweep; whether
-    every guard still holds."""
+def _place(v, x, in_pos, p, param_pos):
+    """The point x and the parameters p into their slots of v."""
     for k in range(in_pos.shape[0]):
         v[in_pos[k]] = x[k]
     for k in range(param_pos.shape[0]):
         v[param_pos[k]] = p[k]
-    n_ins = ops.shape[0]
-    if vector:
-        forward_vector(ops, ins, cv, consts, idx, v, ZERO, n_ins)
-    else:
-        forward_point(ops, ins, cv, consts, idx, v, ZERO, n_ins)
+
+
+@njit(**_JIT)
+def _guards_hold(v, guards):
     for k in range(guards.shape[0]):
         if v[guards[k]] != 1.0:
             return False
     return True
+
+
+@njit(**_JIT)
+def value(ops, ins, cv, consts, idx, v, x, in_pos, p, param_pos, guards, vector):
+    """Values at x (and parameters p), by the vector sweep or the point sweep; whether
+    every guard still holds."""
+    _place(v, x, in_pos, p, param_pos)
+    if vector:
+        forward_vector(ops, ins, cv, consts, idx, v, ZERO, ops.shape[0])
+    else:
+        forward_point(ops, ins, cv, consts, idx, v, ZERO, ops.shape[0])
+    return _guards_hold(v, guards)
 
 
 @njit(**_JIT)
@@ -76,11 +86,10 @@ def value_and_grad(ops, ins, cv, consts, idx, v, g, x, in_pos, p, param_pos, gua
         return False
     for k in range(out_pos.shape[0]):
         g[out_pos[k]] += seed[k]
-    n_ins = ops.shape[0]
     if vector:
-        reverse_vector(ops, ins, cv, consts, idx, v, g, ZERO, n_ins)
+        reverse_vector(ops, ins, cv, consts, idx, v, g, ZERO, ops.shape[0])
     else:
-        reverse_point(ops, ins, cv, consts, idx, v, g, ZERO, n_ins)
+        reverse_point(ops, ins, cv, consts, idx, v, g, ZERO, ops.shape[0])
     _take(g, in_pos, param_pos, grad)
     return True
 
@@ -89,28 +98,23 @@ def value_and_grad(ops, ins, cv, consts, idx, v, g, x, in_pos, p, param_pos, gua
 def tangent(ops, ins, cv, consts, idx, v, dv, x, t, in_pos, p, param_pos, guards):
     """Values and tangents at x in the direction t (parameters held); whether every
     guard still holds."""
+    _place(v, x, in_pos, p, param_pos)
     for k in range(in_pos.shape[0]):
-        v[in_pos[k]] = x[k]
         dv[in_pos[k]] = t[k]
     for k in range(param_pos.shape[0]):
-        v[param_pos[k]] = p[k]
         dv[param_pos[k]] = 0.0
     forward_tangent(ops, ins, cv, consts, idx, v, dv, ZERO, ops.shape[0])
-    for k in range(guards.shape[0]):
-        if v[guards[k]] != 1.0:
-            return False
-    return True
+    return _guards_hold(v, guards)
 
 
 @njit(**_JIT)
-def hvp(ops, ins, cv, consts, idx, v, dv, g, dg, x, t, in_pos, p, param_pos, guards, out_slot, out):
+def hvp(ops, ins, cv, consts, idx, v, dv, g, dg, x, t, in_pos, p, param_pos, guards, out_pos, out):
     """H t at x (forward over reverse) into out; False, with no reverse run, when a guard
     flipped. Both adjoint workspaces are left all zero."""
     if not tangent(ops, ins, cv, consts, idx, v, dv, x, t, in_pos, p, param_pos, guards):
         return False
-    n_ins = ops.shape[0]
-    g[out_slot] += 1.0
-    reverse_tangent(ops, ins, cv, consts, idx, v, dv, g, dg, ZERO, n_ins)
+    g[out_pos[0]] += 1.0
+    reverse_tangent(ops, ins, cv, consts, idx, v, dv, g, dg, ZERO, ops.shape[0])
     _take(dg, in_pos, param_pos, out)
     _clear(g, in_pos, param_pos)
     return True

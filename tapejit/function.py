@@ -94,7 +94,7 @@ class Function:
         self._segments = None
         self._vector = None
         self._packed = None
-        self._one_call_tape = None
+        self._single_plain = None
         self.locations = getattr(self, "locations", {})
 
     @staticmethod
@@ -187,7 +187,7 @@ class Function:
         self._segments = None
         self._vector = None
         self._packed = None
-        self._one_call_tape = None
+        self._single_plain = None
 
     # -- argument handling ---------------------------------------------------------------
     def _flat_inputs(self, xs: tuple) -> np.ndarray:
@@ -263,16 +263,13 @@ class Function:
         if self.param_pos.size:
             v[self._params] = self._flat_params(params)
 
-    def _one_call(self):
-        """The tape and slot positions for _point's single-call sweeps, or None when a
-        point goes through tiling instead (the tape has a tiled stretch) or when a debug
-        replay is asked."""
-        if self._one_call_tape is None:
+    def _one_call(self) -> bool:
+        """Whether a point's sweeps run as one call into compiled code (_point): the tape
+        is one plain segment (no tiled stretch) and no debug replay is asked."""
+        if self._single_plain is None:
             segments = self.segments
-            plain = len(segments) == 1 and segments[0][0] == "plain"
-            self._one_call_tape = (self.arrays.sweep_args, self.in_pos, self.param_pos, self.guards,
-                                   int(self.out_pos[0]), self.vector) if plain else ()
-        return self._one_call_tape if self._one_call_tape and not _state.debug else None
+            self._single_plain = len(segments) == 1 and segments[0][0] == "plain"
+        return self._single_plain and not _state.debug
 
     def _point_inputs(self, xs: tuple, params) -> tuple:
         """The flat inputs and parameters, as _point's calls take them."""
@@ -285,15 +282,14 @@ class Function:
         p = self._flat_params(params) if self.param_pos.size else _NO_VALUES
         return _one_layout(x), _one_layout(p)
 
-    def _point_reverse(self, tape: tuple, xs: tuple, params, seed: np.ndarray):
+    def _point_reverse(self, xs: tuple, params, seed: np.ndarray):
         """Values and seed^T J at one point, in one compiled call: (value workspace,
         the inputs' adjoints)."""
-        sweep_args, in_pos, param_pos, guards, _, vector = tape
         x, p = self._point_inputs(xs, params)
         v, g = self._workspace()
-        grad = np.empty(in_pos.size)
-        if not _point.value_and_grad(*sweep_args, v, g, x, in_pos, p, param_pos, guards, self.out_pos, seed,
-                                     vector, grad):
+        grad = np.empty(self.n_inputs)
+        if not _point.value_and_grad(*self.arrays.sweep_args, v, g, x, self.in_pos, p, self.param_pos, self.guards,
+                                     self.out_pos, seed, self.vector, grad):
             raise self._branch_changed(v)
         return v, grad
 
@@ -305,11 +301,10 @@ class Function:
 
     def _forward(self, xs: tuple, params) -> np.ndarray:
         v, g = self._workspace()
-        tape = self._one_call()
-        if tape is not None:
-            sweep_args, in_pos, param_pos, guards, _, vector = tape
+        if self._one_call():
             x, p = self._point_inputs(xs, params)
-            if not _point.value(*sweep_args, v, x, in_pos, p, param_pos, guards, vector):
+            if not _point.value(*self.arrays.sweep_args, v, x, self.in_pos, p, self.param_pos, self.guards,
+                                self.vector):
                 raise self._branch_changed(v)
             return v
         self._set_inputs(v, xs, params)
@@ -364,9 +359,8 @@ class Function:
     def value_and_grad(self, *xs, params=None):
         """(value, gradient) at a new point; the gradient has the inputs' shapes."""
         self._scalar_output("value_and_grad")
-        tape = self._one_call()
-        if tape is not None:
-            v, grad = self._point_reverse(tape, xs, params, _ONE_SEED)
+        if self._one_call():
+            v, grad = self._point_reverse(xs, params, _ONE_SEED)
             return float(v[self.out_pos[0]]), self._split(grad)
         if not self._fusable_tail():
             v = self._forward(xs, params)
@@ -443,13 +437,11 @@ class Function:
         """(value, J v): the directional derivative, one forward-mode sweep.
         ``v`` has the inputs' shape (a tuple of arrays for several inputs)."""
         xs, v = self._split_direction(xs, v)
-        tape = self._one_call()
-        if tape is not None:
-            sweep_args, in_pos, param_pos, guards, _, _ = tape
+        if self._one_call():
             x, p = self._point_inputs(xs, params)
             values, dv = self._workspace()[0], self._tangent_workspace()[0]
-            if not _point.tangent(*sweep_args, values, dv, x, _one_layout(self._flat_tangent(v)), in_pos, p,
-                                  param_pos, guards):
+            if not _point.tangent(*self.arrays.sweep_args, values, dv, x, _one_layout(self._flat_tangent(v)),
+                                  self.in_pos, p, self.param_pos, self.guards):
                 raise self._branch_changed(values)
         else:
             values, dv = self._forward_tangent(xs, v, params)
@@ -462,14 +454,13 @@ class Function:
         ``f.hvp(x, v=p)`` or ``f.hvp(x, p)`` (scipy's hessp)."""
         self._scalar_output("hvp")
         xs, v = self._split_direction(xs, v)
-        tape = self._one_call()
-        if tape is not None:
-            sweep_args, in_pos, param_pos, guards, out_slot, _ = tape
+        if self._one_call():
             x, p = self._point_inputs(xs, params)
             t = _one_layout(self._flat_tangent(v))
             (values, g), (dv, dg) = self._workspace(), self._tangent_workspace()
-            out = np.empty(in_pos.size)
-            if not _point.hvp(*sweep_args, values, dv, g, dg, x, t, in_pos, p, param_pos, guards, out_slot, out):
+            out = np.empty(self.n_inputs)
+            if not _point.hvp(*self.arrays.sweep_args, values, dv, g, dg, x, t, self.in_pos, p, self.param_pos,
+                              self.guards, self.out_pos, out):
                 raise self._branch_changed(values)
             return self._split(out)
         return self._split(self._hvp_flat(xs, params, self._flat_tangent(v)))
@@ -553,9 +544,8 @@ class Function:
         seed = _as_float_array(u)
         if seed.shape != self.output_shape:
             raise ShapeError(f"u has shape {seed.shape}, the output has shape {self.output_shape}")
-        tape = self._one_call()
-        if tape is not None:
-            v, grad = self._point_reverse(tape, xs, params, _one_layout(seed))
+        if self._one_call():
+            v, grad = self._point_reverse(xs, params, _one_layout(seed))
             return self._value(v), self._split(grad)
         v = self._forward(xs, params)
         return self._value(v), self._split(self._reverse(seed.reshape(-1)))
