@@ -253,8 +253,7 @@ def _contiguous_case(op, body: list[str], indent: str, reverse: bool) -> list[st
         views += [f"rh_{x} = dg[{x}:{x} + n]" for x in operands] + ["rh_o = dg[o:o + n]"]
     prefix = {"dv": "rt_", "dg": "rh_", "v": "rv_", "g": "rg_"}
     loop = _rewrite_slots(body, lambda array, x: f"{prefix[array]}{x}[k]")
-    if reverse:
-        loop = _branch_free(loop)
+    loop = _as_selects(_branch_free(loop) if reverse else loop)
     out = [f"{indent}if {cond}:"] + [f"{indent}    {ln}" for ln in views]
     out += [f"{indent}    for k in range(n):"] + [f"{indent}        {ln}" for ln in loop]
     return out + [f"{indent}    continue"]
@@ -304,8 +303,7 @@ def _flat_case(op, vector_lines: list[str], indent: str, reverse: bool, planned:
            f"{indent}else:",
            f"{indent}    n_rows, width = n, P",
            f"{indent}for row in range(n_rows):"] + [f"{indent}    {ln}" for ln in views]
-    if reverse:
-        loop = _branch_free(loop)
+    loop = _as_selects(_branch_free(loop) if reverse else loop)
     if planned:
         return out + _first_write_loops(op, loop, indent + "    ")
     out += [f"{indent}    for k in range(width):"]
@@ -372,6 +370,24 @@ def _branch_free(lines: list[str]) -> list[str]:
             m = re.match(r"(.+?) \+= g_o \* (.*)$", ln)
             if m:
                 ln = f"{m.group(1)} += (g_o * {m.group(2)}) if g_o != 0.0 else 0.0"
+        out.append(ln)
+    return out
+
+
+class _IfExpToSelect(ast.NodeTransformer):
+    def visit_IfExp(self, node: ast.IfExp) -> ast.Call:
+        self.generic_visit(node)
+        return ast.Call(ast.Name("select", ast.Load()), [node.test, node.body, node.orelse], [])
+
+
+def _as_selects(lines: list[str]) -> list[str]:
+    """Every ``x if cond else y`` of a SIMD loop's statements as ``select(cond, x, y)``
+    (tapejit._select: a masked load otherwise). Both sides only read the loop's own
+    elements, so evaluating both is safe."""
+    out = []
+    for ln in lines:
+        if " if " in ln and not ln.rstrip().endswith(":"):
+            ln = ast.unparse(_IfExpToSelect().visit(ast.parse(ln)))
         out.append(ln)
     return out
 
@@ -655,6 +671,7 @@ def render_cpu() -> str:
         f"from math import {', '.join(n for n in MATH_NAMES if n not in VECTOR_MATH)}",
         "from numba import njit, uint64",
         "from ._unlinked import unlinked",
+        "from ._select import select",
         "",
         "# vectorizable versions: loops over a chunk or a run of slots become SIMD code;",
         "# one value at a time (point sweeps, runs of length 1) calls the C library's",
