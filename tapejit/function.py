@@ -37,6 +37,9 @@ _NO_VALUES = np.zeros(0)   # the parameters of a Function that has none
 _ONE_SEED = np.ones(1)     # a scalar output's adjoint, for a gradient
 
 
+_UNSET = object()
+
+
 def _one_layout(a: np.ndarray) -> np.ndarray:
     """a as a writable, C-contiguous vector: Numba compiles a function once per array
     layout, so every call into _point passes this one."""
@@ -95,6 +98,7 @@ class Function:
         self._vector = None
         self._packed = None
         self._single_plain = None
+        self._direct = _UNSET
         self.locations = getattr(self, "locations", {})
 
     @staticmethod
@@ -188,6 +192,7 @@ class Function:
         self._vector = None
         self._packed = None
         self._single_plain = None
+        self._direct = _UNSET
 
     # -- argument handling ---------------------------------------------------------------
     def _flat_inputs(self, xs: tuple) -> np.ndarray:
@@ -369,10 +374,31 @@ class Function:
         # the tape ends with a long stretch (a vectorized objective): its forward runs
         # inside its reverse, tile by tile (no guards to check before the reverse)
         v, g = self._workspace()
-        self._set_inputs(v, xs, params)
+        x_at = self._direct_loads()
+        if x_at is None:
+            self._set_inputs(v, xs, params)
+            g[self.out_pos] += 1.0
+            tiling.forward_reverse(self.segments, self.arrays, v, g, self.vector)
+            return self._value(v), self._split(self._take_gradient(g))
+        # the stretch reads the point where it is and adds the gradient into the result
+        x = _one_layout(self._flat_inputs(xs))
+        if self.param_pos.size:
+            v[self._params] = self._flat_params(params)
+        grad = np.zeros(self.n_inputs)
         g[self.out_pos] += 1.0
-        tiling.forward_reverse(self.segments, self.arrays, v, g, self.vector)
-        return self._value(v), self._split(self._take_gradient(g))
+        tiling.forward_reverse(self.segments, self.arrays, v, g, self.vector, direct=(x, grad, x_at))
+        if self.param_pos.size:
+            g[self._params] = 0.0
+        return self._value(v), self._split(grad)
+
+    def _direct_loads(self):
+        """tiling.direct_loads for this tape, found once: None when the point goes into the
+        workspace first (the inputs are not one run of slots, or more than the final
+        stretch reads them)."""
+        if self._direct is _UNSET:
+            self._direct = (tiling.direct_loads(self.segments, self.arrays, self._in)
+                            if isinstance(self._in, slice) else None)
+        return self._direct
 
     def grad(self, *xs, params=None):
         """The gradient at a new point (a tuple of arrays for several inputs)."""

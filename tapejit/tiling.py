@@ -251,44 +251,56 @@ def _phases_are_safe(loads, length: int, tile: int) -> bool:
 # execution
 # ------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _load(v, lv, loads, t0, count):
+def _load(v, lv, loads, t0, count, x, x_at):
+    """The tile's external operands into the local values. A load q with x_at[q] >= 0
+    reads the caller's inputs x from x[x_at[q]] on instead of their slots in v (the point
+    is not copied into the workspace first); an empty x_at: every load reads v."""
+    direct = x_at.shape[0] > 0
     for q in range(loads.shape[0]):
         base, stride, local = loads[q, 0], loads[q, 1], loads[q, 2]
+        src = v
+        if direct and x_at[q] >= 0:
+            src, base = x, x_at[q]
         if stride == 0:
-            lv[local] = v[base]
+            lv[local] = src[base]
         elif stride == 1:
-            src = v[base + t0: base + t0 + count]
+            run = src[base + t0: base + t0 + count]
             dst = lv[local: local + count]
             for k in range(count):
-                dst[k] = src[k]
+                dst[k] = run[k]
         else:
             for k in range(count):
-                lv[local + k] = v[base + (t0 + k) * stride]
+                lv[local + k] = src[base + (t0 + k) * stride]
 
 
 @njit(**_JIT)
-def _scatter(g, lg, loads, t0, count):
-    """Add the tile's adjoints of external operands to the global ones; clear them."""
+def _scatter(g, lg, loads, t0, count, gx, x_at):
+    """Add the tile's adjoints of external operands to the global ones; clear them. Loads
+    that read the caller's inputs (x_at, as in _load) add into gx, the inputs' adjoints."""
+    direct = x_at.shape[0] > 0
     for q in range(loads.shape[0]):
         base, stride, local = loads[q, 0], loads[q, 1], loads[q, 2]
+        dst_all = g
+        if direct and x_at[q] >= 0:
+            dst_all, base = gx, x_at[q]
         if stride == 0:
-            g[base] += lg[local]
+            dst_all[base] += lg[local]
             lg[local] = 0.0
         elif stride == 1:
-            dst = g[base + t0: base + t0 + count]
+            dst = dst_all[base + t0: base + t0 + count]
             src = lg[local: local + count]
             for k in range(count):
                 dst[k] += src[k]
                 src[k] = 0.0
         else:
             for k in range(count):
-                g[base + (t0 + k) * stride] += lg[local + k]
+                dst_all[base + (t0 + k) * stride] += lg[local + k]
                 lg[local + k] = 0.0
 
 
 @njit(**_JIT)
-def _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, loads, t0, count, tile):
-    _load(v, lv, loads, t0, count)
+def _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, loads, t0, count, tile, x, x_at):
+    _load(v, lv, loads, t0, count, x, x_at)
     if count == tile or t_ops.shape[0] == 0:
         _forward_vector(f_ops, f_ins, f_cv, consts, idx, lv, _ZERO, f_ops.shape[0])
     else:
@@ -297,8 +309,8 @@ def _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, lo
 
 @njit(**_JIT)
 def _tile_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, g, lv, lg, loads, stores,
-                  sums, t0, count, tile):
-    _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, loads, t0, count, tile)
+                  sums, t0, count, tile, x, gx, x_at):
+    _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, loads, t0, count, tile, x, x_at)
     for q in range(stores.shape[0]):
         local, base = stores[q, 0], stores[q, 1]
         for k in range(count):
@@ -310,7 +322,7 @@ def _tile_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, g, lv,
         _reverse_vector(f_ops, f_ins, f_cv, consts, idx, lv, lg, _ZERO, f_ops.shape[0])
     else:
         _reverse_vector(t_ops, t_ins, t_cv, consts, idx, lv, lg, _ZERO, t_ops.shape[0])
-    _scatter(g, lg, loads, t0, count)
+    _scatter(g, lg, loads, t0, count, gx, x_at)
 
 
 @njit(**_JIT)
@@ -321,12 +333,14 @@ def stretch_forward(worker, n_workers, f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, c
     n_tiles = (length + tile - 1) // tile
     per = (n_tiles + n_workers - 1) // n_workers
     lv = np.zeros(n_local)
+    no_direct = np.empty(0, np.int64)
     for q in range(sums.shape[0]):
         partial[worker, q] = 0.0
     for t in range(worker * per, min(n_tiles, (worker + 1) * per)):
         t0 = t * tile
         count = min(tile, length - t0)
-        _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, loads, t0, count, tile)
+        _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, loads, t0, count, tile, v,
+                      no_direct)
         for q in range(stores.shape[0]):
             local, base = stores[q, 0], stores[q, 1]
             for k in range(count):
@@ -346,13 +360,15 @@ def _phase_share(worker, n_workers, phase, n_phases, length, tile):
 
 @njit(**_JIT)
 def stretch_reverse(worker, n_workers, phase, n_phases, f_ops, f_ins, f_cv, t_ops, t_ins, t_cv,
-                    consts, idx, v, g, n_local, loads, stores, sums, length, tile, keep_values, tile_sums):
+                    consts, idx, v, g, n_local, loads, stores, sums, length, tile, keep_values, tile_sums, x, gx,
+                    x_at):
     """One worker's share of the tiles t with t % n_phases == phase. With two phases,
     tiles running at once are never adjacent, so their additions into the adjoints of
     shared operands (x[1:] and x[:-1]) never meet; the caller uses one phase and one
     worker when a load could reach further. With keep_values, also keep what each tile's
     recomputed forward produced: its escaping values (written to v) and its part of every
-    whole sum (tile_sums[tile])."""
+    whole sum (tile_sums[tile]). Loads marked in x_at read the inputs from x and add their
+    adjoints into gx (see _load); an empty x_at, none."""
     lv = np.zeros(n_local)
     lg = np.zeros(n_local)
     first, stop = _phase_share(worker, n_workers, phase, n_phases, length, tile)
@@ -361,7 +377,7 @@ def stretch_reverse(worker, n_workers, phase, n_phases, f_ops, f_ins, f_cv, t_op
         t0 = t * tile
         count = min(tile, length - t0)
         _tile_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, g, lv, lg,
-                      loads, stores, sums, t0, count, tile)
+                      loads, stores, sums, t0, count, tile, x, gx, x_at)
         if not keep_values:
             continue
         for q in range(sums.shape[0]):          # the reverse leaves the tile's values in lv
@@ -389,6 +405,7 @@ def move(src, dst):
 
 _EMPTY_TAPE = (np.zeros(0, np.uint8), np.zeros((8, 0), np.int32), np.zeros(0))
 _NO_SUMS = np.zeros((0, 1))
+_NO_DIRECT = np.zeros(0, np.int64)
 
 
 def _tapes(s: Stretch):
@@ -438,7 +455,8 @@ def reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, vector: 
         else:
             s = rest[0]
             _in_phases(stretch_reverse, _workers(s) if s.parallel_reverse else 1, *_tapes(s), arrays.consts,
-                       arrays.idx, v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile, False, _NO_SUMS)
+                       arrays.idx, v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile, False, _NO_SUMS,
+                       v, g, _NO_DIRECT)
             for _, slot in s.sums:
                 g[slot] = 0.0
 
@@ -452,20 +470,50 @@ def _in_phases(kernel, workers: int, *args) -> None:
                     workers, *args)
 
 
-def forward_reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, vector: bool = True) -> None:
+def forward_reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, vector: bool = True,
+                    direct: tuple = None) -> None:
     """Values and adjoints (the output's adjoint already seeded in g) when the tape ends
     with a stretch: that stretch's forward is not run on its own, because every tile of
     its reverse recomputes the tile's values anyway; the fused pass also writes the
     stretch's escaping values and whole sums. Sums are added in the order forward() uses,
-    so values are identical to forward()'s."""
+    so values are identical to forward()'s. ``direct``: (x, gx, x_at) when the stretch
+    reads the inputs straight from x and adds their adjoints into gx (see direct_loads)."""
     *head, (kind, s) = segments
     forward(head, arrays, v, vector)
     n_tiles = (s.length + s.tile - 1) // s.tile
     tile_sums = np.zeros((n_tiles, max(len(s.sums), 1)))
+    x, gx, x_at = direct or (v, g, _NO_DIRECT)
     _in_phases(stretch_reverse, _workers(s) if s.parallel_reverse else 1, *_tapes(s), arrays.consts, arrays.idx,
-               v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile, True, tile_sums)
+               v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile, True, tile_sums, x, gx, x_at)
     _combine_tile_sums(tile_sums, s.sums, _workers(s), v, g)
     reverse(head, arrays, v, g, vector)
+
+
+#: head instructions that read no slot: a tape whose segments before its final stretch
+#: hold only these reads its inputs in that stretch's loads alone
+_READS_NOTHING = (OP.input, OP.const, OP.fill)
+
+
+def direct_loads(segments, arrays: TapeArrays, inputs: slice) -> np.ndarray | None:
+    """For a tape that reads its inputs (slots ``inputs``) only in its final stretch: per
+    load of that stretch, the offset of its first element in the inputs, or -1 for a load
+    of other slots. The stretch can then read a point straight from the caller's array
+    and add the gradient straight into the result (forward_reverse's ``direct``), saving
+    a copy of the point into the workspace and one of the gradient out of it: for a
+    million-element Rosenbrock, 2.9 of 9.1 ms on one core. None when another segment
+    reads the inputs, or a load reaches both inputs and other slots."""
+    *head, (kind, s) = segments
+    for seg_kind, *rest in head:
+        if seg_kind != "plain" or not np.isin(arrays.ops[rest[0]:rest[1]], _READS_NOTHING).all():
+            return None
+    x_at = np.full(len(s.loads), -1, np.int64)
+    for q, (base, stride, _) in enumerate(s.loads):
+        lo, hi = sorted((base, base + (s.length - 1) * stride))
+        if inputs.start <= lo and hi < inputs.stop:
+            x_at[q] = base - inputs.start
+        elif not (hi < inputs.start or lo >= inputs.stop):
+            return None
+    return x_at
 
 
 @njit(**_JIT)
@@ -586,7 +634,7 @@ def packed_reverse(ops, ins, cv, consts, idx, v, g, seg, stretch, l_ops, l_ins, 
         fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
                                                                           sums, seg[q, 1])
         stretch_reverse(_ZERO, _ONE, _ZERO, _ONE, fo, fi, fc, to, ti, tc, consts, idx, v, g, n_local, ld, sr, sm,
-                        length, tile, _NO, np.zeros((0, 1)))
+                        length, tile, _NO, np.zeros((0, 1)), v, g, np.empty(0, np.int64))
         for k in range(sm.shape[0]):
             g[sm[k, 1]] = 0.0
 
@@ -598,8 +646,9 @@ def packed_reverse(ops, ins, cv, consts, idx, v, g, seg, stretch, l_ops, l_ins, 
 @njit(**_JIT)
 def _tile_forward_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, dv, lv, ldv, loads, t0,
                           count, tile):
-    _load(v, lv, loads, t0, count)
-    _load(dv, ldv, loads, t0, count)
+    no_direct = np.empty(0, np.int64)
+    _load(v, lv, loads, t0, count, v, no_direct)
+    _load(dv, ldv, loads, t0, count, dv, no_direct)
     if count == tile or t_ops.shape[0] == 0:
         _forward_tangent_vector(f_ops, f_ins, f_cv, consts, idx, lv, ldv, _ZERO, f_ops.shape[0])
     else:
@@ -654,8 +703,9 @@ def _tile_reverse_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v
         _reverse_tangent_vector(f_ops, f_ins, f_cv, consts, idx, lv, ldv, lg, ldg, _ZERO, f_ops.shape[0])
     else:
         _reverse_tangent_vector(t_ops, t_ins, t_cv, consts, idx, lv, ldv, lg, ldg, _ZERO, t_ops.shape[0])
-    _scatter(g, lg, loads, t0, count)
-    _scatter(dg, ldg, loads, t0, count)
+    no_direct = np.empty(0, np.int64)
+    _scatter(g, lg, loads, t0, count, g, no_direct)
+    _scatter(dg, ldg, loads, t0, count, dg, no_direct)
 
 
 @njit(**_JIT)

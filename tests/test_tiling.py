@@ -99,3 +99,34 @@ def test_stretch_planning_rules():
     assert s.parallel_reverse           # x[1:] and x[:-1] overlap only with the next tile
     small = tj.trace(PROGRAMS["rosenbrock"], np.zeros(100), params=(np.zeros(2),))
     assert small.segments == [("plain", 0, len(small))]
+
+
+def test_the_fused_gradient_reads_the_point_where_it_is(workers):
+    """A tape that reads its inputs only in its final stretch reads the point straight from
+    the caller's array and adds the gradient straight into the result; one whose head
+    reads them too copies the point into the workspace first. Both give the closed-form
+    gradient, also at strided and read-only points, which they leave as they were."""
+    from scipy.optimize import rosen_der
+    rosen = tj.trace(PROGRAMS["rosenbrock"], rng.standard_normal(N), params=(np.zeros(2),))
+    assert rosen._direct_loads() is not None
+
+    def scaled_squares(x):
+        return tj.sum(x * x * (x[0] * x[1]))        # x[0] * x[1] runs before the stretch
+    head_reads = tj.trace(scaled_squares, rng.standard_normal(N))
+    assert head_reads.segments[-1][0] == "tiled" and head_reads._direct_loads() is None
+
+    wide = rng.standard_normal(2 * N)
+    read_only = rng.standard_normal(N)
+    read_only.flags.writeable = False
+    for x in (wide[::2], read_only, rng.standard_normal(N)):
+        before = x.copy()
+        for _ in range(2):                           # the second call finds clean workspaces
+            np.testing.assert_allclose(rosen.grad(x), rosen_der(x), rtol=1e-12, atol=1e-12)
+            s = np.sum(x * x)
+            expected = 2 * x * x[0] * x[1]
+            expected[0] += s * x[1]
+            expected[1] += s * x[0]
+            value, grad = head_reads.value_and_grad(x)
+            np.testing.assert_allclose(value, s * x[0] * x[1], rtol=1e-12)
+            np.testing.assert_allclose(grad, expected, rtol=1e-11, atol=1e-11)
+        np.testing.assert_array_equal(x, before)
