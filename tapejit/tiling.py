@@ -471,7 +471,7 @@ def _in_phases(kernel, workers: int, *args) -> None:
 
 
 def forward_reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, vector: bool = True,
-                    direct: tuple = None) -> None:
+                    direct: tuple | None = None) -> None:
     """Values and adjoints (the output's adjoint already seeded in g) when the tape ends
     with a stretch: that stretch's forward is not run on its own, because every tile of
     its reverse recomputes the tile's values anyway; the fused pass also writes the
