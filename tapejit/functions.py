@@ -546,7 +546,11 @@ def _stack_recorded_scalars(tensors) -> Optional[Tensor]:
         bases.append(t._base)
     n = len(bases)
     out = tape.emit(OP.gather, n, b=tape.add_slot_index(bases))
-    _run_last(tape)
+    # a gather's values are copies: set here, bit for bit what the sweep would write,
+    # without a call into compiled code (~2 us, 2,500 of them in W's recording)
+    values = tape._mv_values
+    for k, base in enumerate(bases):
+        values[out + k] = values[base]
     return _vector_on_tape(tape, out, n)
 
 

@@ -324,10 +324,11 @@ class Tensor(object if _eager is None else _eager.TensorOps):
         tape = self._tape
         if len(self._shape) == 1 and tape is not None and tape is _state.active:
             # elements of a recorded vector: scalar views, nothing recorded
-            base, step = self._base, self._strides[0]
-            values = self._value
-            return (_on_tape(tape, base + i * step, (), (), float(values[i]), self._bool)
-                    for i in range(self._shape[0]))
+            base, step, is_bool = self._base, self._strides[0], self._bool
+            # a list, not a generator, and Python floats from one tolist(): W's recording
+            # iterates 2,500 softmax results
+            return iter([_on_tape(tape, base + i * step, (), (), float(value), is_bool)
+                         for i, value in enumerate(self._value.tolist())])
         return (self[i] for i in range(self._shape[0]))
 
     def __hash__(self) -> int:
