@@ -255,13 +255,22 @@ for k in range(n):
         arity=1,
         fields="n = outer*inner outputs, b = m (length of the summed axis), sb = inner, "
                "sa = stride of the summed axis (= inner when contiguous)",
+        # two running sums, of the even and the odd terms: two dependency chains instead of
+        # one (a sequential sum waits an FP add latency per term: a long sum's whole cost).
+        # Each line with two statements is one loop over the points in the chunk sweeps.
         forward="""
 inner = sb
 for r in range(n // inner):
     for j in range(inner):
-        V[o + r * inner + j] = 0.0
-        for i in range(b):
-            V[o + r * inner + j] += V[a + (r * b + i) * sa + j]
+        if b >= 2:
+            S0 = V[a + r * b * sa + j]; S1 = V[a + (r * b + 1) * sa + j]
+        else:
+            S0 = V[a + r * b * sa + j] if b else 0.0; S1 = 0.0
+        for q in range(1, b // 2):
+            S0 += V[a + (r * b + 2 * q) * sa + j]; S1 += V[a + (r * b + 2 * q + 1) * sa + j]
+        if b % 2 and b > 1:
+            S0 += V[a + (r * b + b - 1) * sa + j]
+        V[o + r * inner + j] = S0 + S1
 """,
         reverse="""
 inner = sb

@@ -214,3 +214,27 @@ def test_ieee_results_in_scalar_path():
     assert scalar_value(OPCODE["exp"], 710.0) == math.inf
     assert scalar_value(OPCODE["div"], 1.0, 0.0) == math.inf
     assert math.isnan(scalar_value(OPCODE["pow"], -8.0, 1.0 / 3.0))
+
+
+@pytest.mark.parametrize("m", range(10))
+def test_sums_of_every_short_length_agree_in_every_sweep(m):
+    """A sum adds its even and its odd terms in two running sums, in every sweep: one
+    point's value, a batch's rows and the eager recording agree bit for bit, and each
+    is within rounding of math.fsum (whole sums, and sums along an axis of a matrix)."""
+    rng = np.random.default_rng(m)
+    whole = tj.trace(lambda x: tj.sum(x * 1.5), np.zeros(m))
+    columns = tj.trace(lambda x: tj.sum(x * 1.5, axis=0), np.zeros((m, 3)))
+    X = rng.standard_normal((6, m))
+    Y = rng.standard_normal((6, m, 3))
+    batch_whole, batch_columns = whole.batch(X), columns.batch(Y)
+    for k in range(6):
+        value = whole(X[k])
+        assert value == math.fsum(1.5 * X[k]) or abs(value - math.fsum(1.5 * X[k])) <= 1e-14 * m
+        assert value == batch_whole[k]
+        assert value == tj.sum(tj.tensor(X[k], requires_grad=True) * 1.5).item()
+        per_column = columns(Y[k])
+        expected = [math.fsum(1.5 * Y[k][:, j]) for j in range(3)]
+        np.testing.assert_allclose(per_column, expected, rtol=1e-14, atol=1e-14 * m)
+        np.testing.assert_array_equal(per_column, batch_columns[k])
+        recorded = tj.sum(tj.tensor(Y[k], requires_grad=True) * 1.5, axis=0)
+        np.testing.assert_array_equal(per_column, recorded.detach().numpy())
