@@ -265,6 +265,9 @@ class Function:
             tiling.copy(flat, v[self._in])
         else:
             v[self._in] = flat
+        self._set_params(v, params)
+
+    def _set_params(self, v, params) -> None:
         if self.param_pos.size:
             v[self._params] = self._flat_params(params)
 
@@ -349,9 +352,12 @@ class Function:
         tiling.reverse(self.segments, self.arrays, v, g, self.vector)
         return self._take_gradient(g)
 
-    def _take_gradient(self, g) -> np.ndarray:
-        """The inputs' adjoints, leaving the workspace's zero for the next call."""
-        if isinstance(self._in, slice) and self.n_inputs >= tiling.MIN_LENGTH:
+    def _take_gradient(self, g, taken=None) -> np.ndarray:
+        """The inputs' adjoints, leaving the workspace's zero for the next call; ``taken``:
+        the gradient already added into its own array (the input rows of g stayed zero)."""
+        if taken is not None:
+            grad = taken
+        elif isinstance(self._in, slice) and self.n_inputs >= tiling.MIN_LENGTH:
             grad = np.empty(self.n_inputs)
             tiling.move(g[self._in], grad)         # one pass over a long gradient
         else:
@@ -377,19 +383,14 @@ class Function:
         x_at = self._direct_loads()
         if x_at is None:
             self._set_inputs(v, xs, params)
-            g[self.out_pos] += 1.0
-            tiling.forward_reverse(self.segments, self.arrays, v, g, self.vector)
-            return self._value(v), self._split(self._take_gradient(g))
-        # the stretch reads the point where it is and adds the gradient into the result
-        x = _one_layout(self._flat_inputs(xs))
-        if self.param_pos.size:
-            v[self._params] = self._flat_params(params)
-        grad = np.zeros(self.n_inputs)
+            direct = None
+        else:
+            # the stretch reads the point where it is and adds the gradient into the result
+            self._set_params(v, params)
+            direct = (_one_layout(self._flat_inputs(xs)), np.zeros(self.n_inputs), x_at)
         g[self.out_pos] += 1.0
-        tiling.forward_reverse(self.segments, self.arrays, v, g, self.vector, direct=(x, grad, x_at))
-        if self.param_pos.size:
-            g[self._params] = 0.0
-        return self._value(v), self._split(grad)
+        tiling.forward_reverse(self.segments, self.arrays, v, g, self.vector, direct=direct)
+        return self._value(v), self._split(self._take_gradient(g, None if direct is None else direct[1]))
 
     def _direct_loads(self):
         """tiling.direct_loads for this tape, found once: None when the point goes into the

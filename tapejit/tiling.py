@@ -645,8 +645,7 @@ def packed_reverse(ops, ins, cv, consts, idx, v, g, seg, stretch, l_ops, l_ins, 
 # ------------------------------------------------------------------------------------------
 @njit(**_JIT)
 def _tile_forward_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, dv, lv, ldv, loads, t0,
-                          count, tile):
-    no_direct = np.empty(0, np.int64)
+                          count, tile, no_direct):
     _load(v, lv, loads, t0, count, v, no_direct)
     _load(dv, ldv, loads, t0, count, dv, no_direct)
     if count == tile or t_ops.shape[0] == 0:
@@ -661,6 +660,7 @@ def packed_forward_tangent(ops, ins, cv, consts, idx, v, dv, seg, stretch, l_ops
     """Values and tangents at one point, tiles serially."""
     lv = np.zeros(n_local)
     ldv = np.zeros(n_local)
+    no_direct = np.empty(0, np.int64)
     for q in range(seg.shape[0]):
         if seg[q, 0] == 0:
             _forward_tangent_vector(ops, ins, cv, consts, idx, v, dv, seg[q, 1], seg[q, 2])
@@ -672,7 +672,7 @@ def packed_forward_tangent(ops, ins, cv, consts, idx, v, dv, seg, stretch, l_ops
             dv[sm[k, 1]] = 0.0
         for t0 in range(0, length, tile):
             count = min(tile, length - t0)
-            _tile_forward_tangent(fo, fi, fc, to, ti, tc, consts, idx, v, dv, lv, ldv, ld, t0, count, tile)
+            _tile_forward_tangent(fo, fi, fc, to, ti, tc, consts, idx, v, dv, lv, ldv, ld, t0, count, tile, no_direct)
             for k in range(sr.shape[0]):
                 local, base = sr[k, 0], sr[k, 1]
                 for e in range(count):
@@ -685,10 +685,11 @@ def packed_forward_tangent(ops, ins, cv, consts, idx, v, dv, seg, stretch, l_ops
 
 @njit(**_JIT)
 def _tile_reverse_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, dv, g, dg, lv, ldv, lg, ldg,
-                          loads, stores, sums, t0, count, tile):
+                          loads, stores, sums, t0, count, tile, no_direct):
     """One tile's adjoints and their tangents: recompute its values and tangents, run its
     reverse in cache, add into the external operands' adjoints."""
-    _tile_forward_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, dv, lv, ldv, loads, t0, count, tile)
+    _tile_forward_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, dv, lv, ldv, loads, t0, count, tile,
+                          no_direct)
     for q in range(stores.shape[0]):
         local, base = stores[q, 0], stores[q, 1]
         for e in range(count):
@@ -703,7 +704,6 @@ def _tile_reverse_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v
         _reverse_tangent_vector(f_ops, f_ins, f_cv, consts, idx, lv, ldv, lg, ldg, _ZERO, f_ops.shape[0])
     else:
         _reverse_tangent_vector(t_ops, t_ins, t_cv, consts, idx, lv, ldv, lg, ldg, _ZERO, t_ops.shape[0])
-    no_direct = np.empty(0, np.int64)
     _scatter(g, lg, loads, t0, count, g, no_direct)
     _scatter(dg, ldg, loads, t0, count, dg, no_direct)
 
@@ -733,11 +733,12 @@ def stretch_reverse_tangent(worker, n_workers, phase, n_phases, f_ops, f_ins, f_
     (two phases keep tiles running at once from adding into the same adjoints)."""
     lv, ldv = np.zeros(n_local), np.zeros(n_local)
     lg, ldg = np.zeros(n_local), np.zeros(n_local)
+    no_direct = np.empty(0, np.int64)      # second-order sweeps read the point from v
     first, stop = _phase_share(worker, n_workers, phase, n_phases, length, tile)
     for m in range(first, stop):
         t0 = (n_phases * m + phase) * tile
         _tile_reverse_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, dv, g, dg, lv, ldv, lg, ldg,
-                              loads, stores, sums, t0, min(tile, length - t0), tile)
+                              loads, stores, sums, t0, min(tile, length - t0), tile, no_direct)
 
 
 def reverse_tangent(segments, arrays: TapeArrays, v, dv, g, dg) -> None:
