@@ -583,7 +583,54 @@ static PyObject *configure(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* scalars(tape, base, step, values, is_bool): the 0-d tensors of a recorded vector's
+   elements, element k at slot base + k*step with the Python float values[k] as its
+   value; nothing is recorded. Tensor.__iter__'s loop in C (W's recording iterates 2,500
+   softmax results). */
+static PyObject *scalars(PyObject *module, PyObject *args)
+{
+    PyObject *tape, *values, *is_bool;
+    Py_ssize_t base, step;
+    if (!PyArg_ParseTuple(args, "OnnO!O!:scalars", &tape, &base, &step, &PyList_Type, &values, &PyBool_Type,
+                          &is_bool))
+        return NULL;
+    if (tensor_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "scalars: configure() was not called");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *slot = PyLong_FromSsize_t(base + k * step);
+        PyObject *t = slot == NULL ? NULL : tensor_type->tp_alloc(tensor_type, 0);
+        if (t == NULL) {
+            Py_XDECREF(slot);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyObject *value = PyList_GET_ITEM(values, k);
+        Py_INCREF(value);
+        SLOT(t, tensor_slots.value) = value;
+        Py_INCREF(tape);
+        SLOT(t, tensor_slots.tape) = tape;
+        SLOT(t, tensor_slots.base) = slot;
+        Py_INCREF(empty_tuple);
+        SLOT(t, tensor_slots.shape) = empty_tuple;
+        Py_INCREF(empty_tuple);
+        SLOT(t, tensor_slots.strides) = empty_tuple;
+        Py_INCREF(is_bool);
+        SLOT(t, tensor_slots.bool_) = is_bool;
+        PyList_SET_ITEM(out, k, t);
+    }
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
+    {"scalars", scalars, METH_VARARGS,
+     PyDoc_STR("scalars(tape, base, step, values, is_bool): 0-d tensors viewing slots base + k*step of "
+               "tape, with the floats of the list values; nothing is recorded.")},
     {"configure", configure, METH_VARARGS,
      PyDoc_STR("configure(Tensor, Tape, state, operators, bind_scalar_leaf): slot offsets, the "
                "thread-local recording state, the Python operators (by dunder name) the C path hands "

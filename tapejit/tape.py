@@ -80,7 +80,14 @@ class Tape:
         self._mv_out, self._mv_a, self._mv_b, self._mv_d = (self._mv_ins[0], self._mv_ins[2],
                                                             self._mv_ins[4], self._mv_ins[6])
         self._mv_cv = memoryview(self.cv)
+        self._value_views()
+
+    def _value_views(self) -> None:
         self._mv_values = memoryview(self.values)
+        # slices of a read-only view are read-only already: a recorded tensor's value is
+        # one slice, without a flags assignment (~1 us on a slow core) per tensor
+        self.readonly_values = self.values.view()
+        self.readonly_values.flags.writeable = False
 
     # -- growth -----------------------------------------------------------------------
     def _grow_ins(self) -> None:
@@ -104,7 +111,7 @@ class Tape:
         # tensors may hold views of the old buffer: it stays valid, nothing is written there again
         self.values = values
         self.slot_capacity = cap
-        self._mv_values = memoryview(self.values)
+        self._value_views()
 
     # -- appending -----------------------------------------------------------------------
     def emit(self, op: int, n: int, a: int = 0, sa: int = 0, b: int = 0, sb: int = 0,

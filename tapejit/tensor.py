@@ -73,9 +73,9 @@ def _refresh_active() -> None:
 def _eager_tape() -> Tape:
     tape = _state.tape
     if tape is None or tape.finished:
-        # references: _state, the local name, getrefcount's argument (values: the tape and
-        # its memoryview); any live tensor or value view of the tape adds one
-        if tape is not None and sys.getrefcount(tape) <= 3 and sys.getrefcount(tape.values) <= 3:
+        # references: _state, the local name, getrefcount's argument (values: the tape, its
+        # memoryview and its read-only view); any live tensor or value view of the tape adds one
+        if tape is not None and sys.getrefcount(tape) <= 3 and sys.getrefcount(tape.values) <= 4:
             tape.reset()   # nothing holds a tensor of it any more: reuse its buffers
         else:
             # `for ...: x = tj.tensor(...); y = f(x); y.backward()` starts each recording
@@ -83,7 +83,7 @@ def _eager_tape() -> Tape:
             # one aside (if small) and reuse the one before it, which is free by now
             spare = _state.spare
             _state.spare = tape if tape is not None and tape.slot_capacity <= _SPARE_SLOTS else None
-            if spare is not None and sys.getrefcount(spare) <= 2 and sys.getrefcount(spare.values) <= 3:
+            if spare is not None and sys.getrefcount(spare) <= 2 and sys.getrefcount(spare.values) <= 4:
                 spare.reset()
                 tape = spare
             else:
@@ -92,7 +92,7 @@ def _eager_tape() -> Tape:
         _state.tape = tape
         # callers record eagerly (no trace, grad enabled): the new tape is the active one
         _state.active = None if _state.debug else tape
-    elif tape.n_ins > 4096 and sys.getrefcount(tape) <= 4 and sys.getrefcount(tape.values) <= 3:
+    elif tape.n_ins > 4096 and sys.getrefcount(tape) <= 4 and sys.getrefcount(tape.values) <= 4:
         # a recording nobody can backward through any more (every tensor of it is gone,
         # no backward was called): start over instead of growing without bound
         # (references: _state.tape, _state.active, the local name, the argument)
@@ -327,8 +327,11 @@ class Tensor(object if _eager is None else _eager.TensorOps):
             base, step, is_bool = self._base, self._strides[0], self._bool
             # a list, not a generator, and Python floats from one tolist(): W's recording
             # iterates 2,500 softmax results
-            return iter([_on_tape(tape, base + i * step, (), (), float(value), is_bool)
-                         for i, value in enumerate(self._value.tolist())])
+            values = self._value.tolist()
+            if _eager is not None:
+                return iter(_eager.scalars(tape, base, step, values, is_bool))
+            return iter([_on_tape(tape, base + i * step, (), (), value, is_bool)
+                         for i, value in enumerate(values)])
         return (self[i] for i in range(self._shape[0]))
 
     def __hash__(self) -> int:
@@ -896,8 +899,7 @@ def _result(tape: Tape, base: int, shape: tuple, is_bool: bool) -> Tensor:
     if _state.debug:
         _debug_record(tape, base, tape.values[base: base + _size(shape)])
     if shape:
-        value = tape.values[base: base + _size(shape)].reshape(shape)
-        value.flags.writeable = False
+        value = tape.readonly_values[base: base + _size(shape)].reshape(shape)
     else:
         value = float(tape.values[base])
     return _on_tape(tape, base, _cstrides(shape), shape, value, is_bool)
@@ -906,8 +908,7 @@ def _result(tape: Tape, base: int, shape: tuple, is_bool: bool) -> Tensor:
 def _vector_on_tape(tape: Tape, base: int, n: int) -> Tensor:
     """_result for a float vector, on the fast paths (never under debug_nans, which
     turns them off)."""
-    value = tape.values[base: base + n]
-    value.flags.writeable = False
+    value = tape.readonly_values[base: base + n]
     return _on_tape(tape, base, (1,), (n,), value, False)
 
 

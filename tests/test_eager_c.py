@@ -159,3 +159,25 @@ def test_an_inconsistent_tape_is_never_written_past_its_buffers():
         tape.n_ins, tape.ins_capacity = n_ins, capacity
     y.backward()                         # the thread's next recording starts clean
     assert x.grad.item() == 2.0
+
+
+def test_iterating_a_recorded_vector_makes_the_same_scalars_in_c():
+    x = tj.tensor(np.array([0.5, -1.0, 2.0, 0.25, 3.0]), requires_grad=True)
+    y = tj.exp(x)[::2]                        # strided: slots base, base + 2, base + 4
+    flags = x > 0.4                           # a bool vector
+    for vector in (y, flags):
+        items = list(vector)
+        tape, base, step = vector._tape, vector._base, vector._strides[0]
+        expected = [T._on_tape(tape, base + k * step, (), (), v, vector._bool)
+                    for k, v in enumerate(vector._value.tolist())]
+        assert len(items) == len(expected) == vector.shape[0]
+        for got, want in zip(items, expected):
+            assert type(got) is T.Tensor
+            assert (got._tape, got._base, got._shape, got._strides, got._bool) == \
+                   (want._tape, want._base, (), (), want._bool)
+            assert type(got._value) is float and got._value == want._value
+    assert [bool(t) for t in flags] == [True, False, True, False, True]
+    a, b, c = list(y)
+    (a * 2.0 + b * c).backward()              # d/dx: 2 e^x0, e^x2 e^x4 at x2, at x4
+    v = np.exp(x.numpy())
+    np.testing.assert_allclose(x.grad.numpy(), [2 * v[0], 0.0, v[2] * v[4], 0.0, v[2] * v[4]], rtol=1e-15)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import tapejit as tj
 from tapejit import passes, workloads
+from tapejit.opcodes import OP
 
 UNARY = [tj.sin, tj.exp, tj.tanh, tj.square, tj.softplus, tj.sigmoid, tj.abs, lambda x: -x,
          lambda x: x * 1.0, lambda x: x / 1.0, lambda x: x ** 1, lambda x: x - 0.0, lambda x: x * 2.5,
@@ -443,3 +444,53 @@ def test_rows_sharing_a_hash_include_every_duplicate():
     assert list(passes._sharing_a_hash(table)) == sorted(found)
     distinct = np.arange(5000 * 9, dtype=np.int64).reshape(5000, 9)
     assert passes._sharing_a_hash(distinct).size == 0
+
+
+def test_the_structural_screen_keeps_every_pair_that_can_merge():
+    """_structural_keys must be equal wherever _fields_read's keys are (before any
+    remapping): then skipping the merge loop when no two keys share a hash loses nothing."""
+    M = np.arange(6.0).reshape(2, 3) / 4.0
+
+    def fn(x):
+        s = tj.stack([x[0], x[2]])
+        t = tj.stack([x[0], x[2]])             # the same gather, its own index block
+        u = tj.stack([x[2], x[0]])             # the same slots in another order: not equal
+        c1 = tj.exp(x[:2]) * np.array([1.5, -0.0])
+        c2 = tj.exp(x[:2]) * np.array([1.5, -0.0])
+        c3 = tj.exp(x[:2]) * np.array([1.5, 0.0])      # -0.0 and 0.0 differ in their bits
+        a1, a2 = M @ x, M @ x                  # equal blocks at different offsets
+        return (tj.sum(s * t) + tj.sum(u) + tj.sum(c1 + c2 + c3) + tj.sum(a1 * a2)
+                + tj.sum(tj.softmax(s)) + tj.sum(tj.softmax(t)))
+    x = np.array([0.5, -1.0, 2.0])
+    f = tj.trace(fn, x, optimize=False)
+    prog = passes.Program.from_function(f)
+    rows = np.flatnonzero(~passes._ELEMENTWISE[prog.ops] & (prog.ops != OP.input))
+    keys = passes._structural_keys(prog, rows)
+    gathered = passes._gathered_slots(prog, rows)
+    reference = [(int(prog.ops[i]), int(prog.ins[1, i]), int(prog.cv[i:i + 1].view(np.int64)[0]),
+                  passes._fields_read(prog, int(i), int(prog.ops[i]), prog.ins[:, i].tolist(), None, gathered))
+                 for i in rows]
+    pairs_equal = 0
+    for p in range(len(rows)):
+        for q in range(p + 1, len(rows)):
+            same_key = reference[p] == reference[q]
+            pairs_equal += same_key
+            if same_key:
+                assert (keys[p] == keys[q]).all(), (reference[p], keys[p], keys[q])
+            elif reference[p][0] == reference[q][0] and reference[p][0] in (OP.gather, OP.const, OP.affine):
+                assert not (keys[p] == keys[q]).all(), reference[p]      # the hash tells them apart
+    assert pairs_equal >= 3                    # the two stacks, consts and affine blocks
+    g = f.optimize()
+    assert _names(g).count("gather") < _names(f).count("gather")
+    assert _names(g).count("affine") == 1 and _names(g).count("softmax") == 1
+    np.testing.assert_allclose(g(x), f(x), rtol=1e-15)
+    np.testing.assert_allclose(g.grad(x), f.grad(x), rtol=1e-14)
+
+
+def test_no_structural_pair_can_merge_in_the_w_graph():
+    f = tj.trace(workloads.w_graph(200), workloads.w_inputs(), optimize=False)
+    prog = passes.Program.from_function(f)
+    rows = np.flatnonzero(~passes._ELEMENTWISE[prog.ops] & (prog.ops != OP.input))
+    assert rows.size >= 100
+    assert passes._sharing_a_hash(passes._structural_keys(prog, rows)).size == 0
+    assert passes._merge_structural(prog)[1] is False
