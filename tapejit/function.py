@@ -387,7 +387,7 @@ class Function:
         else:
             # the stretch reads the point where it is and adds the gradient into the result
             self._set_params(v, params)
-            direct = (_one_layout(self._flat_inputs(xs)), np.zeros(self.n_inputs), x_at)
+            direct = (_one_layout(self._flat_inputs(xs)), np.empty(self.n_inputs), x_at)
         g[self.out_pos] += 1.0
         tiling.forward_reverse(self.segments, self.arrays, v, g, self.vector, direct=direct)
         return self._value(v), self._split(self._take_gradient(g, None if direct is None else direct[1]))

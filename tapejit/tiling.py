@@ -36,8 +36,14 @@ _reverse_tangent_vector = unlinked(sweeps.reverse_tangent_vector)
 
 #: instructions shorter than this run as they are
 MIN_LENGTH = 8192
-#: elements per tile: the local values and adjoints of a stretch stay in L1/L2
+#: elements per tile, at least: the local values and adjoints of a stretch stay in L2
 TILE = 1024
+#: bytes of local values and adjoints (8 bytes each) a tile may fill; tiles grow from
+#: TILE in powers of two within it (_tile_for). Each tile costs a fixed overhead (two
+#: sweeps' dispatch, the loads' loops): a million-element Rosenbrock (6 rows a tile) took
+#: 5.3 ms a gradient in tiles of 4,096 and 5.9 ms in tiles of 1,024 on the Zen 1 box
+#: (512 KB of L2 a core); its Hessian-vector product, with four arrays, did not change.
+TILE_BYTES = 512 << 10
 
 _ELEMENTWISE = np.array([op.elementwise for op in OPS])
 _ARITY = np.array([op.arity if op.elementwise else 0 for op in OPS])
@@ -85,10 +91,11 @@ def _read_ranges(arrays: TapeArrays, i: int):
     return ranges
 
 
-def plan(arrays: TapeArrays, keep: np.ndarray, tile: int = TILE):
+def plan(arrays: TapeArrays, keep: np.ndarray, tile: int | None = None):
     """Segments of the tape: ("plain", start, stop) or ("tiled", Stretch).
 
-    ``keep`` lists slots read from outside the sweeps (outputs, guards): never elided."""
+    ``keep`` lists slots read from outside the sweeps (outputs, guards): never elided.
+    ``tile``: elements per tile; by default each stretch's from its size (_tile_for)."""
     n_ins = len(arrays)
     lengths = arrays.ins[1]
     if n_ins == 0 or lengths.max(initial=0) < MIN_LENGTH:
@@ -168,9 +175,18 @@ def _reads_after(arrays: TapeArrays, keep: np.ndarray):
     return read_after
 
 
-def _build(arrays: TapeArrays, start: int, stop: int, length: int, read_after, tile: int) -> Stretch:
+def _tile_for(rows: int) -> int:
+    """Elements per tile for a stretch whose tile holds ``rows`` runs of local values
+    (and as many of adjoints): the largest TILE * 2**k within TILE_BYTES, TILE at least
+    and 4 * TILE at most (tiles of 8,192 and 16,384 were no faster on Rosenbrock)."""
+    tile = TILE
+    while tile < 4 * TILE and 2 * (2 * tile) * rows * 8 <= TILE_BYTES:
+        tile *= 2
+    return tile
+
+
+def _build(arrays: TapeArrays, start: int, stop: int, length: int, read_after, tile: int | None) -> Stretch:
     ops, ins, cv = arrays.ops, arrays.ins, arrays.cv
-    tile = min(tile, length)
     first_slot = int(ins[0, start])
     members = list(range(start, stop))
     outputs = {int(ins[0, j]) for j in members if ops[j] != OP.sum}
@@ -181,6 +197,12 @@ def _build(arrays: TapeArrays, start: int, stop: int, length: int, read_after, t
 
     def is_internal(base):
         return base >= first_slot and base in outputs
+
+    if tile is None:
+        runs = {(base, stride) for j in members if ops[j] != OP.sum for base, stride in operands(j)
+                if stride != 0 and not is_internal(base)}
+        tile = _tile_for(len(runs) + len(outputs))
+    tile = min(tile, length)
 
     # local layout: external operands first, then member outputs, then partial sums
     n_local = 0
@@ -361,21 +383,28 @@ def _phase_share(worker, n_workers, phase, n_phases, length, tile):
 @njit(**_JIT)
 def stretch_reverse(worker, n_workers, phase, n_phases, f_ops, f_ins, f_cv, t_ops, t_ins, t_cv,
                     consts, idx, v, g, n_local, loads, stores, sums, length, tile, keep_values, tile_sums, x, gx,
-                    x_at):
+                    x_at, touch):
     """One worker's share of the tiles t with t % n_phases == phase. With two phases,
     tiles running at once are never adjacent, so their additions into the adjoints of
     shared operands (x[1:] and x[:-1]) never meet; the caller uses one phase and one
     worker when a load could reach further. With keep_values, also keep what each tile's
     recomputed forward produced: its escaping values (written to v) and its part of every
     whole sum (tile_sums[tile]). Loads marked in x_at read the inputs from x and add their
-    adjoints into gx (see _load); an empty x_at, none."""
+    adjoints into gx (see _load); an empty x_at, none. ``touch``: empty when gx starts
+    zeroed; else (lo, hi) from first_touch, and each tile zeroes the part of gx that it is
+    first to reach (_first_touch) just before adding into it."""
     lv = np.zeros(n_local)
     lg = np.zeros(n_local)
     first, stop = _phase_share(worker, n_workers, phase, n_phases, length, tile)
+    n_tiles = (length + tile - 1) // tile
     for m in range(first, stop):
         t = n_phases * m + phase
         t0 = t * tile
         count = min(tile, length - t0)
+        if touch.shape[0]:
+            z0, z1 = _first_touch(t, t0, count, tile, n_tiles, n_phases, touch[0], touch[1])
+            for e in range(z0, z1):
+                gx[e] = 0.0
         _tile_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, g, lv, lg,
                       loads, stores, sums, t0, count, tile, x, gx, x_at)
         if not keep_values:
@@ -386,6 +415,24 @@ def stretch_reverse(worker, n_workers, phase, n_phases, f_ops, f_ins, f_cv, t_op
             local, base = stores[q, 0], stores[q, 1]
             for e in range(count):
                 v[base + t0 + e] = lv[local + e]
+
+
+@njit(**_JIT)
+def _first_touch(t, t0, count, tile, n_tiles, n_phases, lo, hi):
+    """The range of the inputs' adjoints that tile t is the first to add into, when its
+    direct loads (all unit-stride) start at offsets lo..hi of the tile's first element:
+    tile t adds into [t0 + lo, t0 + count + hi), which first_touch keeps one range that
+    meets only its neighbours' ranges. One phase runs the tiles in order, so tile t
+    reaches first what tile t - 1 did not; with two, the even tiles run first (and never
+    meet), then each odd one reaches first what neither neighbour did."""
+    end = t0 + count + hi
+    if n_phases == 1:
+        return (lo if t == 0 else t0 + hi), end
+    if t % 2 == 0:
+        return t0 + lo, end
+    if t + 1 < n_tiles:
+        end = min(end, t0 + tile + lo)
+    return t0 + hi, end
 
 
 @njit(**_JIT)
@@ -412,17 +459,18 @@ def _tapes(s: Stretch):
     return s.full + (s.tail or _EMPTY_TAPE)
 
 
-# Tiles each worker thread needs before a stretch is split: waking the pool and the
+# Elements each worker thread needs before a stretch is split: waking the pool and the
 # phase barrier cost tens of microseconds. Measured on Rosenbrock (2 cores): the gradient
 # is faster on one thread up to ~1e5 elements and on two from ~3e5; a Hessian-vector
-# product, with about three times the work per tile, already gains on two at 1e5.
-TILES_PER_WORKER = 64
-TILES_PER_WORKER_SECOND_ORDER = 16
+# product, with about three times the work per element, already gains on two at 1e5.
+# (Counted in elements, not tiles: tiles differ in size, see _tile_for.)
+ELEMENTS_PER_WORKER = 64 * 1024
+ELEMENTS_PER_WORKER_SECOND_ORDER = 16 * 1024
 
 
 def _workers(s: Stretch, second_order: bool = False) -> int:
-    per_worker = TILES_PER_WORKER_SECOND_ORDER if second_order else TILES_PER_WORKER
-    return max(1, min(get_num_threads(), s.length // (per_worker * s.tile)))
+    per_worker = ELEMENTS_PER_WORKER_SECOND_ORDER if second_order else ELEMENTS_PER_WORKER
+    return max(1, min(get_num_threads(), s.length // per_worker))
 
 
 def forward(segments, arrays: TapeArrays, v: np.ndarray, vector: bool = True) -> None:
@@ -456,7 +504,7 @@ def reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, vector: 
             s = rest[0]
             _in_phases(stretch_reverse, _workers(s) if s.parallel_reverse else 1, *_tapes(s), arrays.consts,
                        arrays.idx, v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile, False, _NO_SUMS,
-                       v, g, _NO_DIRECT)
+                       v, g, _NO_DIRECT, _NO_DIRECT)
             for _, slot in s.sums:
                 g[slot] = 0.0
 
@@ -477,14 +525,25 @@ def forward_reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, 
     its reverse recomputes the tile's values anyway; the fused pass also writes the
     stretch's escaping values and whole sums. Sums are added in the order forward() uses,
     so values are identical to forward()'s. ``direct``: (x, gx, x_at) when the stretch
-    reads the inputs straight from x and adds their adjoints into gx (see direct_loads)."""
+    reads the inputs straight from x and writes their adjoints into gx (see direct_loads),
+    whose contents on entry do not matter: np.empty will do."""
     *head, (kind, s) = segments
     forward(head, arrays, v, vector)
     n_tiles = (s.length + s.tile - 1) // s.tile
     tile_sums = np.zeros((n_tiles, max(len(s.sums), 1)))
     x, gx, x_at = direct or (v, g, _NO_DIRECT)
+    touch = _NO_DIRECT
+    if direct is not None:
+        touch = first_touch(s, x_at)
+        if touch is None:
+            gx[:] = 0.0
+            touch = _NO_DIRECT
+        else:
+            # the adjoints no load reaches; the tiles zero the others as they first reach them
+            gx[:touch[0]] = 0.0
+            gx[s.length + touch[1]:] = 0.0
     _in_phases(stretch_reverse, _workers(s) if s.parallel_reverse else 1, *_tapes(s), arrays.consts, arrays.idx,
-               v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile, True, tile_sums, x, gx, x_at)
+               v, g, s.n_local, s.loads, s.stores, s.sums, s.length, s.tile, True, tile_sums, x, gx, x_at, touch)
     _combine_tile_sums(tile_sums, s.sums, _workers(s), v, g)
     reverse(head, arrays, v, g, vector)
 
@@ -514,6 +573,24 @@ def direct_loads(segments, arrays: TapeArrays, inputs: slice) -> np.ndarray | No
         elif not (hi < inputs.start or lo >= inputs.stop):
             return None
     return x_at
+
+
+def first_touch(s: Stretch, x_at: np.ndarray) -> np.ndarray | None:
+    """(lo, hi): the least and greatest offset in the inputs at which the stretch's direct
+    loads start, when the tiles can zero the inputs' adjoints themselves as they first
+    reach them (stretch_reverse), instead of a pass over a zeroed array first (0.9 ms
+    for a million adjoints on the Zen 1 box). That needs every direct load unit-stride
+    and their offsets less than a tile apart, and no more apart than the last tile is
+    long: then each tile reaches one range of adjoints, which meets only its neighbours'.
+    None otherwise."""
+    direct = x_at >= 0
+    if not direct.any() or not (s.loads[direct, 1] == 1).all():
+        return None
+    lo, hi = int(x_at[direct].min()), int(x_at[direct].max())
+    last = s.length % s.tile or s.tile
+    if hi - lo >= s.tile or hi - lo > last:
+        return None
+    return np.array([lo, hi], np.int64)
 
 
 @njit(**_JIT)
@@ -627,6 +704,7 @@ def packed_forward(ops, ins, cv, consts, idx, v, seg, stretch, l_ops, l_ins, l_c
 def packed_reverse(ops, ins, cv, consts, idx, v, g, seg, stretch, l_ops, l_ins, l_cv, loads, stores, sums,
                    n_local):
     """Adjoints at one point (after packed_forward), in compiled code."""
+    no_direct = np.empty(0, np.int64)
     for q in range(seg.shape[0] - 1, -1, -1):
         if seg[q, 0] == 0:
             _reverse_vector(ops, ins, cv, consts, idx, v, g, seg[q, 1], seg[q, 2])
@@ -634,7 +712,7 @@ def packed_reverse(ops, ins, cv, consts, idx, v, g, seg, stretch, l_ops, l_ins, 
         fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
                                                                           sums, seg[q, 1])
         stretch_reverse(_ZERO, _ONE, _ZERO, _ONE, fo, fi, fc, to, ti, tc, consts, idx, v, g, n_local, ld, sr, sm,
-                        length, tile, _NO, np.zeros((0, 1)), v, g, np.empty(0, np.int64))
+                        length, tile, _NO, np.zeros((0, 1)), v, g, no_direct, no_direct)
         for k in range(sm.shape[0]):
             g[sm[k, 1]] = 0.0
 

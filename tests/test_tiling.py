@@ -31,8 +31,8 @@ PROGRAMS = {
 def workers(request, monkeypatch):
     """Stretches this short run on one thread by default; split them to test the phases."""
     if request.param == "split across workers":
-        monkeypatch.setattr(tiling, "TILES_PER_WORKER", 1)
-        monkeypatch.setattr(tiling, "TILES_PER_WORKER_SECOND_ORDER", 1)
+        monkeypatch.setattr(tiling, "ELEMENTS_PER_WORKER", 1)
+        monkeypatch.setattr(tiling, "ELEMENTS_PER_WORKER_SECOND_ORDER", 1)
     return request.param
 
 
@@ -130,3 +130,41 @@ def test_the_fused_gradient_reads_the_point_where_it_is(workers):
             np.testing.assert_allclose(value, s * x[0] * x[1], rtol=1e-12)
             np.testing.assert_allclose(grad, expected, rtol=1e-11, atol=1e-11)
         np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize("length", [N, 4 * 4096 + 6])       # the second: z[4:] ends in a tile of 2
+def test_the_fused_gradient_writes_every_adjoint_of_a_result_full_of_garbage(workers, length):
+    """With direct loads the result need not start zeroed: each tile zeroes the adjoints
+    it is the first to reach (tiling.first_touch), the ones no load reaches are zeroed
+    up front, and layouts where that rule would not hold fall back to zeroing it all.
+    Every case against its closed-form gradient, the result filled with NaN first."""
+    x = rng.standard_normal(length)
+    cases = {
+        # offsets 0 and 1 (Rosenbrock's x[:-1], x[1:])
+        "neighbours": (lambda z: tj.sum(z[1:] * z[:-1]),
+                       lambda z: np.concatenate([z[1:], [0]]) + np.concatenate([[0], z[:-1]])),
+        # no load reaches the first 5 and the last 3 adjoints
+        "inner window": (lambda z: tj.sum(tj.sin(z[5:-3]) * z[6:-2]),
+                         lambda z: np.concatenate([[0] * 5, np.cos(z[5:-3]) * z[6:-2], [0] * 3])
+                         + np.concatenate([[0] * 6, np.sin(z[5:-3]), [0] * 2])),
+        # offsets 4 apart, wider than the short last tile: the fallback
+        "far apart": (lambda z: tj.sum(z[4:] * z[:-4]),
+                      lambda z: np.concatenate([z[4:], [0] * 4]) + np.concatenate([[0] * 4, z[:-4]])),
+        # a strided load: the fallback
+        "strided": (lambda z: tj.sum(z[::2] * z[::2]),
+                    lambda z: np.where(np.arange(z.size) % 2 == 0, 2 * z, 0.0)),
+    }
+    for name, (fn, closed_form) in cases.items():
+        f = tj.trace(fn, x)
+        x_at = f._direct_loads()
+        assert x_at is not None, name
+        s = f.segments[-1][1]
+        expect_touch = name in ("neighbours", "inner window") or (name == "far apart" and length == N)
+        assert (tiling.first_touch(s, x_at) is not None) == expect_touch, name
+        v, g = f._workspace()
+        g[f.out_pos] += 1.0
+        grad = np.full(length, np.nan)
+        tiling.forward_reverse(f.segments, f.arrays, v, g, True, direct=(x, grad, x_at))
+        np.testing.assert_allclose(grad, closed_form(x), rtol=1e-13, atol=1e-13, err_msg=name)
+        np.testing.assert_allclose(f.grad(x), closed_form(x), rtol=1e-13, atol=1e-13, err_msg=name)
+        assert not g.any(), name                               # the workspace is left clean
