@@ -1175,7 +1175,7 @@ def _backward(t: Tensor, gradient, retain_graph: bool) -> None:
         arrays = TapeArrays(tape.ops[:last], np.ascontiguousarray(tape.ins[:, :last]), tape.cv[:last],
                             tape.consts[:tape.n_consts], tape.idx[:tape.n_idx], tape.n_slots)
         keep = _positions(t._base, t._shape, t._strides).reshape(-1)
-        tiling.reverse(tiling.plan(arrays, keep), arrays, tape.values, g, vector=True)
+        tiling.reverse(tiling.cached_plan(arrays, keep), arrays, tape.values, g, vector=True)
     elif tape.max_run >= VECTOR_RUN:
         sweeps.reverse_vector(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last)
     else:

@@ -14,6 +14,7 @@ no opcode code; this module only plans stretches and moves data in and out of ti
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,6 +114,32 @@ def plan(arrays: TapeArrays, keep: np.ndarray, tile: int | None = None):
         pos = stop
     if pos < n_ins:
         segments.append(("plain", pos, n_ins))
+    return segments
+
+
+#: plans of recent eager tapes (see cached_plan), most recent last
+_recent_plans: dict = {}
+_recent_plans_lock = threading.Lock()
+_RECENT_PLANS = 8
+
+
+def cached_plan(arrays: TapeArrays, keep: np.ndarray) -> list:
+    """plan() for a tape that may have been planned before. The eager API records a new
+    tape for every backward(), usually with the same instructions as the last one (a loop
+    over the same loss): planning is Python work, 0.6 of a 3.6 ms eager Rosenbrock
+    gradient at n = 1e5 on the Zen 1 box. A plan depends on the instructions, the index
+    pool and the kept slots only, so those bytes are the key; plans are never modified."""
+    keep = np.ascontiguousarray(keep, np.int64)
+    key = (arrays.n_slots, arrays.ops.tobytes(), arrays.ins.tobytes(), arrays.cv.tobytes(), arrays.idx.tobytes(),
+           keep.tobytes())
+    with _recent_plans_lock:
+        segments = _recent_plans.pop(key, None)
+    if segments is None:
+        segments = plan(arrays, keep)
+    with _recent_plans_lock:
+        _recent_plans[key] = segments
+        while len(_recent_plans) > _RECENT_PLANS:
+            del _recent_plans[next(iter(_recent_plans))]
     return segments
 
 

@@ -86,6 +86,27 @@ def test_eager_backward_on_long_vectors_uses_tiles_and_matches_trace():
     np.testing.assert_allclose(t.grad.numpy(), f.grad(x0), rtol=1e-12, atol=1e-12)
 
 
+def test_eager_backward_reuses_the_plan_of_the_same_instructions(monkeypatch):
+    """A loop of eager gradients plans its tape once (tiling.cached_plan); a loss with
+    other instructions, or the same one at other values, still gets its own gradient."""
+    from scipy.optimize import rosen_der
+    planned = []
+    monkeypatch.setattr(tiling, "_recent_plans", {})
+    monkeypatch.setattr(tiling, "plan", lambda *args, _plan=tiling.plan: planned.append(1) or _plan(*args))
+    fn = PROGRAMS["rosenbrock"]
+    for k in range(3):
+        x0 = rng.standard_normal(N)
+        t = tj.tensor(x0, requires_grad=True)
+        fn(t, None).backward()
+        np.testing.assert_allclose(t.grad.numpy(), rosen_der(x0), rtol=1e-12, atol=1e-12)
+    assert len(planned) == 1
+    t = tj.tensor(x0, requires_grad=True)
+    tj.sum(t[2:] * t[:-2]).backward()                 # other instructions: planned anew
+    np.testing.assert_allclose(t.grad.numpy(), np.concatenate([x0[2:], [0, 0]]) + np.concatenate([[0, 0], x0[:-2]]),
+                               rtol=1e-14)
+    assert len(planned) == 2
+
+
 def test_stretch_planning_rules():
     x0 = rng.standard_normal(N)
     f = tj.trace(PROGRAMS["escaping intermediate"], x0, params=(np.zeros(2),))
