@@ -380,25 +380,25 @@ class Function:
         # the tape ends with a long stretch (a vectorized objective): its forward runs
         # inside its reverse, tile by tile (no guards to check before the reverse)
         v, g = self._workspace()
-        x_at = self._direct_loads()
+        x_at, touch = self._direct_loads()
         if x_at is None:
             self._set_inputs(v, xs, params)
             direct = None
         else:
             # the stretch reads the point where it is and adds the gradient into the result
             self._set_params(v, params)
-            direct = (_one_layout(self._flat_inputs(xs)), np.empty(self.n_inputs), x_at)
+            direct = (_one_layout(self._flat_inputs(xs)), np.empty(self.n_inputs), x_at, touch)
         g[self.out_pos] += 1.0
         tiling.forward_reverse(self.segments, self.arrays, v, g, self.vector, direct=direct)
         return self._value(v), self._split(self._take_gradient(g, None if direct is None else direct[1]))
 
     def _direct_loads(self):
-        """tiling.direct_loads for this tape, found once: None when the point goes into the
-        workspace first (the inputs are not one run of slots, or more than the final
-        stretch reads them)."""
+        """(x_at, touch): tiling.direct_loads and tiling.first_touch for this tape, found
+        once. x_at is None when the point goes into the workspace first (the inputs are
+        not one run of slots, or more than the final stretch reads them)."""
         if self._direct is _UNSET:
-            self._direct = (tiling.direct_loads(self.segments, self.arrays, self._in)
-                            if isinstance(self._in, slice) else None)
+            x_at = tiling.direct_loads(self.segments, self.arrays, self._in) if isinstance(self._in, slice) else None
+            self._direct = x_at, None if x_at is None else tiling.first_touch(self.segments[-1][1], x_at)
         return self._direct
 
     def grad(self, *xs, params=None):

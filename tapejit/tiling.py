@@ -487,11 +487,12 @@ def _tapes(s: Stretch):
 
 
 # Elements each worker thread needs before a stretch is split: waking the pool and the
-# phase barrier cost tens of microseconds. Measured on Rosenbrock (2 cores): the gradient
-# is faster on one thread up to ~1e5 elements and on two from ~3e5; a Hessian-vector
-# product, with about three times the work per element, already gains on two at 1e5.
-# (Counted in elements, not tiles: tiles differ in size, see _tile_for.)
-ELEMENTS_PER_WORKER = 64 * 1024
+# phase barrier cost tens of microseconds. Measured on Rosenbrock's gradient (the Zen 1
+# box, 2 cores): one thread 396 us at 30,000 elements, two 466 us; at 60,000, 668 against
+# 593 us; at 1e5, 1,061 against 788 us. A Hessian-vector product, with about three times
+# the work per element, gains on two threads sooner. (Counted in elements, not tiles:
+# tiles differ in size, see _tile_for.)
+ELEMENTS_PER_WORKER = 24 * 1024
 ELEMENTS_PER_WORKER_SECOND_ORDER = 16 * 1024
 
 
@@ -551,17 +552,16 @@ def forward_reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, 
     with a stretch: that stretch's forward is not run on its own, because every tile of
     its reverse recomputes the tile's values anyway; the fused pass also writes the
     stretch's escaping values and whole sums. Sums are added in the order forward() uses,
-    so values are identical to forward()'s. ``direct``: (x, gx, x_at) when the stretch
-    reads the inputs straight from x and writes their adjoints into gx (see direct_loads),
-    whose contents on entry do not matter: np.empty will do."""
+    so values are identical to forward()'s. ``direct``: (x, gx, x_at, touch) when the
+    stretch reads the inputs straight from x and writes their adjoints into gx (x_at from
+    direct_loads, touch from first_touch), whose contents on entry do not matter:
+    np.empty will do."""
     *head, (kind, s) = segments
     forward(head, arrays, v, vector)
     n_tiles = (s.length + s.tile - 1) // s.tile
     tile_sums = np.zeros((n_tiles, max(len(s.sums), 1)))
-    x, gx, x_at = direct or (v, g, _NO_DIRECT)
-    touch = _NO_DIRECT
+    x, gx, x_at, touch = direct or (v, g, _NO_DIRECT, _NO_DIRECT)
     if direct is not None:
-        touch = first_touch(s, x_at)
         if touch is None:
             gx[:] = 0.0
             touch = _NO_DIRECT
