@@ -19,7 +19,9 @@ from . import _sweeps_cpu as sweeps
 from ._scalars import ZERO
 from ._unlinked import unlinked
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
+# _nrt=False: nothing here allocates, so array arguments go without reference counts
+# (atomic instructions; see tapejit/passes.py)
+_JIT = dict(cache=True, nogil=True, error_model="numpy", _nrt=False)
 
 forward_point = unlinked(sweeps.forward_point)
 forward_vector = unlinked(sweeps.forward_vector)

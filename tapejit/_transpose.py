@@ -18,7 +18,9 @@ from numba.extending import intrinsic
 
 from .errors import ShapeError
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
+# _nrt=False: nothing here allocates, so array arguments go without reference counts
+# (atomic instructions; see tapejit/passes.py)
+_JIT = dict(cache=True, nogil=True, error_model="numpy", _nrt=False)
 
 
 @intrinsic

@@ -24,6 +24,9 @@ from ._unlinked import unlinked
 from ._scalars import NO as _NO, YES as _YES, ZERO as _ZERO
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
+# helpers that allocate nothing and return no array run without Numba's runtime: no
+# atomic reference counts on their array arguments at every call (see tapejit/passes.py)
+_NO_RUNTIME = dict(_JIT, _nrt=False)
 
 # the chunk sweeps as the drivers call them: without a copy of each sweep in each driver
 forward_chunk = unlinked(sweeps.forward_chunk)
@@ -70,14 +73,14 @@ def chunk_size(n_slots: int, batch: int) -> int:
     return max(1, min(chunk, batch))
 
 
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def _fill_rows(v, rows, values):
     """Parameters: rows that no sweep writes, set once per workspace."""
     for j in range(rows.shape[0]):
         v[rows[j]] = values[j]
 
 
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P):
     rows_to_points(vals, v, out_pos, p0, P, _NO)
     # valid starts all True (run); only a failed guard writes it

@@ -678,8 +678,10 @@ def render_cpu() -> str:
         f"from ._vmath import {', '.join(VECTOR_MATH)}, {', '.join(_vector_form_names())}",
         f"from math import {', '.join(f'{n} as c_{n}' for n in VECTOR_MATH)}",
         "",
-        "# error_model='numpy': x/0 gives inf or nan as IEEE says, never an exception",
-        "_JIT = dict(cache=True, nogil=True, error_model='numpy')",
+        "# error_model='numpy': x/0 gives inf or nan as IEEE says, never an exception.",
+        "# _nrt=False: the sweeps allocate nothing, and without Numba's runtime their array",
+        "# arguments and views are not reference counted (each count is an atomic instruction)",
+        "_JIT = dict(cache=True, nogil=True, error_model='numpy', _nrt=False)",
         "",
         "",
     ]

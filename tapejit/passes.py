@@ -39,6 +39,11 @@ from .tape import TapeArrays, validate
 from ._scalars import ZERO as _ZERO
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
+# Loops that allocate nothing run without Numba's runtime: with it, every array argument
+# and view is reference counted, an atomic instruction that drains the store buffer, also
+# in each call of a helper inside a loop (read_counts on W's 20,000 instructions: 3.2 ms,
+# two thirds of its samples on those atomics, on the Zen 1 box)
+_NO_RUNTIME = dict(_JIT, _nrt=False)
 _ELEMENTWISE = np.array([op.elementwise for op in OPS])
 _ARITY = np.array([op.arity if op.elementwise else 0 for op in OPS])
 _READS_B = {OP.matmul}
@@ -111,7 +116,7 @@ def _slots_of(base, stride, count):
 # ------------------------------------------------------------------------------------------
 # slot remapping shared by the passes that replace an instruction by an earlier run
 # ------------------------------------------------------------------------------------------
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def _remap_runs(ops, ins, slot_map, start, skip, elementwise, arity, op_gather, op_sum, op_amax, op_affine,
                 op_matmul, op_softmax, op_gather_sum):
     """Rewrite the operands of instructions start.. (not skipped) through slot_map, gathers
@@ -219,7 +224,7 @@ def _drop(prog: Program, removed: np.ndarray) -> Program:
 # ------------------------------------------------------------------------------------------
 
 
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def gathered(op, a, b, sb, k, op_gather):
     """(base slot, first index-pool entry, entry count) that output element k of a
     gather (one entry, relative to a) or a gather_sum (sb entries, absolute) reads."""
@@ -228,7 +233,7 @@ def gathered(op, a, b, sb, k, op_gather):
     return 0, b + k * sb, sb
 
 
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum, op_amax, op_affine,
                 op_matmul, op_softmax, k, which):
     """For output element k: (first slot, stride, count) of operand `which` it reads;
@@ -255,7 +260,7 @@ def _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum, op_a
     return (0, 0, 0)
 
 
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def depends_forward(ops, ins, idx, dep, elementwise, arity, op_gather, op_sum, op_amax, op_affine,
                     op_matmul, op_softmax, op_gather_sum):
     """dep[slot] |= any operand element it reads has dep set (dep holds the seeds)."""
@@ -289,7 +294,7 @@ def depends_forward(ops, ins, idx, dep, elementwise, arity, op_gather, op_sum, o
                 dep[o + k] = True
 
 
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def _count_reads(ops, ins, idx, i, k, counts, elementwise, arity, op_gather, op_sum, op_amax, op_affine,
                  op_matmul, op_softmax, op_gather_sum):
     """counts[slot] += 1 for every slot that output element k of instruction i reads."""
@@ -691,7 +696,7 @@ def eliminate_dead(prog: Program) -> Program:
     return prog
 
 
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def read_counts(ops, ins, idx, counts, elementwise, arity, op_gather, op_sum, op_amax, op_affine, op_matmul,
                 op_softmax, op_gather_sum):
     """counts[slot] += how many times an instruction reads it (each element of a run)."""
@@ -861,7 +866,7 @@ def _fuse_squares(ops, ins, cv, counts, n_slots, elementwise, op_square, op_sub,
         absorbed[d] = True
 
 
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def _sole_reader_of(ins, i, x, producer, counts, absorbed):
     """The elementwise instruction whose run instruction i's operand x is, element for
     element, when i is the only reader of that run (-1 otherwise)."""

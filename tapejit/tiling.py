@@ -28,6 +28,9 @@ from ._scalars import NO as _NO, ONE as _ONE, ZERO as _ZERO
 from ._unlinked import unlinked
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
+# helpers that allocate nothing and return no array run without Numba's runtime: no
+# atomic reference counts on their array arguments at every call (see tapejit/passes.py)
+_NO_RUNTIME = dict(_JIT, _nrt=False)
 
 # the sweeps as the tile runners call them: without a copy of each sweep in each runner
 _forward_vector = unlinked(sweeps.forward_vector)
@@ -299,7 +302,7 @@ def _phases_are_safe(loads, length: int, tile: int) -> bool:
 # ------------------------------------------------------------------------------------------
 # execution
 # ------------------------------------------------------------------------------------------
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def _load(v, lv, loads, t0, count, x, x_at):
     """The tile's external operands into the local values. A load q with x_at[q] >= 0
     reads the caller's inputs x from x[x_at[q]] on instead of their slots in v (the point
@@ -322,7 +325,7 @@ def _load(v, lv, loads, t0, count, x, x_at):
                 lv[local + k] = src[base + (t0 + k) * stride]
 
 
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def _scatter(g, lg, loads, t0, count, gx, x_at):
     """Add the tile's adjoints of external operands to the global ones; clear them. Loads
     that read the caller's inputs (x_at, as in _load) add into gx, the inputs' adjoints."""
@@ -347,7 +350,7 @@ def _scatter(g, lg, loads, t0, count, gx, x_at):
                 lg[local + k] = 0.0
 
 
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, loads, t0, count, tile, x, x_at):
     _load(v, lv, loads, t0, count, x, x_at)
     if count == tile or t_ops.shape[0] == 0:
@@ -356,7 +359,7 @@ def _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, lo
         _forward_vector(t_ops, t_ins, t_cv, consts, idx, lv, _ZERO, t_ops.shape[0])
 
 
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def _tile_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, g, lv, lg, loads, stores,
                   sums, t0, count, tile, x, gx, x_at):
     _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, loads, t0, count, tile, x, x_at)
@@ -398,7 +401,7 @@ def stretch_forward(worker, n_workers, f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, c
             partial[worker, q] += lv[sums[q, 0]]
 
 
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def _phase_share(worker, n_workers, phase, n_phases, length, tile):
     """The range of m, tile t = n_phases * m + phase, that this worker runs in this phase."""
     n_tiles = (length + tile - 1) // tile
@@ -444,7 +447,7 @@ def stretch_reverse(worker, n_workers, phase, n_phases, f_ops, f_ins, f_cv, t_op
                 v[base + t0 + e] = lv[local + e]
 
 
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def _first_touch(t, t0, count, tile, n_tiles, n_phases, lo, hi):
     """The range of the inputs' adjoints that tile t is the first to add into, when its
     direct loads (all unit-stride) start at offsets lo..hi of the tile's first element:
@@ -462,14 +465,14 @@ def _first_touch(t, t0, count, tile, n_tiles, n_phases, lo, hi):
     return t0 + hi, end
 
 
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def copy(src, dst):
     """dst[:] = src."""
     for k in range(src.shape[0]):
         dst[k] = src[k]
 
 
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def move(src, dst):
     """dst[:] = src; src[:] = 0, in one pass (reading input adjoints)."""
     for k in range(src.shape[0]):
@@ -620,7 +623,7 @@ def first_touch(s: Stretch, x_at: np.ndarray) -> np.ndarray | None:
     return np.array([lo, hi], np.int64)
 
 
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def _combine_tile_sums(tile_sums, sums, forward_workers, v, g):
     """Each whole sum from its tiles' parts, added as forward() adds them: tile by tile
     within each worker's block, then the blocks in worker order."""
@@ -748,7 +751,7 @@ def packed_reverse(ops, ins, cv, consts, idx, v, g, seg, stretch, l_ops, l_ins, 
 # second order: values with tangents forward, adjoints with their tangents in reverse
 # (Hessian-vector products), tile by tile like the first-order plan
 # ------------------------------------------------------------------------------------------
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def _tile_forward_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, dv, lv, ldv, loads, t0,
                           count, tile, no_direct):
     _load(v, lv, loads, t0, count, v, no_direct)
@@ -788,7 +791,7 @@ def packed_forward_tangent(ops, ins, cv, consts, idx, v, dv, seg, stretch, l_ops
                 dv[sm[k, 1]] += ldv[sm[k, 0]]
 
 
-@njit(**_JIT)
+@njit(**_NO_RUNTIME)
 def _tile_reverse_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, dv, g, dg, lv, ldv, lg, ldg,
                           loads, stores, sums, t0, count, tile, no_direct):
     """One tile's adjoints and their tangents: recompute its values and tangents, run its
