@@ -118,6 +118,8 @@ def test_stretch_planning_rules():
     f = tj.trace(PROGRAMS["rosenbrock"], x0, params=(np.zeros(2),))
     s = [s[1] for s in f.segments if s[0] == "tiled"][0]
     assert s.parallel_reverse           # x[1:] and x[:-1] overlap only with the next tile
+    assert s.loads.tolist() == [[0, 1, 0, 1]]     # ... and are one load of each tile's count + 1
+    assert all(row % 8 == 0 for row in s.full[1][0])   # rows start 64-byte aligned
     small = tj.trace(PROGRAMS["rosenbrock"], np.zeros(100), params=(np.zeros(2),))
     assert small.segments == [("plain", 0, len(small))]
 
@@ -168,9 +170,13 @@ def test_the_fused_gradient_writes_every_adjoint_of_a_result_full_of_garbage(wor
         "inner window": (lambda z: tj.sum(tj.sin(z[5:-3]) * z[6:-2]),
                          lambda z: np.concatenate([[0] * 5, np.cos(z[5:-3]) * z[6:-2], [0] * 3])
                          + np.concatenate([[0] * 6, np.sin(z[5:-3]), [0] * 2])),
-        # offsets 4 apart, wider than the short last tile: the fallback
+        # offsets 4 apart (one load of each tile's count + 4), wider than the short last
+        # tile: the fallback
         "far apart": (lambda z: tj.sum(z[4:] * z[:-4]),
                       lambda z: np.concatenate([z[4:], [0] * 4]) + np.concatenate([[0] * 4, z[:-4]])),
+        # offsets 100 apart: two loads, so the tiles zero what they reach first, then add
+        "two loads": (lambda z: tj.sum(z[100:] * z[:-100]),
+                      lambda z: np.concatenate([z[100:], [0] * 100]) + np.concatenate([[0] * 100, z[:-100]])),
         # a strided load: the fallback
         "strided": (lambda z: tj.sum(z[::2] * z[::2]),
                     lambda z: np.where(np.arange(z.size) % 2 == 0, 2 * z, 0.0)),
@@ -179,8 +185,9 @@ def test_the_fused_gradient_writes_every_adjoint_of_a_result_full_of_garbage(wor
         f = tj.trace(fn, x)
         x_at, touch = f._direct_loads()
         assert x_at is not None, name
-        expect_touch = name in ("neighbours", "inner window") or (name == "far apart" and length == N)
+        expect_touch = name in ("neighbours", "inner window", "two loads") or (name == "far apart" and length == N)
         assert (touch is not None) == expect_touch, name
+        assert (len(x_at) == 2) == (name == "two loads"), name      # the others: one load each
         v, g = f._workspace()
         g[f.out_pos] += 1.0
         grad = np.full(length, np.nan)
