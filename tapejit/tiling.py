@@ -385,19 +385,32 @@ def _scatter(g, lg, loads, t0, count, gx, x_at, z0, z1):
             if direct and x_at[q] >= 0:
                 first = min(max(z0 - base - t0, 0), width)
                 stop = min(max(z1 - base - t0, first), width)
+            # three loops over views from 0: a loop from a runtime start indexes with
+            # negative-index fix-ups and stays scalar (5% of L1's time)
             for k in range(first):
                 dst[k] += src[k]
                 src[k] = 0.0
-            for k in range(first, stop):
-                dst[k] = src[k]
-                src[k] = 0.0
-            for k in range(stop, width):
-                dst[k] += src[k]
-                src[k] = 0.0
+            assign_dst, assign_src = dst[first:stop], src[first:stop]
+            for k in range(stop - first):
+                assign_dst[k] = assign_src[k]
+                assign_src[k] = 0.0
+            rest_dst, rest_src = dst[stop:width], src[stop:width]
+            for k in range(width - stop):
+                rest_dst[k] += rest_src[k]
+                rest_src[k] = 0.0
         else:
             for k in range(count):
                 dst_all[base + (t0 + k) * stride] += lg[local + k]
                 lg[local + k] = 0.0
+
+
+@njit(**_NO_RUNTIME)
+def _copy_run(src, at, dst, to, count):
+    """dst[to:to + count] = src[at:at + count], as a loop over views from 0: indexed from
+    runtime offsets, a loop keeps negative-index fix-ups and stays scalar."""
+    run, out = src[at: at + count], dst[to: to + count]
+    for k in range(count):
+        out[k] = run[k]
 
 
 @njit(**_NO_RUNTIME)
@@ -421,9 +434,10 @@ def _tile_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, r_ops, r_ins, r_cv, u_
     _tile_forward(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, lv, loads, t0, count, tile, x, x_at)
     for q in range(stores.shape[0]):
         local, base = stores[q, 0], stores[q, 1]
+        seed, escaped = lg[local: local + count], g[base + t0: base + t0 + count]
         for k in range(count):
-            lg[local + k] = g[base + t0 + k]
-            g[base + t0 + k] = 0.0
+            seed[k] = escaped[k]
+            escaped[k] = 0.0
     if sum_rows.shape[0]:
         for q in range(sums.shape[0]):
             adjoint = g[sums[q, 1]]
@@ -458,8 +472,7 @@ def stretch_forward(worker, n_workers, f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, c
                       no_direct)
         for q in range(stores.shape[0]):
             local, base = stores[q, 0], stores[q, 1]
-            for k in range(count):
-                v[base + t0 + k] = lv[local + k]
+            _copy_run(lv, local, v, base + t0, count)
         for q in range(sums.shape[0]):
             partial[worker, q] += lv[sums[q, 0]]
 
@@ -502,8 +515,9 @@ def stretch_reverse(worker, n_workers, phase, n_phases, f_ops, f_ins, f_cv, t_op
         if touch.shape[0]:
             z0, z1 = _first_touch(t, t0, count, tile, n_tiles, n_phases, touch[0], touch[1])
             if sole != 1:
-                for e in range(z0, z1):
-                    gx[e] = 0.0
+                first_reached = gx[z0:z1]
+                for e in range(z1 - z0):
+                    first_reached[e] = 0.0
                 z0, z1 = 0, 0
         _tile_reverse(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, r_ops, r_ins, r_cv, u_ops, u_ins, u_cv, consts, idx, v,
                       g, lv, lg, loads, stores, sums, sum_rows, t0, count, tile, x, gx, x_at, z0, z1)
@@ -513,8 +527,7 @@ def stretch_reverse(worker, n_workers, phase, n_phases, f_ops, f_ins, f_cv, t_op
             tile_sums[t, q] = lv[sums[q, 0]]
         for q in range(stores.shape[0]):
             local, base = stores[q, 0], stores[q, 1]
-            for e in range(count):
-                v[base + t0 + e] = lv[local + e]
+            _copy_run(lv, local, v, base + t0, count)
 
 
 @njit(**_NO_RUNTIME)
