@@ -195,3 +195,16 @@ def test_the_fused_gradient_writes_every_adjoint_of_a_result_full_of_garbage(wor
         np.testing.assert_allclose(grad, closed_form(x), rtol=1e-13, atol=1e-13, err_msg=name)
         np.testing.assert_allclose(f.grad(x), closed_form(x), rtol=1e-13, atol=1e-13, err_msg=name)
         assert not g.any(), name                               # the workspace is left clean
+
+
+def test_a_tiles_part_of_a_sum_adds_every_term():
+    import math
+    values = rng.standard_normal(40) * 10.0 ** rng.integers(-3, 4, 40)
+    for count in range(0, 41):
+        assert tiling._tile_sum(values, count) == pytest.approx(math.fsum(values[:count]), rel=1e-13, abs=1e-13)
+    f = tj.trace(lambda z: tj.sum(tj.sin(z) * z), rng.standard_normal(N))
+    x = rng.standard_normal(N)
+    value, grad = f.value_and_grad(x)
+    assert value == f(x)                       # the fused pass and the forward add the same way
+    assert value == pytest.approx(math.fsum(np.sin(x) * x), rel=1e-12)
+    np.testing.assert_allclose(grad, np.sin(x) + x * np.cos(x), rtol=1e-13, atol=1e-13)
