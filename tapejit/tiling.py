@@ -933,8 +933,8 @@ def _tile_reverse_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v
         _reverse_tangent_vector(f_ops, f_ins, f_cv, consts, idx, lv, ldv, lg, ldg, _ZERO, f_ops.shape[0])
     else:
         _reverse_tangent_vector(t_ops, t_ins, t_cv, consts, idx, lv, ldv, lg, ldg, _ZERO, t_ops.shape[0])
-    _scatter(g, lg, loads, t0, count, g, no_direct, 0, 0)
-    _scatter(dg, ldg, loads, t0, count, dg, no_direct, 0, 0)
+    _scatter(g, lg, loads, t0, count, g, no_direct, _ZERO, _ZERO)
+    _scatter(dg, ldg, loads, t0, count, dg, no_direct, _ZERO, _ZERO)
 
 
 @njit(**_JIT)
