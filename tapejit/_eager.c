@@ -152,6 +152,22 @@ static inline int set_int(PyObject *obj, Py_ssize_t offset, Py_ssize_t value)
 
 /* ---------------------------------------------------------------------------------- */
 /* recording                                                                          */
+/* Fill a new 0-d tensor's slots: its value and base slot (references stolen), the tape
+   it views and whether it is boolean (references taken). */
+static void fill_scalar(PyObject *t, PyObject *value, PyObject *tape, PyObject *base, PyObject *is_bool)
+{
+    SLOT(t, tensor_slots.value) = value;
+    Py_INCREF(tape);
+    SLOT(t, tensor_slots.tape) = tape;
+    SLOT(t, tensor_slots.base) = base;
+    Py_INCREF(empty_tuple);
+    SLOT(t, tensor_slots.shape) = empty_tuple;
+    Py_INCREF(empty_tuple);
+    SLOT(t, tensor_slots.strides) = empty_tuple;
+    Py_INCREF(is_bool);
+    SLOT(t, tensor_slots.bool_) = is_bool;
+}
+
 /* ---------------------------------------------------------------------------------- */
 /* Append `code` (operands slot_a, slot_b when has_b, immediate c when has_c) with the
    computed value, and return the new 0-d tensor; NULL with an error set on failure,
@@ -220,17 +236,7 @@ static PyObject *record(PyObject *tape, int code, Py_ssize_t slot_a, int has_b, 
     if (has_c)
         *(double *)c_at = c;
     *(double *)value_at = value;
-
-    SLOT(t, tensor_slots.value) = boxed;
-    Py_INCREF(tape);
-    SLOT(t, tensor_slots.tape) = tape;
-    SLOT(t, tensor_slots.base) = base;
-    Py_INCREF(empty_tuple);
-    SLOT(t, tensor_slots.shape) = empty_tuple;
-    Py_INCREF(empty_tuple);
-    SLOT(t, tensor_slots.strides) = empty_tuple;
-    Py_INCREF(Py_False);
-    SLOT(t, tensor_slots.bool_) = Py_False;
+    fill_scalar(t, boxed, tape, base, Py_False);
     return t;
 }
 
@@ -612,16 +618,7 @@ static PyObject *scalars(PyObject *module, PyObject *args)
         }
         PyObject *value = PyList_GET_ITEM(values, k);
         Py_INCREF(value);
-        SLOT(t, tensor_slots.value) = value;
-        Py_INCREF(tape);
-        SLOT(t, tensor_slots.tape) = tape;
-        SLOT(t, tensor_slots.base) = slot;
-        Py_INCREF(empty_tuple);
-        SLOT(t, tensor_slots.shape) = empty_tuple;
-        Py_INCREF(empty_tuple);
-        SLOT(t, tensor_slots.strides) = empty_tuple;
-        Py_INCREF(is_bool);
-        SLOT(t, tensor_slots.bool_) = is_bool;
+        fill_scalar(t, value, tape, slot, is_bool);
         PyList_SET_ITEM(out, k, t);
     }
     return out;
