@@ -231,10 +231,12 @@ def _build(arrays: TapeArrays, start: int, stop: int, length: int, read_after, t
     def is_internal(base):
         return base >= first_slot and base in outputs
 
-    external = []
+    external = []                               # (base, stride) of each operand from outside, once
     for j in members:
         if ops[j] != OP.sum:
-            external += [op for op in operands(j) if not is_internal(op[0]) and op not in external]
+            for operand in operands(j):
+                if not is_internal(operand[0]) and operand not in external:
+                    external.append(operand)
     groups = _group_loads(external)
     if tile is None:
         tile = _tile_for(sum(1 for _, stride, _ in groups if stride != 0) + len(outputs))

@@ -115,6 +115,7 @@ def test_stretch_planning_rules():
     f = tj.trace(PROGRAMS["strided loads"], x0, params=(np.zeros(2),))
     s = [s[1] for s in f.segments if s[0] == "tiled"][0]
     assert not s.parallel_reverse       # stride-2 loads: tiles two apart may meet
+    assert s.loads[:, :2].tolist() == [[0, 2], [1, 2]]     # x[::2], read three times, loads once
     f = tj.trace(PROGRAMS["rosenbrock"], x0, params=(np.zeros(2),))
     s = [s[1] for s in f.segments if s[0] == "tiled"][0]
     assert s.parallel_reverse           # x[1:] and x[:-1] overlap only with the next tile
