@@ -355,10 +355,7 @@ def _load(v, lv, loads, t0, count, x, x_at):
             lv[local] = src[base]
         elif stride == 1:
             width = count + loads[q, 3]
-            run = src[base + t0: base + t0 + width]
-            dst = lv[local: local + width]
-            for k in range(width):
-                dst[k] = run[k]
+            copy(src[base + t0: base + t0 + width], lv[local: local + width])
         else:
             for k in range(count):
                 lv[local + k] = src[base + (t0 + k) * stride]
@@ -404,15 +401,6 @@ def _scatter(g, lg, loads, t0, count, gx, x_at, z0, z1):
             for k in range(count):
                 dst_all[base + (t0 + k) * stride] += lg[local + k]
                 lg[local + k] = 0.0
-
-
-@njit(**_NO_RUNTIME)
-def _copy_run(src, at, dst, to, count):
-    """dst[to:to + count] = src[at:at + count], as a loop over views from 0: indexed from
-    runtime offsets, a loop keeps negative-index fix-ups and stays scalar."""
-    run, out = src[at: at + count], dst[to: to + count]
-    for k in range(count):
-        out[k] = run[k]
 
 
 @njit(**_NO_RUNTIME)
@@ -503,7 +491,7 @@ def stretch_forward(worker, n_workers, f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, c
                       tile, v, no_direct)
         for q in range(stores.shape[0]):
             local, base = stores[q, 0], stores[q, 1]
-            _copy_run(lv, local, v, base + t0, count)
+            copy(lv[local: local + count], v[base + t0: base + t0 + count])
         for q in range(sums.shape[0]):
             partial[worker, q] += lv[sums[q, 0]]
 
@@ -557,7 +545,7 @@ def stretch_reverse(worker, n_workers, phase, n_phases, f_ops, f_ins, f_cv, t_op
             tile_sums[t, q] = lv[sums[q, 0]]
         for q in range(stores.shape[0]):
             local, base = stores[q, 0], stores[q, 1]
-            _copy_run(lv, local, v, base + t0, count)
+            copy(lv[local: local + count], v[base + t0: base + t0 + count])
 
 
 @njit(**_NO_RUNTIME)
@@ -580,7 +568,8 @@ def _first_touch(t, t0, count, tile, n_tiles, n_phases, lo, hi):
 
 @njit(**_NO_RUNTIME)
 def copy(src, dst):
-    """dst[:] = src."""
+    """dst[:] = src. Callers pass views: a loop indexed from a runtime offset keeps
+    Numba's negative-index fix-ups and stays scalar, one over views from 0 is SIMD."""
     for k in range(src.shape[0]):
         dst[k] = src[k]
 
