@@ -11,7 +11,7 @@ from . import _numba_cache
 _numba_cache.refresh()
 
 from .errors import (BackwardError, BranchChangedError, CudaUnavailableError, DTypeError,  # noqa: E402
-                     InvalidTapeError, NonFiniteError, ShapeError, TapeConsumedError,
+                     InvalidTapeError, NonFiniteError, NotCompilableError, ShapeError, TapeConsumedError,
                      TapeFormatError, TapejitError, TraceError)
 from .functions import (abs, absolute, add, all, amax, amin, any, arange, arccos, arcsin, arctan,
                         arctan2, asarray, clip, concatenate, cos, cosh, divide, dot, e, equal, erf,

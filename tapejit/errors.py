@@ -44,3 +44,7 @@ class CudaUnavailableError(TapejitError, RuntimeError):
 
 class NonFiniteError(TapejitError, FloatingPointError):
     """Raised under ``tj.debug_nans()`` at the first instruction producing NaN or Inf."""
+
+
+class NotCompilableError(TapejitError, ValueError):
+    """``Function.compile()`` on a tape too large to unroll into straight-line code."""
