@@ -21,7 +21,7 @@ IMPLEMENTATIONS = {
     "eager": ["tapejit", "torch (eager)", "HIPS autograd", "numpy (closed form)"],
     "chain": ["tapejit", "torch (eager)", "python (hand-written)"],
     "eager-rosen": ["tapejit (eager)", "scipy rosen_der (numpy)", "torch (eager)"],
-    "B1": ["tapejit", "numba (hand-written)", "numpy (vectorized, by hand)", "jax.jit(vmap(grad))",
+    "B1": ["tapejit", "tapejit f.compile()", "numba (hand-written)", "numpy (vectorized, by hand)", "jax.jit(vmap(grad))",
            "torch.func.vmap(grad)", "casadi (SX, map thread)"],
     "B2": ["tapejit", "numba (hand-written)", "numpy (vectorized, by hand)", "jax.jit(vmap(grad))",
            "torch.func.vmap(grad)"],

@@ -99,6 +99,8 @@ def bench_main(args) -> int:
         report["first_call"] = bench.first_call_latency()
         print(f"\nfirst gradient in a fresh process (import included, warm Numba cache): "
               f"{report['first_call']['first_gradient_seconds']:.2f} s")
+        print(f"first batch of a compiled Function in a fresh process (kernel from the disk cache): "
+              f"{report['first_call']['first_compiled_batch_seconds']:.2f} s")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=2)
