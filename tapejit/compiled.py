@@ -208,7 +208,10 @@ class _Emitter:
 
     def binary(self, x, y, op: str):
         if _concrete(x) and _concrete(y):
-            return {"+": x + y, "-": x - y, "*": x * y, "/": x / y}[op]
+            # folded as the kernel would compute it: IEEE, 1/0 is inf (Python would raise)
+            with np.errstate(all="ignore"):
+                x, y = np.float64(x), np.float64(y)
+                return float({"+": x + y, "-": x - y, "*": x * y, "/": x / y}[op])
         if x is ZERO or y is ZERO:
             if op == "*":
                 return ZERO
@@ -242,7 +245,10 @@ class _Emitter:
 
     def call(self, name, args):
         if all(_concrete(a) for a in args):
-            return getattr(math, name)(*args) if name != "pow" else pow(*args)
+            try:
+                return float(getattr(math, name)(*args) if name != "pow" else math.pow(*args))
+            except (ValueError, OverflowError):
+                pass    # log(0), exp(1000): left to the kernel, which gives IEEE's -inf, inf
         return self.temp(f"{name}({', '.join(_render(a) for a in args)})")
 
 
