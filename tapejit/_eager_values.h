@@ -70,6 +70,7 @@
 #define TJ_OP_SQUARE_SUB 63
 #define TJ_OP_SQUARE_RSUB_C 64
 #define TJ_OP_ADD_SCALED_SQUARE 65
+#define TJ_OP_MINUS_SQUARE 66
 
 /* Store the value of elementwise opcode `code` in *out and return 1; return 0 for
    opcodes this switch does not compute (the caller takes the Python path). */
@@ -132,6 +133,7 @@ static inline int tj_scalar_value(int code, double a, double b, double c, double
     case 63: *out = ((a - b) * (a - b)); return 1;  /* square_sub: (a - b) * (a - b) */
     case 64: *out = ((c - a) * (c - a)); return 1;  /* square_rsub_c: (c - a) * (c - a) */
     case 65: *out = (((a * a) * c) + b); return 1;  /* add_scaled_square: a * a * c + b */
+    case 66: *out = (a - (b * b)); return 1;  /* minus_square: a - b * b */
     default: return 0;
     }
 }

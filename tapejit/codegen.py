@@ -315,7 +315,7 @@ def _flat_case(op, vector_lines: list[str], indent: str, reverse: bool, planned:
 #: opcodes took reverse_chunk from 11 s to 55 s of cold compilation), so only the
 #: arithmetic and functions that batch tapes are mostly made of
 FIRST_WRITE_OPS = ("add", "sub", "mul", "neg", "square", "add_c", "mul_c", "rsub_c", "exp", "softplus",
-                   "square_sub", "square_rsub_c", "add_scaled_square")
+                   "square_sub", "square_rsub_c", "add_scaled_square", "minus_square")
 FIRST_WRITE_BITS = {"a": 1, "b": 2, "d": 4}
 #: plan bit: the output's adjoint rows were accumulated into and must be zeroed once read
 ZERO_AFTER_READ = 8

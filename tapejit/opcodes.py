@@ -484,6 +484,9 @@ FUSED = [
         a="2.0 * (a - b)", b="-2.0 * (a - b)"),
     _ew("square_rsub_c", 1, "(c - a) * (c - a)", "out = (c - a)**2", a="-2.0 * (c - a)"),
     _ew("add_scaled_square", 2, "a * a * c + b", "out = c * a**2 + b", a="2.0 * c * a", b="1.0"),
+    # a difference with a square (Rosenbrock's x[1:] - x[:-1]**2): one pass fewer forward
+    # and one row of adjoints fewer in reverse than the square and the sub
+    _ew("minus_square", 2, "a - b * b", "out = a - b**2", a="1.0", b="-2.0 * b"),
 ]
 
 OPS: list[OpDef] = ELEMENTWISE + STRUCTURAL + FUSED

@@ -36,7 +36,7 @@ from numba import njit
 from . import _sweeps_cpu as sweeps
 from .opcodes import OP, OPS
 from .tape import TapeArrays, validate
-from ._scalars import ZERO as _ZERO
+from ._scalars import ONE as _ONE, ZERO as _ZERO
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 # Loops that allocate nothing run without Numba's runtime: with it, every array argument
@@ -819,7 +819,7 @@ def alias_contiguous_gathers(prog: Program) -> Program:
 
 @njit(**_JIT)
 def _fuse_squares(ops, ins, cv, counts, n_slots, elementwise, op_square, op_sub, op_rsub_c, op_add_c, op_mul_c,
-                  op_add, op_square_sub, op_square_rsub_c, op_add_scaled_square):
+                  op_add, op_square_sub, op_square_rsub_c, op_add_scaled_square, op_minus_square):
     """Rewrite in place each instruction that can absorb the square (and scaling) it reads.
     The absorbed instructions are left for eliminate_dead."""
     n_ins = ops.shape[0]
@@ -864,6 +864,16 @@ def _fuse_squares(ops, ins, cv, counts, n_slots, elementwise, op_square, op_sub,
         # (a + c)**2 is (-c - a)**2 bit for bit: rounding is symmetric about zero
         cv[i] = -cv[d] if ops[d] == op_add_c else cv[d]
         absorbed[d] = True
+    # last, a - b**2 of the squares no sum or difference took: a - (b * b), as they computed it
+    for i in range(n_ins):
+        if ops[i] != op_sub or absorbed[i]:
+            continue
+        s = _sole_reader_of(ins, i, _ONE, producer, counts, absorbed)
+        if s < 0 or ops[s] != op_square:
+            continue
+        ins[4, i], ins[5, i] = ins[2, s], ins[3, s]
+        ops[i] = op_minus_square
+        absorbed[s] = True
 
 
 @njit(**_NO_RUNTIME)
@@ -883,13 +893,13 @@ def _sole_reader_of(ins, i, x, producer, counts, absorbed):
 
 
 def fuse_squares(prog: Program) -> Program:
-    """``c * a**2 + b``, ``(a - b)**2`` and ``(c - a)**2`` (or ``(a + c)**2``), each one
-    instruction (see opcodes.FUSED) where the intermediate runs have no other reader."""
+    """``c * a**2 + b``, ``(a - b)**2``, ``(c - a)**2`` (or ``(a + c)**2``) and ``a - b**2``,
+    each one instruction (see opcodes.FUSED) where the intermediate runs have no other reader."""
     if not np.any(prog.ops == OP.square):
         return prog
     _fuse_squares(prog.ops, prog.ins, prog.cv, _reader_counts(prog), prog.n_slots, _ELEMENTWISE, OP.square,
                   OP.sub, OP.rsub_c, OP.add_c, OP.mul_c, OP.add, OP.square_sub, OP.square_rsub_c,
-                  OP.add_scaled_square)
+                  OP.add_scaled_square, OP.minus_square)
     return prog
 
 

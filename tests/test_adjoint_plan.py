@@ -77,16 +77,15 @@ def test_batch_gradients_equal_the_textbook_sweep_on_random_programs(program, se
 def test_rosenbrock_assigns_and_zeroes_only_what_it_must():
     f = tj.trace(workloads.rosen, np.zeros(10))
     plan = adjoint_plan(f.arrays, f.out_pos)
-    # after fusion: square, sub, square_rsub_c, add_scaled_square, sum. In reverse order the
-    # sum (each term read once), the fused terms and sub's square operand are first
-    # contributions and assign; square and sub's x[1:] add to adjoints that square_rsub_c
-    # started
+    # after fusion: minus_square, square_rsub_c, add_scaled_square, sum. In reverse order
+    # the sum (each term read once) and the fused terms are first contributions and assign;
+    # minus_square adds to x[:-1] and x[1:], whose adjoints square_rsub_c started (but x[9])
     names = [tj.opcodes.OPS[o].name for o in f.arrays.ops]
     assigns = {names[i] for i in np.flatnonzero(plan & 7)}
-    assert assigns == {"sum", "add_scaled_square", "square_rsub_c", "sub"}
+    assert assigns == {"sum", "add_scaled_square", "square_rsub_c"}
     # so no row is accumulated into before an assignment: none is zeroed after use
     assert np.count_nonzero(plan & ZERO_AFTER_READ) == 0
-    # of the inputs' rows only x[9] is added to (by sub) before anything assigns it: the
+    # of the inputs' rows only x[9] is added to (by minus_square) before anything assigns it: the
     # engine zeroes that one after each chunk and leaves the nine assigned rows alone
     np.testing.assert_array_equal(batch._rows_to_clear(f.arrays, f.out_pos, f.in_pos), f.in_pos[9:])
     X = np.random.default_rng(0).standard_normal((1001, 10))

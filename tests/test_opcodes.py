@@ -51,6 +51,7 @@ REFERENCE = {
     "square_sub": (lambda a, b, d, c: np.square(a - b), [ANY, ANY], 0.0),
     "square_rsub_c": (lambda a, b, d, c: np.square(c - a), [ANY], 1.25),
     "add_scaled_square": (lambda a, b, d, c: c * np.square(a) + b, [ANY, ANY], -3.5),
+    "minus_square": (lambda a, b, d, c: a - np.square(b), [ANY, ANY], 0.0),
     "sqrt": (lambda a, b, d, c: np.sqrt(a), [POS], 0.0),
     "exp": (lambda a, b, d, c: np.exp(a), [ANY], 0.0),
     "expm1": (lambda a, b, d, c: np.expm1(a), [ANY], 0.0),

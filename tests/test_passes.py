@@ -297,8 +297,8 @@ def test_rosenbrock_squares_fuse_and_keep_their_bits():
     from scipy.optimize import rosen, rosen_der, rosen_hess_prod
     f = tj.trace(workloads.rosen, np.zeros(10), optimize=False)
     g = f.optimize()
-    # 100 (x1 - x0**2)**2 + (1 - x0)**2: square, sub, then one instruction per term
-    assert sorted(_names(g)) == sorted(["input", "square", "sub", "square_rsub_c", "add_scaled_square", "sum"])
+    # 100 (x1 - x0**2)**2 + (1 - x0)**2: the difference, then one instruction per term
+    assert sorted(_names(g)) == sorted(["input", "minus_square", "square_rsub_c", "add_scaled_square", "sum"])
     rng = np.random.default_rng(3)
     X = rng.standard_normal((37, 10))
     for x in X[:4]:
@@ -335,14 +335,24 @@ def test_squares_fuse_only_where_nothing_else_reads_them():
     def vector_output(x):
         return (x - 0.5) ** 2                    # the square is the output
 
+    def minus(x):
+        return tj.sum(x[::-1] - x ** 2)          # a - b**2
+
+    def minus_shared(x):
+        s = x ** 2                               # the square is read twice: stays square and sub
+        return tj.sum(x[::-1] - s) + tj.sum(s * x)
+
     # x - 0.5 is recorded as x + (-0.5): its square is (0.5 - x)**2, the same bits
     expected_ops = {shared: {"rsub_c", "square"}, squared_shared: {"square_rsub_c"},
                     broadcast: {"square", "mul_c", "add"},
-                    scalars: {"add_scaled_square", "sub", "mul"}, vector_output: {"square_rsub_c"}}
+                    scalars: {"add_scaled_square", "sub", "mul"}, vector_output: {"square_rsub_c"},
+                    minus: {"minus_square"}, minus_shared: {"square", "sub"}}
     for fn, present in expected_ops.items():
         f = tj.trace(fn, x, optimize=False)
         g = f.optimize()
         assert present <= set(_names(g)), fn.__name__
+        if fn is minus_shared:
+            assert "minus_square" not in _names(g)
         if fn is scalars:
             assert _names(g).count("add_scaled_square") == 2 and "square" not in _names(g)
         np.testing.assert_array_equal(g(x), f(x))
