@@ -214,6 +214,30 @@ def _rows_to_clear(arrays, out_pos, in_pos) -> np.ndarray:
     return in_pos[_plan_and_dirty(arrays, out_pos)[1][in_pos]]
 
 
+def _results(B, n_out, width, derivatives, out):
+    """(values, derivatives, valid) of a batch: the caller's buffers or recycled memory."""
+    vals = _recycle.empty((B, n_out)) if out[0] is None else out[0]
+    grads = (_recycle.empty((B, width)) if derivatives else np.empty((0, 0))) if out[1] is None else out[1]
+    return vals, grads, np.ones(B, np.bool_)
+
+
+def _worker_count(arrays, B, parts, threads=None) -> int:
+    # per point: every slot is written once; a constant block (affine) is a multiply-add each
+    if B * (arrays.n_slots + len(arrays.consts)) < SERIAL_WORK:
+        return 1
+    return max(1, min(threads or get_num_threads(), parts))
+
+
+def run_compiled(kernel, arrays, X, param_vals, mode, out=(None, None)):
+    """Values (mode 0) or values and gradients (mode 1) of a Function.compile() kernel at
+    the rows of X, split over the workers by points; returns what ``run`` returns."""
+    B = X.shape[0]
+    vals, grads, valid = _results(B, kernel.n_outputs, kernel.n_inputs, mode == MODE_GRAD, out)
+    if B:
+        kernel.run(X, param_vals, vals, grads, valid, mode == MODE_GRAD, _worker_count(arrays, B, B))
+    return vals, grads, valid
+
+
 def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seeds=None,
         chunk=None, threads=None, out=(None, None)):
     """Replay ``arrays`` at the rows of X (B, n_in). Returns (values (B, n_out),
@@ -222,19 +246,13 @@ def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seed
     B = X.shape[0]
     n_out = len(out_pos)
     width = n_out if mode == MODE_JVP else len(in_pos)
-    vals = _recycle.empty((B, n_out)) if out[0] is None else out[0]
-    grads = (_recycle.empty((B, width)) if mode else np.empty((0, 0))) if out[1] is None else out[1]
-    valid = np.ones(B, np.bool_)
+    vals, grads, valid = _results(B, n_out, width, mode != MODE_VALUES, out)
     if B == 0:
         return vals, grads, valid
     if seeds is None:
         seeds = np.zeros((0, 0))
     chunk = chunk or chunk_size(arrays.n_slots, B)
-    n_chunks = -(-B // chunk)
-    workers = min(threads or get_num_threads(), n_chunks)
-    # per point: every slot is written once; a constant block (affine) is a multiply-add each
-    if B * (arrays.n_slots + len(arrays.consts)) < SERIAL_WORK:
-        workers = 1
+    workers = _worker_count(arrays, B, -(-B // chunk), threads)
     seeded = out_pos[:1] if mode == MODE_GRAD else out_pos
     reverse = mode in (MODE_GRAD, MODE_VJP)
     plan = _plan_for(arrays, seeded) if reverse else np.zeros(0, np.uint8)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._threads import run_workers
 from .errors import NotCompilableError, ShapeError
 from .opcodes import BY_CODE, FIELDS, MATH_NAMES
 
@@ -482,13 +483,13 @@ class Kernel:
         B = X.shape[0]
         if X.dtype != np.float64 or X.ndim != 2 or X.shape[1] != self.n_inputs or not X.flags.c_contiguous:
             raise ShapeError(f"a compiled kernel needs float64 points of shape (B, {self.n_inputs})")
-        if params.shape != (self.n_params,):
-            raise ShapeError(f"a compiled kernel needs {self.n_params} parameter values")
-        if vals.shape != (B, self.n_outputs) or valid.shape != (B,):
+        if params.shape != (self.n_params,) or params.dtype != np.float64:
+            raise ShapeError(f"a compiled kernel needs {self.n_params} float64 parameter values")
+        if vals.shape != (B, self.n_outputs) or vals.dtype != np.float64 or valid.shape != (B,) \
+                or valid.dtype != np.bool_:
             raise ShapeError("the values buffer does not match the batch")
-        if with_gradient and grads.shape != (B, self.n_inputs):
+        if with_gradient and (grads.shape != (B, self.n_inputs) or grads.dtype != np.float64):
             raise ShapeError("the gradient buffer does not match the batch")
-        from ._threads import run_workers
         if with_gradient:
             run_workers(self.module.value_and_grad, workers, X, params, vals, grads, valid)
         else:

@@ -18,11 +18,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from . import _point, _recycle
+from . import _point
 from . import _sweeps_cpu as sweeps
 from . import batch as batch_engine
 from . import tiling
-from ._threads import get_num_threads
 from .errors import BranchChangedError, ShapeError, TapejitError, TraceError
 from .opcodes import OP, OPS
 from .tape import Tape, TapeArrays, validate
@@ -624,7 +623,8 @@ class Function:
         out = (None if out[0] is None else batch_engine.check_out(out[0], (B, self.n_outputs), "out (values)", X),
                None if out[1] is None else batch_engine.check_out(out[1], (B, self.n_inputs), "out (gradients)", X))
         if self._kernel is not None and mode in (batch_engine.MODE_VALUES, batch_engine.MODE_GRAD):
-            vals, derivs, valid = self._run_kernel(X, params, mode, out)
+            vals, derivs, valid = batch_engine.run_compiled(self._kernel, self.arrays, X, self._flat_params(params),
+                                                            mode, out)
         else:
             vals, derivs, valid = batch_engine.run(
                 self.arrays, self.in_pos, self.param_pos, self._flat_params(params), self.out_pos,
@@ -639,20 +639,6 @@ class Function:
                 from .errors import NonFiniteError
                 raise NonFiniteError(f"point {b} of the batch has a non-finite derivative")
         return vals, derivs, valid
-
-    def _run_kernel(self, X, params, mode, out):
-        B = X.shape[0]
-        vals = _recycle.empty((B, self.n_outputs)) if out[0] is None else out[0]
-        with_gradient = mode == batch_engine.MODE_GRAD
-        grads = ((_recycle.empty((B, self.n_inputs)) if out[1] is None else out[1]) if with_gradient
-                 else np.empty((0, 0)))
-        valid = np.ones(B, np.bool_)
-        workers = min(get_num_threads(), max(B, 1))
-        if B * self.arrays.n_slots < batch_engine.SERIAL_WORK:
-            workers = 1
-        if B:
-            self._kernel.run(X, self._flat_params(params), vals, grads, valid, with_gradient, workers)
-        return vals, grads, valid
 
     def _check_branches(self, X, params, mode, seeds, vals, derivs, valid, on_branch_change):
         if valid.all():
