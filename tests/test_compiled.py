@@ -273,6 +273,12 @@ def test_wrong_shapes_are_refused_before_the_kernel_runs(rosen10):
     with pytest.raises(tj.ShapeError):
         kernel.run(np.asfortranarray(np.zeros((4, 10))), np.zeros(0), np.empty((4, 1)), np.empty((4, 10)),
                    valid, True, 1)
+    with pytest.raises(tj.ShapeError):
+        kernel.run(X, np.zeros(0), np.empty((4, 1), np.float32), np.empty((4, 10)), valid, True, 1)
+    with pytest.raises(tj.ShapeError):
+        kernel.run(X, np.zeros(0), np.empty((4, 1)), np.empty((4, 10)), np.ones(4, np.int8), True, 1)
+    with pytest.raises(tj.ShapeError):
+        kernel.run(X, np.zeros(1), np.empty((4, 1)), np.empty((4, 10)), valid, True, 1)
 
 
 def test_a_compiled_function_pickles_compiled(rosen10):
