@@ -667,17 +667,16 @@ def first_call_latency() -> dict:
     # writes it at install; with PYTHONDONTWRITEBYTECODE set, as on our dev boxes, every
     # import recompiles tapejit's 13,000 lines of generated sweeps: 0.35-0.45 s more)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, env=env)   # fill the caches
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+
+    def seconds(script):
+        subprocess.run([sys.executable, "-c", script], capture_output=True, check=True, env=env)  # fill the caches
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
+        return float(out.stdout.strip().splitlines()[-1])
     # the same for a compiled Function (B1's): its kernel comes from the disk cache
     compiled = ("import time; t = time.perf_counter(); import numpy as np, tapejit as tj; "
                 "from tapejit import workloads; f = tj.trace(workloads.rosen, np.zeros(10)).compile(); "
                 "f.batch_value_and_grad(np.ones((1000, 10))); print(time.perf_counter() - t)")
-    subprocess.run([sys.executable, "-c", compiled], capture_output=True, check=True, env=env)
-    out_compiled = subprocess.run([sys.executable, "-c", compiled], capture_output=True, text=True, check=True,
-                                  env=env)
-    return {"first_gradient_seconds": float(out.stdout.strip().splitlines()[-1]),
-            "first_compiled_batch_seconds": float(out_compiled.stdout.strip().splitlines()[-1])}
+    return {"first_gradient_seconds": seconds(code), "first_compiled_batch_seconds": seconds(compiled)}
 
 
 def machine_facts() -> dict:

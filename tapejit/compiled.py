@@ -27,7 +27,6 @@ import hashlib
 import importlib.util
 import math
 import os
-import re
 import sys
 import tempfile
 import threading
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ._threads import run_workers
+from .codegen import render_expr
 from .errors import NotCompilableError, ShapeError
 from .opcodes import BY_CODE, FIELDS, MATH_NAMES
 
@@ -265,20 +265,13 @@ def _template_namespace(emitter, V, G, consts, idx, fields, c):
 
 
 # --------------------------------------------------------------------------------------
-# elementwise opcodes: one statement per slot, from the table's expressions
+# the renderer: elementwise opcodes from the table's expressions (with codegen's renaming
+# of their operands), structural ones by running their templates
 # --------------------------------------------------------------------------------------
-_NAME = re.compile(r"\b([abdoc])\b")
-
-
-def _substitute(expr: str, names: dict) -> str:
-    return _NAME.sub(lambda m: names[m.group(1)], expr)
-
-
 class _Renderer:
     """Unrolls one tape into the statements of a per-point kernel."""
 
     def __init__(self, f):
-        self.f = f
         a = f.arrays
         self.ops, self.ins, self.cv, self.consts, self.idx = a.ops, a.ins, a.cv, a.consts, a.idx
         self.emitter = _Emitter()
@@ -288,18 +281,19 @@ class _Renderer:
     def _fields(self, i):
         return {name: int(self.ins[k, i]) for k, name in enumerate(FIELDS)} | {"o": int(self.ins[0, i])}
 
+    def _run_template(self, text, fields, c):
+        exec(_template_code(text), _template_namespace(self.emitter, self.V, self.G, self.consts, self.idx,
+                                                       fields, c))
+
     def forward(self):
         _Emitter.current = self.emitter
         for i in range(len(self.ops)):
             op = BY_CODE[int(self.ops[i])]
             fields = self._fields(i)
-            if op.name == "input":
-                continue
             if op.elementwise:
                 self._forward_elementwise(op, fields, float(self.cv[i]))
-            else:
-                exec(_template_code(op.forward), _template_namespace(
-                    self.emitter, self.V, self.G, self.consts, self.idx, fields, float(self.cv[i])))
+            elif op.forward:            # inputs have none: the kernel reads them from X
+                self._run_template(op.forward, fields, float(self.cv[i]))
 
     def _operand_names(self, op, fields, k):
         names = {}
@@ -312,16 +306,16 @@ class _Renderer:
             names = self._operand_names(op, fields, k)
             names["c"] = _literal(c)
             slot = fields["out"] + k
-            self.emitter.emit(f"v{slot} = {_substitute(op.value, names)}")
+            self.emitter.emit(f"v{slot} = {render_expr(op.value, names)}")
             self.V[slot] = _Sym(f"v{slot}")
 
     def reverse(self, seed_slot: int):
         _Emitter.current = self.emitter
-        self.G.values[seed_slot] = 1.0
+        self.G[seed_slot] = 1.0
         for i in range(len(self.ops) - 1, -1, -1):
             op = BY_CODE[int(self.ops[i])]
             fields = self._fields(i)
-            if op.name in ("input", "const") or not op.differentiable:
+            if not op.differentiable:
                 continue
             if op.elementwise:
                 self._reverse_elementwise(op, fields, float(self.cv[i]))
@@ -329,8 +323,7 @@ class _Renderer:
                 outputs = range(fields["out"], fields["out"] + fields["n"])
                 if all(self.G[s] is ZERO for s in outputs):
                     continue
-                exec(_template_code(op.reverse), _template_namespace(
-                    self.emitter, self.V, self.G, self.consts, self.idx, fields, float(self.cv[i])))
+                self._run_template(op.reverse, fields, float(self.cv[i]))
 
     def _reverse_elementwise(self, op, fields, c):
         for k in range(fields["n"]):
@@ -344,7 +337,7 @@ class _Renderer:
             for name, stride in _OPERANDS[: op.arity]:
                 if name not in op.partials:
                     continue
-                term = self._contribution(g_out, _substitute(op.partials[name], names))
+                term = self._contribution(g_out, render_expr(op.partials[name], names))
                 slot = fields[name] + k * fields[stride]
                 self.G[slot] = self.emitter.binary(self.G[slot], term, "+")
 
