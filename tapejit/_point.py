@@ -23,9 +23,7 @@ from ._unlinked import unlinked
 # (atomic instructions; see tapejit/passes.py)
 _JIT = dict(cache=True, nogil=True, error_model="numpy", _nrt=False)
 
-forward_point = unlinked(sweeps.forward_point)
 forward_vector = unlinked(sweeps.forward_vector)
-reverse_point = unlinked(sweeps.reverse_point)
 reverse_vector = unlinked(sweeps.reverse_vector)
 forward_tangent = unlinked(sweeps.forward_tangent_vector)
 reverse_tangent = unlinked(sweeps.reverse_tangent_vector)
@@ -49,14 +47,10 @@ def _guards_hold(v, guards):
 
 
 @njit(**_JIT)
-def value(ops, ins, cv, consts, idx, v, x, in_pos, p, param_pos, guards, vector):
-    """Values at x (and parameters p), by the vector sweep or the point sweep; whether
-    every guard still holds."""
+def value(ops, ins, cv, consts, idx, v, x, in_pos, p, param_pos, guards):
+    """Values at x (and parameters p); whether every guard still holds."""
     _place(v, x, in_pos, p, param_pos)
-    if vector:
-        forward_vector(ops, ins, cv, consts, idx, v, ZERO, ops.shape[0])
-    else:
-        forward_point(ops, ins, cv, consts, idx, v, ZERO, ops.shape[0])
+    forward_vector(ops, ins, cv, consts, idx, v, ZERO, ops.shape[0])
     return _guards_hold(v, guards)
 
 
@@ -79,19 +73,15 @@ def _take(g, in_pos, param_pos, out):
 
 
 @njit(**_JIT)
-def value_and_grad(ops, ins, cv, consts, idx, v, g, x, in_pos, p, param_pos, guards, out_pos, seed, vector,
-                   grad):
+def value_and_grad(ops, ins, cv, consts, idx, v, g, x, in_pos, p, param_pos, guards, out_pos, seed, grad):
     """Forward and reverse at x, the outputs' adjoints seeded with seed (u^T J; [1.0] for
     a gradient); the inputs' adjoints into grad. Returns False, with no reverse run, when
     a guard flipped. The workspace's adjoints are left all zero."""
-    if not value(ops, ins, cv, consts, idx, v, x, in_pos, p, param_pos, guards, vector):
+    if not value(ops, ins, cv, consts, idx, v, x, in_pos, p, param_pos, guards):
         return False
     for k in range(out_pos.shape[0]):
         g[out_pos[k]] += seed[k]
-    if vector:
-        reverse_vector(ops, ins, cv, consts, idx, v, g, ZERO, ops.shape[0])
-    else:
-        reverse_point(ops, ins, cv, consts, idx, v, g, ZERO, ops.shape[0])
+    reverse_vector(ops, ins, cv, consts, idx, v, g, ZERO, ops.shape[0])
     _take(g, in_pos, param_pos, grad)
     return True
 

@@ -79,18 +79,19 @@ def expr_names(expr: str) -> set[str]:
 # targets: how a slot is addressed
 # --------------------------------------------------------------------------------------
 class Target:
-    """Point: one value per slot. Chunk: P values per slot, loop over points innermost.
+    """Vector: one point, one value per slot (a run of length 1 takes a scalar path, a
+    unit-stride run a loop that vectorizes). Chunk: P values per slot, loop over points innermost.
     Thread: one CUDA thread's column ``t`` of ``[slot][point]`` arrays. Local: one CUDA
     thread's local arrays.
 
     ``unsigned``: slot and pool indices are cast to an unsigned type (``index_type``:
-    uint32 on the GPU, uint64 on the CPU point and chunk sweeps), and the CPU sweeps'
+    uint32 on the GPU, uint64 on the CPU sweeps), and the CPU sweeps'
     instruction index too. A signed index makes Numba wrap negative values around (four
     64-bit instructions per access); slot indices are never negative (validate() checks
-    every one). On an H200, B1's kernel ran 5-9% faster; for the CPU sweeps see render_cpu."""
+    every one). On an H200, B1's kernel ran 5-9% faster; for the CPU sweeps see _cpu_sweeps."""
 
     def __init__(self, kind: str, unsigned: bool = False, planned: bool = False):
-        assert kind in ("point", "vector", "chunk", "thread", "local")
+        assert kind in ("vector", "chunk", "thread", "local")
         self.kind = kind
         self.unsigned = unsigned
         #: reverse sweeps of the CUDA targets follow tapejit.adjoint_plan (see _planned_reverse)
@@ -98,7 +99,7 @@ class Target:
 
     @property
     def host(self) -> bool:
-        return self.kind in ("point", "vector", "chunk")
+        return self.kind in ("vector", "chunk")
 
     @property
     def index_type(self) -> str:
@@ -114,7 +115,7 @@ class Target:
     def slot(self, array: str, index: str) -> str:
         if self.unsigned:
             index = f"{self.index_type}({index})"
-        if self.kind in ("point", "vector", "local"):
+        if self.kind in ("vector", "local"):
             return f"{array}[{index}]"
         if self.kind == "chunk":
             return f"{array}[{index}, p]"
@@ -225,8 +226,6 @@ def elementwise_forward(op, target: Target, indent: str, with_tangent=False) -> 
         body += _tangent_lines(op, target)
     lines = [f"{indent}for k in range(n):"]
     lines += target.per_point(body, indent + "    ")
-    if target.kind == "point":
-        return _scalar_case(body, target, indent) + lines
     if target.kind == "vector":
         return (_scalar_case(body, target, indent) + _contiguous_case(op, body, indent, reverse=False)
                 + lines)
@@ -446,8 +445,6 @@ def elementwise_reverse(op, target: Target, indent: str) -> list[str]:
     body.append(f"{g_out} = 0.0")
     lines = [f"{indent}for k in range(n):"]
     lines += target.per_point(body, indent + "    ")
-    if target.kind == "point":
-        return _scalar_case(body, target, indent, C_MATH_FOR_PARTIALS) + lines
     if target.kind == "vector":
         return (_scalar_case(body, target, indent, C_MATH_FOR_PARTIALS)
                 + _contiguous_case(op, body, indent, reverse=True) + lines)
@@ -541,8 +538,8 @@ def structural(op, which: str, target: Target, indent: str) -> list[str]:
 # --------------------------------------------------------------------------------------
 # whole sweeps
 # --------------------------------------------------------------------------------------
-def _dispatch(sweep_body, indent: str, only=None, otherwise=None) -> list[str]:
-    """An if/elif chain over the opcodes (those in ``only``); ``otherwise`` handles the rest."""
+def _dispatch(sweep_body, indent: str, only=None) -> list[str]:
+    """An if/elif chain over the opcodes (those in ``only``)."""
     lines = []
     first = True
     for code, op in enumerate(OPS):
@@ -550,15 +547,11 @@ def _dispatch(sweep_body, indent: str, only=None, otherwise=None) -> list[str]:
             continue
         body = sweep_body(op, indent + "    ")
         if not body:
-            if otherwise is None:
-                continue
-            body = [indent + "    pass"]     # nothing to do: not a call to the outlined sweep
+            continue
         kw = "if" if first else "elif"
         first = False
         lines.append(f"{indent}{kw} op == {code}:  # {op.name}")
         lines += body
-    if otherwise is not None:
-        lines += [f"{indent}else:", f"{indent}    {otherwise}"]
     return lines
 
 
@@ -602,79 +595,144 @@ def _reverse_body(target):
 
 _POINT_ARGS = "ops, ins, cv, consts, idx"
 
+#: how a kernel rebuilds each array of its sweep from the context (tapejit._kernels):
+#: the name the generated bodies use, its role in the context, its element type, and
+#: whether it is a chunk's flat view of a [slot][point] workspace
+_CONTEXT_ARRAYS = [
+    ("ins", "ins", "int32", False), ("cv", "cv", "float64", False), ("consts", "consts", "float64", False),
+    ("idx", "idx", "int32", False), ("plan", "plan", "uint8", False), ("tmp", "tmp", "float64", False),
+    ("v", "v", "float64", False), ("dv", "dv", "float64", False), ("g", "g", "float64", False),
+    ("dg", "dg", "float64", False),
+    ("vf", "v", "float64", True), ("dvf", "dv", "float64", True), ("gf", "g", "float64", True),
+    ("dgf", "dg", "float64", True),
+]
 
-#: opcodes the large sweeps run in a second, separately compiled function (see
-#: _split_sweep): none of the benchmark workloads' tapes (fused rosenbrock, affine and
-#: softplus, the W graph's softplus, gather_sum, mul, softmax) nor the common elementwise
-#: arithmetic and math
-OUTLINED_OPS = frozenset(getattr(OP, name) for name in (
-    "stop_gradient", "pow", "arctan2", "maximum", "minimum", "rdiv_c", "rpow_c", "minimum_c", "expm1",
-    "sin", "cos", "tan", "arcsin", "arccos", "arctan", "sinh", "cosh", "abs", "sign", "erf",
-    "lt", "le", "gt", "ge", "eq", "ne", "lt_c", "le_c", "gt_c", "ge_c", "eq_c", "ne_c", "amax"))
 
-
-def _split_sweep(name, args, target, body_fn, reverse, decorator, doc):
-    """A sweep compiled as two functions: the common opcodes inline in the interpreter loop,
-    the others (OUTLINED_OPS) in ``<name>_outlined``, which the loop calls one instruction
-    at a time through tapejit._unlinked (no copy of it in the loop's module).
-
-    Numba and LLVM take superlinear time in a function's size: forward_chunk compiled in
-    36 s whole and in 10 + 13 s as two halves of the opcodes (2-core dev box). A call costs
-    about 23 ns (the arrays go as unpacked structs), so only opcodes that no benchmark
-    tape uses go there, and only in the sweeps whose instructions are long runs or a
-    chunk of points. The sweeps that replay scalar tapes one value at a time (point, and
-    the single-point second-order ones) stay whole: a Hessian-vector product of a scalar
-    tape of 4,000 sin and cos took 292 -> 831 us with them split."""
-    outlined = f"{name}_outlined"
-    inline = set(range(len(OPS))) - OUTLINED_OPS
-    call_args = args.replace("start, stop", "i, i + 1")
-    lines = _sweep(outlined, args, target, body_fn, reverse, decorator,
-                   f"{name}'s outlined opcodes (see codegen._split_sweep).", only=OUTLINED_OPS)
-    lines += [f"_{outlined} = unlinked({outlined})", "", ""]
-    lines += _sweep(name, args, target, body_fn, reverse, decorator, doc, only=inline,
-                    otherwise=f"_{outlined}({call_args})")
+def _kernel_prologue(text: str, target: Target) -> list[str]:
+    """Statements that rebuild the arrays a kernel body names from its context."""
+    from ._kernels import P_WORD, ROLES
+    lines = []
+    for name, role, dtype, flat in _CONTEXT_ARRAYS:
+        if not re.search(rf"\b{name}\b", text):
+            continue
+        w = 3 * ROLES.index(role)
+        two_d = name in ("ins", "tmp") or (target.kind == "chunk" and role in ("v", "dv", "g", "dg") and not flat)
+        if two_d:
+            lines.append(f"    {name} = {dtype}_2d_at(ctx[{w}], ctx[{w + 1}], ctx[{w + 2}])")
+        elif flat:
+            lines.append(f"    {name} = {dtype}_at(ctx[{w}], ctx[{w + 1}] * ctx[{w + 2}])")
+        else:
+            lines.append(f"    {name} = {dtype}_at(ctx[{w}], ctx[{w + 1}])")
+    if re.search(r"\bP\b", text):
+        lines.append(f"    P = ctx[{P_WORD}]")
+    if target.instruction != "i" and re.search(rf"\b{target.instruction}\b", text):
+        # an unsigned instruction index: no negative-index wraparound on every field load
+        lines.append(f"    {target.instruction} = uint64(i)")
+    if target.kind == "vector":
+        lines += [f"    {s} = 0.0" for s in ("s0", "s1") if re.search(rf"\b{s}\b", text)]
     return lines
 
 
-def _sweep(name, args, target, body_fn, reverse, decorator, doc, only=None, otherwise=None):
-    lines = [decorator, f"def {name}({args}):", f'    """{doc}"""']
-    if target.kind in ("point", "vector", "local"):
-        lines += ["    s0 = 0.0", "    s1 = 0.0"]
-    if target.kind == "chunk":
-        # flat views of the full-width workspaces (rows of P points, C-contiguous)
-        params = [a.strip() for a in args.split(",")]
-        lines += [f"    {a}f = {a}.reshape({a}.size)" for a in ("v", "dv", "g", "dg") if a in params]
+def _kernels(sweep, target, body_fn, reverse) -> list[str]:
+    """One function per opcode with something to do in ``sweep``: the opcode's branch of
+    the interpreter loop as a kernel of tapejit._kernels (``continue`` ends the
+    instruction, so it returns)."""
+    lines = []
+    for code, op in enumerate(OPS):
+        body = body_fn(op, "    ")
+        if not body:
+            continue
+        body = [ln[: len(ln) - len(ln.lstrip())] + "return" if ln.strip() == "continue" else ln for ln in body]
+        text = "\n".join(body)
+        lines += [f"def {sweep}__{op.name}(i, ctx):", f'    """{sweep} of one {op.name} instruction (opcode {code})."""']
+        lines += _kernel_prologue(text, target) + body + ["", ""]
+    return lines
+
+
+def _sweep(name, args, target, body_fn, reverse, doc) -> list[str]:
+    """A sweep: its opcode kernels, then the loop that calls them one instruction at a time
+    (through tapejit._kernels, which compiles each kernel when the loop first meets it)."""
+    params = [a.strip() for a in args.split(",")]
+
+    def role(r):
+        return r if r in params else params[params.index("v")]     # any array: never read
+    arrays = ", ".join(role(r) for r in ("ins", "cv", "consts", "idx", "plan", "v", "dv", "g", "dg", "tmp"))
+    width = "P" if "P" in params else "0"
     rng = "range(stop - 1, start - 1, -1)" if reverse else "range(start, stop)"
-    lines.append(f"    for i in {rng}:")
-    if target.instruction != "i":
-        # an unsigned instruction index: no negative-index wraparound on every field load
-        lines.append(f"        {target.instruction} = uint64(i)")
-    lines.append(f"        op = ops[{target.instruction}]")
-    body = _dispatch(body_fn, "        ", only, otherwise)
-    if target.kind == "point":
-        body = [_scalar_math(ln, C_MATH_FOR_PARTIALS if reverse else VECTOR_MATH) for ln in body]
-    lines += body
+    lines = _kernels(name, target, body_fn, reverse)
+    lines += [f"_run_{name} = kernel_caller(__name__, {name!r})", "", ""]
+    lines += ["@njit(**_JIT)", f"def {name}({args}):", f'    """{doc}"""',
+              f"    ctx = context({arrays}, {width})",
+              f"    for i in {rng}:",
+              f"        _run_{name}(ops[i], i, ctx)", ""]
+    return lines
+
+
+def _chain_sweep(name, args, target, body_fn, reverse, decorator, doc, only=None):
+    """A sweep as one function: an if/elif chain over the opcodes (the CUDA targets, whose
+    device functions are compiled into each kernel that calls them)."""
+    assert not target.host
+    lines = [decorator, f"def {name}({args}):", f'    """{doc}"""']
+    if target.kind == "local":
+        lines += ["    s0 = 0.0", "    s1 = 0.0"]
+    rng = "range(stop - 1, start - 1, -1)" if reverse else "range(start, stop)"
+    lines += [f"    for i in {rng}:", "        op = ops[i]"]
+    lines += _dispatch(body_fn, "        ", only)
     lines.append("")
     return lines
 
 
-def render_cpu() -> str:
+#: the CPU sweeps: name, arguments, target, kernel bodies, reverse order, docstring
+def _cpu_sweeps():
     # unsigned indices: Numba wraps a signed index that could be negative (a compare and a
     # select per access, and registers the interpreter loop then lacks). Measured on the
     # 2-core dev box: W graph value and gradient 215 -> 160 us, B2 5.0 -> 4.5 ms.
-    point, chunk = Target("point", unsigned=True), Target("chunk", unsigned=True)
-    dec = "@njit(**_JIT)"
+    vector, chunk = Target("vector", unsigned=True), Target("chunk", unsigned=True)
+    return [
+        ("forward_vector", f"{_POINT_ARGS}, v, start, stop", vector, _forward_body(vector), False,
+         "Values of instructions start..stop-1 at one point; unit-stride runs vectorize."),
+        ("reverse_vector", f"{_POINT_ARGS}, v, g, start, stop", vector, _reverse_body(vector), True,
+         "Adjoints, instructions stop-1 down to start; consumed adjoints are zeroed. "
+         "Unit-stride runs vectorize."),
+        ("forward_tangent_vector", f"{_POINT_ARGS}, v, dv, start, stop", vector, _forward_body(vector, True),
+         False, "Values and tangents (forward mode) at one point; unit-stride runs vectorize."),
+        ("reverse_tangent_vector", f"{_POINT_ARGS}, v, dv, g, dg, start, stop", vector, _hvp_body(vector), True,
+         "Adjoints g and their tangents dg (Hessian-vector products) at one point; "
+         "unit-stride runs of unary ops vectorize."),
+        ("forward_chunk", f"{_POINT_ARGS}, v, tmp, P, start, stop", chunk, _forward_body(chunk), False,
+         "Values at P points laid out v[slot, point]; P == v.shape[1] (full-width chunks)."),
+        ("reverse_chunk", f"{_POINT_ARGS}, plan, v, g, tmp, P, start, stop", chunk, _reverse_body(chunk), True,
+         "Adjoints at P == v.shape[1] points, following tapejit.adjoint_plan's plan: "
+         "first contributions assign, rows accumulated into are zeroed once read."),
+        ("forward_tangent_chunk", f"{_POINT_ARGS}, v, dv, tmp, P, start, stop", chunk, _forward_body(chunk, True),
+         False, "Values and tangents at P points."),
+        ("reverse_tangent_chunk", f"{_POINT_ARGS}, v, dv, g, dg, tmp, P, start, stop", chunk, _hvp_body(chunk),
+         True, "Adjoints and their tangents (Hessian-vector products) at P points."),
+    ]
+
+
+#: the sweep names, in the order of the generated file
+CPU_SWEEPS = ("forward_vector", "reverse_vector", "forward_tangent_vector",
+              "reverse_tangent_vector", "forward_chunk", "reverse_chunk", "forward_tangent_chunk",
+              "reverse_tangent_chunk")
+
+
+def render_cpu() -> str:
     out = [
-        f'"""Generated by tapejit.codegen from tapejit/opcodes.py (table {table_hash()}); do not edit."""',
+        f'"""Generated by tapejit.codegen from tapejit/opcodes.py (table {table_hash()}); do not edit.',
+        "",
+        "Each sweep is a loop over instructions calling one kernel per opcode (tapejit._kernels);",
+        "a kernel (``<sweep>__<opcode>``) is compiled the first time a sweep meets its opcode.",
+        '"""',
         "# ruff: noqa",
         "import numpy as np",
         f"from math import {', '.join(n for n in MATH_NAMES if n not in VECTOR_MATH)}",
         "from numba import njit, uint64",
-        "from ._unlinked import unlinked",
+        "from ._kernels import context, float64_at, float64_2d_at, int32_at, int32_2d_at, kernel_caller, uint8_at",
         "from ._select import select",
         "",
         "# vectorizable versions: loops over a chunk or a run of slots become SIMD code;",
-        "# one value at a time (point sweeps, runs of length 1) calls the C library's",
+        "# one value at a time (runs of length 1) calls the C library's",
         f"from ._vmath import {', '.join(VECTOR_MATH)}, {', '.join(_vector_form_names())}",
         f"from math import {', '.join(f'{n} as c_{n}' for n in VECTOR_MATH)}",
         "",
@@ -685,48 +743,11 @@ def render_cpu() -> str:
         "",
         "",
     ]
-    out += _sweep("forward_point", f"{_POINT_ARGS}, v, start, stop", point, _forward_body(point),
-                  False, dec, "Values of instructions start..stop-1 at one point.")
-    out += ["", ""]
-    out += _sweep("reverse_point", f"{_POINT_ARGS}, v, g, start, stop", point, _reverse_body(point),
-                  True, dec, "Adjoints, instructions stop-1 down to start; consumed adjoints are zeroed.")
-    out += ["", ""]
-    # signed on purpose: with unsigned indices, LLVM took over 10 minutes to compile the
-    # vector target's second-order sweep under NUMBA_BOUNDSCHECK=1 (66 s signed)
-    vector = Target("vector")
-    out += _split_sweep("forward_vector", f"{_POINT_ARGS}, v, start, stop", vector, _forward_body(vector),
-                  False, dec, "forward_point for tapes of long runs: unit-stride runs vectorize.")
-    out += ["", ""]
-    out += _split_sweep("reverse_vector", f"{_POINT_ARGS}, v, g, start, stop", vector, _reverse_body(vector),
-                  True, dec, "reverse_point for tapes of long runs: unit-stride runs vectorize.")
-    out += ["", ""]
-    out += _sweep("forward_tangent_vector", f"{_POINT_ARGS}, v, dv, start, stop", vector,
-                  _forward_body(vector, True), False, dec,
-                  "Values and tangents (forward mode) at one point; unit-stride runs vectorize.")
-    out += ["", ""]
-    out += _sweep("reverse_tangent_vector", f"{_POINT_ARGS}, v, dv, g, dg, start, stop", vector,
-                  _hvp_body(vector), True, dec,
-                  "Adjoints g and their tangents dg (Hessian-vector products) at one point; "
-                  "unit-stride runs of unary ops vectorize.")
-    out += ["", ""]
-    out += _split_sweep("forward_chunk", f"{_POINT_ARGS}, v, tmp, P, start, stop", chunk,
-                  _forward_body(chunk), False, dec,
-                  "Values at P points laid out v[slot, point]; P == v.shape[1] (full-width chunks).")
-    out += ["", ""]
-    out += _split_sweep("reverse_chunk", f"{_POINT_ARGS}, plan, v, g, tmp, P, start, stop", chunk,
-                  _reverse_body(chunk), True, dec,
-                  "Adjoints at P == v.shape[1] points, following tapejit.adjoint_plan's plan: "
-                  "first contributions assign, rows accumulated into are zeroed once read.")
-    out += ["", ""]
-    out += _split_sweep("forward_tangent_chunk", f"{_POINT_ARGS}, v, dv, tmp, P, start, stop", chunk,
-                  _forward_body(chunk, True), False, dec,
-                  "Values and tangents at P points.")
-    out += ["", ""]
-    out += _split_sweep("reverse_tangent_chunk", f"{_POINT_ARGS}, v, dv, g, dg, tmp, P, start, stop", chunk,
-                  _hvp_body(chunk), True, dec,
-                  "Adjoints and their tangents (Hessian-vector products) at P points.")
-    out += ["", ""]
-    out += _elementwise_kernel()
+    sweeps = _cpu_sweeps()
+    assert tuple(s[0] for s in sweeps) == CPU_SWEEPS
+    for name, args, target, body, reverse, doc in sweeps:
+        out += _sweep(name, args, target, body, reverse, doc) + ["", ""]
+    out += _elementwise_kernels()
     return _vector_forms("\n".join(out).rstrip() + "\n")
 
 
@@ -741,29 +762,34 @@ def _vector_forms(source: str) -> str:
     return source
 
 
-def _elementwise_kernel() -> list[str]:
-    """Values of one elementwise opcode over flat operands (stride 0 or 1): used by the
-    eager API for arithmetic on constants, which is not recorded."""
-    lines = [
-        "@njit(**_JIT)",
-        "def elementwise_values(op, xa, sa, xb, sb, xd, sd, c, out):",
-        '    """out[k] = op(xa[k*sa], xb[k*sb], xd[k*sd], c)."""',
-        "    n = out.shape[0]",
-    ]
-    first = True
+def _elementwise_kernels() -> list[str]:
+    """Values of one elementwise opcode over flat operands (stride 0 or 1), one function
+    per opcode: the eager API's arithmetic on constants, which is not recorded."""
+    lines = []
     for code, op in enumerate(OPS):
         if not op.elementwise:
             continue
-        kw = "if" if first else "elif"
-        first = False
         names = expr_names(op.value)
-        lines.append(f"    {kw} op == {code}:  # {op.name}")
-        lines.append("        for k in range(n):")
+        lines += [f"def values__{op.name}(xa, sa, xb, sb, xd, sd, c, out):",
+                  f'    """out[k] = {op.name}(xa[k*sa], xb[k*sb], xd[k*sd], c) (opcode {code})."""',
+                  "    for k in range(out.shape[0]):"]
         for operand in ("a", "b", "d"):
             if operand in names:
-                lines.append(f"            x_{operand} = x{operand}[k * s{operand}]")
-        lines.append(f"            out[k] = {render_expr(op.value)}")
-    lines.append("")
+                lines.append(f"        x_{operand} = x{operand}[k * s{operand}]")
+        lines += [f"        out[k] = {render_expr(op.value)}", "", ""]
+    lines += [
+        "_VALUES = {}",
+        "",
+        "",
+        "def elementwise_values(op, xa, sa, xb, sb, xd, sd, c, out):",
+        '    """out[k] = op(xa[k*sa], xb[k*sb], xd[k*sd], c); each opcode\'s loop compiled on first use."""',
+        "    run = _VALUES.get(op)",
+        "    if run is None:",
+        "        from .opcodes import OPS",
+        "        run = _VALUES[op] = njit(**_JIT)(globals()[f'values__{OPS[op].name}'])",
+        "    run(xa, sa, xb, sb, xd, sd, c, out)",
+        "",
+    ]
     return lines
 
 
@@ -806,7 +832,7 @@ def render_cuda(only=None, unsigned: bool = True) -> str:
         ("reverse_tangent_local", f"{_POINT_ARGS}, v, dv, g, dg, start, stop", local, _hvp_body(local),
          True, "Adjoints and their tangents of one point in local arrays."),
     ]:
-        lines = _sweep(name, args, target, body, rev, dec, doc, only)
+        lines = _chain_sweep(name, args, target, body, rev, dec, doc, only)
         # scratch scalars take the arrays' dtype, so that float32 kernels stay float32
         zero = "v[0, t] * 0" if target.kind == "thread" else "v[0] * 0"
         lines = [ln.replace("    s0 = 0.0", f"    s0 = {zero}").replace("    s1 = 0.0", f"    s1 = {zero}")

@@ -25,7 +25,7 @@ from . import tiling
 from .errors import BranchChangedError, ShapeError, TapejitError, TraceError
 from .opcodes import OP, OPS
 from .tape import Tape, TapeArrays, validate
-from .tensor import (VECTOR_RUN, Tensor, _as_float_array, _state, _cstrides, _gather, _on_tape, _positions,
+from .tensor import (Tensor, _as_float_array, _state, _cstrides, _gather, _on_tape, _positions,
                      _refresh_active, _size, _state, _uniform_step)
 
 BRANCH_MODES = ("raise", "mask", "retrace")
@@ -98,7 +98,6 @@ class Function:
         self._local = threading.local()
         self._variants: list[Function] = []
         self._segments = None
-        self._vector = None
         self._packed = None
         self._single_plain = None
         self._direct = _UNSET
@@ -117,14 +116,6 @@ class Function:
             keep = np.concatenate([self.out_pos, self.guards])
             self._segments = tiling.plan(self.arrays, keep)
         return self._segments
-
-    @property
-    def vector(self) -> bool:
-        """Whether the tape is made of long runs (vector sweeps) or mostly scalars."""
-        if self._vector is None:
-            runs = self.arrays.ins[1][self.arrays.ops != OP.input]    # inputs are not work
-            self._vector = bool(runs.size) and int(runs.max()) >= VECTOR_RUN
-        return self._vector
 
     # -- sizes ---------------------------------------------------------------------------
     @property
@@ -194,7 +185,6 @@ class Function:
         self._local = threading.local()
         self._variants = []
         self._segments = None
-        self._vector = None
         self._packed = None
         self._single_plain = None
         self._direct = _UNSET
@@ -306,7 +296,7 @@ class Function:
         v, g = self._workspace()
         grad = np.empty(self.n_inputs)
         if not _point.value_and_grad(*self.arrays.sweep_args, v, g, x, self.in_pos, p, self.param_pos, self.guards,
-                                     self.out_pos, seed, self.vector, grad):
+                                     self.out_pos, seed, grad):
             raise self._branch_changed(v)
         return v, grad
 
@@ -320,17 +310,16 @@ class Function:
         v, g = self._workspace()
         if self._one_call():
             x, p = self._point_inputs(xs, params)
-            if not _point.value(*self.arrays.sweep_args, v, x, self.in_pos, p, self.param_pos, self.guards,
-                                self.vector):
+            if not _point.value(*self.arrays.sweep_args, v, x, self.in_pos, p, self.param_pos, self.guards):
                 raise self._branch_changed(v)
             return v
         self._set_inputs(v, xs, params)
         if _state.debug:
             from . import debug
-            sweeps.forward_point(*self.arrays.sweep_args, v, 0, len(self.arrays))   # every value kept
+            sweeps.forward_vector(*self.arrays.sweep_args, v, 0, len(self.arrays))   # every value kept
             debug.check_replay(self, v)
         else:
-            tiling.forward(self.segments, self.arrays, v, self.vector)
+            tiling.forward(self.segments, self.arrays, v)
         self._check_guards(v)
         return v
 
@@ -358,7 +347,7 @@ class Function:
             g[self.out_pos[0]] += seed           # an integer index: no fancy-indexing machinery
         else:
             g[self.out_pos] += seed
-        tiling.reverse(self.segments, self.arrays, v, g, self.vector)
+        tiling.reverse(self.segments, self.arrays, v, g)
         return self._take_gradient(g)
 
     def _take_gradient(self, g, taken=None) -> np.ndarray:
@@ -398,7 +387,7 @@ class Function:
             self._set_params(v, params)
             direct = (_one_layout(self._flat_inputs(xs)), np.empty(self.n_inputs), x_at, touch)
         g[self.out_pos] += 1.0
-        tiling.forward_reverse(self.segments, self.arrays, v, g, self.vector, direct=direct)
+        tiling.forward_reverse(self.segments, self.arrays, v, g, direct=direct)
         return self._value(v), self._split(self._take_gradient(g, None if direct is None else direct[1]))
 
     def _direct_loads(self):

@@ -359,7 +359,7 @@ def fold_constants(prog: Program) -> Program:
     dep = _dependence(prog)
     values = np.zeros(prog.n_slots)
     arrays = prog.arrays()
-    sweeps.forward_point(*arrays.sweep_args, values, 0, len(arrays))   # inputs at zero: constants are exact
+    sweeps.forward_vector(*arrays.sweep_args, values, 0, len(arrays))   # inputs at zero: constants are exact
     consts = [prog.consts]
     offset = len(prog.consts)
     outs, lengths = prog.ins[0], prog.ins[1]

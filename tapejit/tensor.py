@@ -28,9 +28,6 @@ from .errors import (BackwardError, DTypeError, ShapeError, TapeConsumedError, T
 from .opcodes import MATH_NAMES, OP, OPS
 from .tape import Tape, TapeArrays
 
-#: tapes whose longest run reaches this use the vectorizing sweeps
-VECTOR_RUN = 64
-
 Number = Union[int, float, bool]
 ArrayLike = Union["Tensor", Number, np.ndarray, Sequence]
 
@@ -406,7 +403,7 @@ class Tensor(object if _eager is None else _eager.TensorOps):
         vector-Jacobian product). The tape is consumed unless ``retain_graph=True``."""
         tape = self._tape
         if (gradient is None and not self._shape and tape is not None and tape is _state.tape
-                and not tape.finished and tape.max_run < VECTOR_RUN):
+                and not tape.finished and tape.max_run < tiling.MIN_LENGTH):
             _backward_scalar(self, tape, retain_graph)
         else:
             _backward(self, gradient, retain_graph)
@@ -1175,15 +1172,13 @@ def _backward(t: Tensor, gradient, retain_graph: bool) -> None:
         arrays = TapeArrays(tape.ops[:last], np.ascontiguousarray(tape.ins[:, :last]), tape.cv[:last],
                             tape.consts[:tape.n_consts], tape.idx[:tape.n_idx], tape.n_slots)
         keep = _positions(t._base, t._shape, t._strides).reshape(-1)
-        tiling.reverse(tiling.cached_plan(arrays, keep), arrays, tape.values, g, vector=True)
-    elif tape.max_run >= VECTOR_RUN:
-        sweeps.reverse_vector(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last)
+        tiling.reverse(tiling.cached_plan(arrays, keep), arrays, tape.values, g)
     else:
-        sweeps.reverse_point(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last)
+        sweeps.reverse_vector(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last)
     _deliver(tape, retain_graph)
 
 
-#: reverse_point's compiled code for the eager tape's argument types, called without the
+#: reverse_vector's compiled code for the eager tape's argument types, called without the
 #: dispatcher's type resolution (~100 ns of a 0.4 us call). Safe only because the eager
 #: tape's arrays always have these types: Tape allocates every one of them.
 _eager_reverse: list = [None]
@@ -1204,7 +1199,7 @@ def _compiled_entry(dispatcher, args):
 def _backward_scalar(t: Tensor, tape: Tape, retain_graph: bool) -> None:
     """_backward for a 0-d tensor of this thread's recording tape made of scalar
     instructions, with no gradient argument (Tensor.backward checks all that): the common
-    eager case, straight to the point sweep's compiled code."""
+    eager case, straight to the reverse sweep's compiled code."""
     g = _adjoint_buffer(tape.n_slots)
     last = tape.n_ins
     _state.adjoints_mv[t._base] = 1.0
@@ -1214,7 +1209,7 @@ def _backward_scalar(t: Tensor, tape: Tape, retain_graph: bool) -> None:
     reverse = _eager_reverse[0]
     if reverse is None:
         reverse = _eager_reverse[0] = _compiled_entry(
-            sweeps.reverse_point, (tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last))
+            sweeps.reverse_vector, (tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last))
     reverse(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last)
     _deliver(tape, retain_graph)
 

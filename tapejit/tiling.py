@@ -611,8 +611,8 @@ def _workers(s: Stretch, second_order: bool = False) -> int:
     return max(1, min(get_num_threads(), s.length // per_worker))
 
 
-def forward(segments, arrays: TapeArrays, v: np.ndarray, vector: bool = True) -> None:
-    step = sweeps.forward_vector if vector else sweeps.forward_point
+def forward(segments, arrays: TapeArrays, v: np.ndarray) -> None:
+    step = sweeps.forward_vector
     for kind, *rest in segments:
         if kind == "plain":
             start, stop = rest
@@ -631,8 +631,8 @@ def forward(segments, arrays: TapeArrays, v: np.ndarray, vector: bool = True) ->
                 v[slot] = total
 
 
-def reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, vector: bool = True) -> None:
-    step = sweeps.reverse_vector if vector else sweeps.reverse_point
+def reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray) -> None:
+    step = sweeps.reverse_vector
     for kind, *rest in reversed(segments):
         if kind == "plain":
             start, stop = rest
@@ -657,7 +657,7 @@ def _in_phases(kernel, workers: int, *args) -> None:
                     workers, *args)
 
 
-def forward_reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, vector: bool = True,
+def forward_reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray,
                     direct: tuple | None = None) -> None:
     """Values and adjoints (the output's adjoint already seeded in g) when the tape ends
     with a stretch: that stretch's forward is not run on its own, because every tile of
@@ -668,7 +668,7 @@ def forward_reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, 
     direct_loads, touch from first_touch), whose contents on entry do not matter:
     np.empty will do."""
     *head, (kind, s) = segments
-    forward(head, arrays, v, vector)
+    forward(head, arrays, v)
     n_tiles = (s.length + s.tile - 1) // s.tile
     tile_sums = np.zeros((n_tiles, max(len(s.sums), 1)))
     x, gx, x_at, touch = direct or (v, g, _NO_DIRECT, _NO_DIRECT)
@@ -684,7 +684,7 @@ def forward_reverse(segments, arrays: TapeArrays, v: np.ndarray, g: np.ndarray, 
                arrays.idx, v, g, s.n_local, s.loads, s.stores, s.sums, s.sum_rows, s.length, s.tile, True, tile_sums,
                x, gx, x_at, touch)
     _combine_tile_sums(tile_sums, s.sums, _workers(s), v, g)
-    reverse(head, arrays, v, g, vector)
+    reverse(head, arrays, v, g)
 
 
 #: head instructions that read no slot: a tape whose segments before its final stretch

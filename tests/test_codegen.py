@@ -9,41 +9,38 @@ def test_generated_files_match_the_table():
     assert codegen.write(check=True), "run `python -m tapejit.codegen` after editing tapejit/opcodes.py"
 
 
-def _dispatched(text: str, sweep: str) -> set:
-    """Opcode names a sweep's if/elif chain names, with its outlined half if it has one."""
-    names = set()
-    for name in (sweep, f"{sweep}_outlined"):
-        if f"def {name}(" in text:
-            body = text.split(f"def {name}(")[1].split("\ndef ")[0]
-            names |= set(re.findall(r"# (\w+)$", body, re.M))
-    return names
+def _chain_names(text: str, sweep: str) -> set:
+    """Opcode names a CUDA sweep's if/elif chain names."""
+    body = text.split(f"def {sweep}(")[1].split("\ndef ")[0]
+    return set(re.findall(r"# (\w+)$", body, re.M))
 
 
-def test_every_opcode_is_dispatched_by_every_sweep():
+def _kernel_names(text: str, sweep: str) -> set:
+    """Opcodes a CPU sweep has a kernel for (``def <sweep>__<opcode>(i, ctx)``)."""
+    return set(re.findall(rf"^def {sweep}__(\w+)\(i, ctx\):", text, re.M))
+
+
+FORWARD = {op.name for op in OPS if op.elementwise or op.forward}
+REVERSE = {op.name for op in OPS if op.name != "input"}
+
+
+def test_every_opcode_has_a_kernel_in_every_cpu_sweep():
     cpu = codegen.CPU_FILE.read_text()
+    for sweep in codegen.CPU_SWEEPS:
+        expected = REVERSE if sweep.startswith("reverse") else FORWARD
+        kernels = _kernel_names(cpu, sweep)
+        assert expected <= kernels, (sweep, expected - kernels)
+        assert kernels <= {op.name for op in OPS}, sweep
+        # the sweep's loop calls its kernels through the table, not by name
+        loop = cpu.split(f"def {sweep}(")[1].split("\ndef ")[0]
+        assert f"_run_{sweep}(ops[i], i, ctx)" in loop and "__" not in loop, sweep
+
+
+def test_every_opcode_is_dispatched_by_every_cuda_sweep():
     cuda = codegen.CUDA_FILE.read_text()
-    for sweep, text in [("forward_point", cpu), ("forward_chunk", cpu), ("forward_vector", cpu),
-                        ("forward_thread", cuda)]:
-        expected = {op.name for op in OPS if op.elementwise or op.forward}
-        dispatched = _dispatched(text, sweep)
+    for sweep, expected in [("forward_thread", FORWARD), ("reverse_thread", REVERSE)]:
+        dispatched = _chain_names(cuda, sweep)
         assert expected <= dispatched, (sweep, expected - dispatched)
-    for sweep, text in [("reverse_point", cpu), ("reverse_chunk", cpu), ("reverse_tangent_vector", cpu),
-                        ("reverse_thread", cuda)]:
-        expected = {op.name for op in OPS if op.name != "input"}
-        dispatched = _dispatched(text, sweep)
-        assert expected <= dispatched, (sweep, expected - dispatched)
-
-
-def test_a_split_sweep_runs_each_opcode_in_one_half_and_calls_the_other():
-    cpu = codegen.CPU_FILE.read_text()
-    for sweep in ("forward_chunk", "reverse_vector", "reverse_tangent_chunk"):
-        main = cpu.split(f"def {sweep}(")[1].split("\ndef ")[0]
-        outlined = cpu.split(f"def {sweep}_outlined(")[1].split("\ndef ")[0]
-        in_main = set(re.findall(r"# (\w+)$", main, re.M))
-        in_outlined = set(re.findall(r"# (\w+)$", outlined, re.M))
-        assert in_outlined and not in_main & in_outlined
-        assert {OPS[code].name for code in codegen.OUTLINED_OPS} >= in_outlined
-        assert f"_{sweep}_outlined(" in main.split("else:")[-1]
 
 
 def test_table_expressions_use_only_known_names():

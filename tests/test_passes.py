@@ -90,7 +90,7 @@ def test_compacted_forward_tape_gives_the_same_values(program, seed):
     x = np.random.default_rng(seed).standard_normal(4)
     v = np.zeros(arrays.n_slots)
     v[new_of[f.in_pos]] = x
-    sweeps.forward_point(*arrays.sweep_args, v, 0, len(arrays))
+    sweeps.forward_vector(*arrays.sweep_args, v, 0, len(arrays))
     assert v[new_of[f.out_pos[0]]] == f(x)
 
 

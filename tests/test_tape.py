@@ -28,7 +28,7 @@ def test_growth_by_doubling_keeps_everything():
     v = np.zeros(arrays.n_slots)
     v[:4] = [1.0, 2.0, 3.0, 4.0]
     from tapejit import _sweeps_cpu as sweeps
-    sweeps.forward_point(*arrays.sweep_args, v, 0, len(arrays))
+    sweeps.forward_vector(*arrays.sweep_args, v, 0, len(arrays))
     assert v[-1] == 1 * 2 + 2 * 3 + 3 * 4
 
 
@@ -111,7 +111,7 @@ def test_every_field_set_to_extremes_is_rejected_or_harmless():
                 # accepted: then the field is one this opcode does not read; replay stays in bounds
                 v = np.zeros(bad.n_slots)
                 from tapejit import _sweeps_cpu as sweeps
-                sweeps.forward_point(*bad.sweep_args, v, 0, len(bad))
+                sweeps.forward_vector(*bad.sweep_args, v, 0, len(bad))
 
 
 def test_constant_pool_bounds():

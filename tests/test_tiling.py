@@ -192,7 +192,7 @@ def test_the_fused_gradient_writes_every_adjoint_of_a_result_full_of_garbage(wor
         v, g = f._workspace()
         g[f.out_pos] += 1.0
         grad = np.full(length, np.nan)
-        tiling.forward_reverse(f.segments, f.arrays, v, g, True, direct=(x, grad, x_at, touch))
+        tiling.forward_reverse(f.segments, f.arrays, v, g, direct=(x, grad, x_at, touch))
         np.testing.assert_allclose(grad, closed_form(x), rtol=1e-13, atol=1e-13, err_msg=name)
         np.testing.assert_allclose(f.grad(x), closed_form(x), rtol=1e-13, atol=1e-13, err_msg=name)
         assert not g.any(), name                               # the workspace is left clean
