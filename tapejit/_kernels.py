@@ -46,7 +46,8 @@ N_OPS = len(OPS)
 
 #: Numba options of every kernel: no runtime (they allocate nothing; array views are then
 #: not reference counted), IEEE division, cached on disk per kernel
-KERNEL_JIT = dict(cache=True, nogil=True, error_model="numpy", _nrt=False)
+KERNEL_JIT = dict(cache=True, nogil=True, error_model="numpy", _nrt=False, no_cpython_wrapper=True,
+                  no_cfunc_wrapper=True)
 _RESOLVER_SYMBOL = "tapejit_kernel_resolve"
 
 _lock = threading.RLock()

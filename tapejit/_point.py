@@ -13,7 +13,7 @@ shapes), so the unchecked loops stay in bounds.
 """
 from __future__ import annotations
 
-from numba import njit
+from numba import njit, types
 
 from . import _sweeps_cpu as sweeps
 from ._scalars import ZERO
@@ -23,10 +23,10 @@ from ._unlinked import unlinked
 # (atomic instructions; see tapejit/passes.py)
 _JIT = dict(cache=True, nogil=True, error_model="numpy", _nrt=False)
 
-forward_vector = unlinked(sweeps.forward_vector)
-reverse_vector = unlinked(sweeps.reverse_vector)
-forward_tangent = unlinked(sweeps.forward_tangent_vector)
-reverse_tangent = unlinked(sweeps.reverse_tangent_vector)
+forward_vector = unlinked(sweeps.forward_vector, types.none)
+reverse_vector = unlinked(sweeps.reverse_vector, types.none)
+forward_tangent = unlinked(sweeps.forward_tangent_vector, types.none)
+reverse_tangent = unlinked(sweeps.reverse_tangent_vector, types.none)
 
 
 @njit(**_JIT)

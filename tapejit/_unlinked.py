@@ -13,6 +13,11 @@ whatever was compiled or loaded before it. Each call site keeps the pointer in a
 its own module; while that is null the site asks ``resolve`` (a C callback into Python)
 for it, passing the callee's module, name and argument types, pickled into a string
 constant of the caller's code. A callee that fails to compile raises in the caller.
+
+Typing a call needs the callee's return type. Given as ``restype``, the callee is not
+compiled with the caller but when the call first runs, so a driver whose rarely taken
+branch calls a large function (the tiled path of a short tape) does not pay for it; the
+declared type is checked against the compiled one before the pointer is used.
 """
 from __future__ import annotations
 
@@ -31,11 +36,15 @@ _RESOLVER_SYMBOL = "tapejit_unlinked_resolve"
 _addresses: dict[bytes, int] = {}
 
 
-def _compiled(module: str, name: str, argtypes: tuple):
-    """The callee's compile result for these argument types (compiled or loaded now)."""
+def _compiled(module: str, name: str, argtypes: tuple, restype=None):
+    """The callee's compile result for these argument types (compiled or loaded now);
+    refused if it does not return ``restype`` (when given)."""
     dispatcher = getattr(importlib.import_module(module), name)
     dispatcher.compile(argtypes)
-    return dispatcher.overloads[argtypes]
+    cres = dispatcher.overloads[argtypes]
+    if restype is not None and cres.signature.return_type != restype:
+        raise TypeError(f"{module}.{name} returns {cres.signature.return_type}, its call sites expect {restype}")
+    return cres
 
 
 @ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)
@@ -55,8 +64,9 @@ def _resolve(key: bytes) -> int:
 ll.add_symbol(_RESOLVER_SYMBOL, ctypes.cast(_resolve, ctypes.c_void_p).value)
 
 
-def unlinked(dispatcher):
-    """A jitted-code callable that calls ``dispatcher`` without linking its code in."""
+def unlinked(dispatcher, restype=None):
+    """A jitted-code callable that calls ``dispatcher`` without linking its code in;
+    with ``restype`` (a Numba type), compiled only when a call first runs."""
     if not hasattr(dispatcher, "py_func"):     # NUMBA_DISABLE_JIT=1: plain Python calls
         return dispatcher
     module, name = dispatcher.py_func.__module__, dispatcher.py_func.__name__
@@ -66,20 +76,20 @@ def unlinked(dispatcher):
         # Numba hands a star parameter over as one tuple type, and its value as one tuple
         packed = args[0] if len(args) == 1 and isinstance(args[0], types.StarArgTuple) else types.StarArgTuple(args)
         argtypes = tuple(types.unliteral(a) for a in packed.types)
-        restype = _compiled(module, name, argtypes).signature.return_type
+        returns = restype if restype is not None else _compiled(module, name, argtypes).signature.return_type
 
         def codegen(context, builder, sig, packed_value):
             llargs = [context.cast(builder, value, given, wanted) for value, given, wanted
                       in zip(cgutils.unpack_tuple(builder, packed_value[0]), packed.types, argtypes)]
-            key = pickle.dumps((module, name, argtypes)).hex()
-            fnty = context.call_conv.get_function_type(restype, argtypes)
+            key = pickle.dumps((module, name, argtypes, returns)).hex()
+            fnty = context.call_conv.get_function_type(returns, argtypes)
             pointer = _site_pointer(context, builder, key, f"{module}.{name}")
             fn = builder.bitcast(pointer, fnty.as_pointer())
-            status, result = context.call_conv.call_function(builder, fn, restype, argtypes, llargs)
+            status, result = context.call_conv.call_function(builder, fn, returns, argtypes, llargs)
             with cgutils.if_unlikely(builder, status.is_error):
                 context.call_conv.return_status_propagate(builder, status)
             return result
-        return restype(packed), codegen
+        return returns(packed), codegen
 
     call.__name__ = f"unlinked_{name}"
     return call

@@ -12,7 +12,7 @@ import math
 import weakref
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 
 from . import _recycle
 from .adjoint_plan import plan_and_dirty
@@ -29,10 +29,10 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 _NO_RUNTIME = dict(_JIT, _nrt=False)
 
 # the chunk sweeps as the drivers call them: without a copy of each sweep in each driver
-forward_chunk = unlinked(sweeps.forward_chunk)
-reverse_chunk = unlinked(sweeps.reverse_chunk)
-forward_tangent_chunk = unlinked(sweeps.forward_tangent_chunk)
-reverse_tangent_chunk = unlinked(sweeps.reverse_tangent_chunk)
+forward_chunk = unlinked(sweeps.forward_chunk, types.none)
+reverse_chunk = unlinked(sweeps.reverse_chunk, types.none)
+forward_tangent_chunk = unlinked(sweeps.forward_tangent_chunk, types.none)
+reverse_tangent_chunk = unlinked(sweeps.reverse_tangent_chunk, types.none)
 
 #: workspace budget per worker (values and adjoints), in bytes: about one core's L2 cache.
 #: Measured on a 2-core dev box (1 MB L2 per core): B1 (then 74 slots) 13.9 ms at 512

@@ -679,6 +679,74 @@ def first_call_latency() -> dict:
     return {"first_gradient_seconds": seconds(code), "first_compiled_batch_seconds": seconds(compiled)}
 
 
+#: a newcomer's first steps, in a fresh process with empty caches (issue: cold start): the
+#: README's autograd example (import included), then a first traced gradient, then a first
+#: batch; each line "name seconds"
+_COLD_STEPS = """
+import time
+t = time.perf_counter()
+import numpy as np
+import tapejit as tj
+x = tj.tensor(2.0, requires_grad=True)
+y = x**2 + 3*x + 1
+y.backward()
+assert x.grad.item() == 7.0
+print("readme_example", time.perf_counter() - t)
+def rosen(x):
+    return tj.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+t = time.perf_counter()
+f = tj.trace(rosen, np.full(10, 0.5))
+f.grad(np.full(10, 0.5))
+print("then_trace_grad", time.perf_counter() - t)
+t = time.perf_counter()
+f.batch_grad(np.random.default_rng(0).uniform(-1, 1, (1000, 10)))
+print("then_batch_grad", time.perf_counter() - t)
+"""
+
+#: every other mode's first call, each in a fresh process with empty caches (after a trace,
+#: which is not timed); transcendental functions as well as polynomials
+_COLD_MODES = {
+    "jvp": "w.jvp(x0, v=np.ones(10))",
+    "jacobian": "w.jacobian(x0)",
+    "hvp": "r.hvp(x0, v=np.ones(10))",
+    "batch_hvp": "r.batch_hvp(X, V=X)",
+    "sparse_hessian": "r.hessian(x0, sparse=True)",
+    "minimize": "tj.minimize(rosen, x0)",
+}
+_COLD_MODE = """
+import time
+import numpy as np
+import tapejit as tj
+def rosen(x):
+    return tj.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+def wave(x):
+    return tj.sin(x[1:]) * x[:-1] + tj.exp(-x[1:] ** 2)
+x0 = np.full(10, 0.5)
+X = np.random.default_rng(0).uniform(-1, 1, (1000, 10))
+r, w = tj.trace(rosen, x0), tj.trace(wave, x0)
+t = time.perf_counter()
+{call}
+print("{name}", time.perf_counter() - t)
+"""
+
+
+def cold_start(modes: bool = False) -> dict:
+    """First-use seconds in fresh processes whose Numba and tapejit caches start empty:
+    what a user meets after installing (or upgrading) tapejit."""
+    import tempfile
+    results = {}
+    scripts = [_COLD_STEPS] + ([_COLD_MODE.format(name=n, call=c) for n, c in _COLD_MODES.items()] if modes else [])
+    for script in scripts:
+        with tempfile.TemporaryDirectory() as cache:
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+            env.update(NUMBA_CACHE_DIR=os.path.join(cache, "numba"), TAPEJIT_CACHE_DIR=os.path.join(cache, "tapejit"))
+            out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
+        for line in out.stdout.splitlines():
+            name, seconds = line.split()
+            results[name] = float(seconds)
+    return results
+
+
 def machine_facts() -> dict:
     import numba
 

@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--function", metavar="MODULE:FN", help="also benchmark your own scalar function of one vector")
     b.add_argument("--dim", type=int, default=50, help="input size for --function (default 50)")
     b.add_argument("--no-latency", action="store_true", help="skip the fresh-process first-gradient measurement")
+    b.add_argument("--cold", action="store_true",
+                   help="also time every mode's first call in fresh processes with empty caches (about a minute)")
     return parser
 
 
@@ -101,6 +103,10 @@ def bench_main(args) -> int:
               f"{report['first_call']['first_gradient_seconds']:.2f} s")
         print(f"first batch of a compiled Function in a fresh process (kernel from the disk cache): "
               f"{report['first_call']['first_compiled_batch_seconds']:.2f} s")
+    if not args.no_latency or args.cold:
+        report["cold_start"] = bench.cold_start(modes=args.cold)
+        print("\nfirst use in a fresh process with empty caches (compilation included): "
+              + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in report["cold_start"].items()))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=2)

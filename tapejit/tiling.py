@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 
 from . import _sweeps_cpu as sweeps
 from .opcodes import OP, OPS
@@ -32,11 +32,12 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 # atomic reference counts on their array arguments at every call (see tapejit/passes.py)
 _NO_RUNTIME = dict(_JIT, _nrt=False)
 
-# the sweeps as the tile runners call them: without a copy of each sweep in each runner
-_forward_vector = unlinked(sweeps.forward_vector)
-_reverse_vector = unlinked(sweeps.reverse_vector)
-_forward_tangent_vector = unlinked(sweeps.forward_tangent_vector)
-_reverse_tangent_vector = unlinked(sweeps.reverse_tangent_vector)
+# the sweeps as the tile runners call them: without a copy of each sweep in each runner,
+# compiled when first run
+_forward_vector = unlinked(sweeps.forward_vector, types.none)
+_reverse_vector = unlinked(sweeps.reverse_vector, types.none)
+_forward_tangent_vector = unlinked(sweeps.forward_tangent_vector, types.none)
+_reverse_tangent_vector = unlinked(sweeps.reverse_tangent_vector, types.none)
 
 #: instructions shorter than this run as they are
 MIN_LENGTH = 8192
@@ -824,6 +825,12 @@ def _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores, sums, t):
             loads[st[4]:st[4] + st[5]], stores[st[6]:st[6] + st[7]], sums[st[8]:st[8] + st[9]], st[10], st[11])
 
 
+# the tiled path as the packed single-point runners call it: compiled only when a tape with a
+# stretch runs (tj.minimize on a short tape compiled 9 s of tile code it never used)
+_stretch_forward = unlinked(stretch_forward, types.none)
+_stretch_reverse = unlinked(stretch_reverse, types.none)
+
+
 @njit(**_JIT)
 def packed_forward(ops, ins, cv, consts, idx, v, seg, stretch, l_ops, l_ins, l_cv, loads, stores, sums, n_local):
     """Values at one point, every segment in compiled code, tiles serially."""
@@ -835,8 +842,8 @@ def packed_forward(ops, ins, cv, consts, idx, v, seg, stretch, l_ops, l_ins, l_c
         fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
                                                                           sums, seg[q, 1])
         # the packed plan keeps the sums in its tapes (no sum_rows)
-        stretch_forward(_ZERO, _ONE, fo, fi, fc, to, ti, tc, consts, idx, v, n_local, ld, sr, sm, np.empty(0, np.int64),
-                        partial, length, tile)
+        _stretch_forward(_ZERO, _ONE, fo, fi, fc, to, ti, tc, consts, idx, v, n_local, ld, sr, sm,
+                         np.empty(0, np.int64), partial, length, tile)
         for k in range(sm.shape[0]):
             v[sm[k, 1]] = partial[0, k]
 
@@ -853,8 +860,8 @@ def packed_reverse(ops, ins, cv, consts, idx, v, g, seg, stretch, l_ops, l_ins, 
         fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
                                                                           sums, seg[q, 1])
         # the packed plan keeps the sums in its reverse tapes (no sum_rows)
-        stretch_reverse(_ZERO, _ONE, _ZERO, _ONE, fo, fi, fc, to, ti, tc, consts, idx, v, g, n_local, ld, sr, sm,
-                        no_direct, length, tile, _NO, np.zeros((0, 1)), v, g, no_direct, no_direct)
+        _stretch_reverse(_ZERO, _ONE, _ZERO, _ONE, fo, fi, fc, to, ti, tc, consts, idx, v, g, n_local, ld, sr, sm,
+                         no_direct, length, tile, _NO, np.zeros((0, 1)), v, g, no_direct, no_direct)
         for k in range(sm.shape[0]):
             g[sm[k, 1]] = 0.0
 
@@ -872,6 +879,9 @@ def _tile_forward_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v
         _forward_tangent_vector(f_ops, f_ins, f_cv, consts, idx, lv, ldv, _ZERO, f_ops.shape[0])
     else:
         _forward_tangent_vector(t_ops, t_ins, t_cv, consts, idx, lv, ldv, _ZERO, t_ops.shape[0])
+
+
+_tile_forward_tangent_call = unlinked(_tile_forward_tangent, types.none)
 
 
 @njit(**_JIT)
@@ -892,7 +902,8 @@ def packed_forward_tangent(ops, ins, cv, consts, idx, v, dv, seg, stretch, l_ops
             dv[sm[k, 1]] = 0.0
         for t0 in range(0, length, tile):
             count = min(tile, length - t0)
-            _tile_forward_tangent(fo, fi, fc, to, ti, tc, consts, idx, v, dv, lv, ldv, ld, t0, count, tile, no_direct)
+            _tile_forward_tangent_call(fo, fi, fc, to, ti, tc, consts, idx, v, dv, lv, ldv, ld, t0, count, tile,
+                                       no_direct)
             for k in range(sr.shape[0]):
                 local, base = sr[k, 0], sr[k, 1]
                 for e in range(count):
@@ -939,8 +950,8 @@ def packed_reverse_tangent(ops, ins, cv, consts, idx, v, dv, g, dg, seg, stretch
             continue
         fo, fi, fc, to, ti, tc, ld, sr, sm, length, tile = _stretch_parts(stretch, l_ops, l_ins, l_cv, loads, stores,
                                                                           sums, seg[q, 1])
-        stretch_reverse_tangent(_ZERO, _ONE, _ZERO, _ONE, fo, fi, fc, to, ti, tc, consts, idx, v, dv, g, dg, n_local,
-                                ld, sr, sm, length, tile)
+        _stretch_reverse_tangent(_ZERO, _ONE, _ZERO, _ONE, fo, fi, fc, to, ti, tc, consts, idx, v, dv, g, dg,
+                                 n_local, ld, sr, sm, length, tile)
         for k in range(sm.shape[0]):
             g[sm[k, 1]] = 0.0
             dg[sm[k, 1]] = 0.0
@@ -959,6 +970,9 @@ def stretch_reverse_tangent(worker, n_workers, phase, n_phases, f_ops, f_ins, f_
         t0 = (n_phases * m + phase) * tile
         _tile_reverse_tangent(f_ops, f_ins, f_cv, t_ops, t_ins, t_cv, consts, idx, v, dv, g, dg, lv, ldv, lg, ldg,
                               loads, stores, sums, t0, min(tile, length - t0), tile, no_direct)
+
+
+_stretch_reverse_tangent = unlinked(stretch_reverse_tangent, types.none)
 
 
 def reverse_tangent(segments, arrays: TapeArrays, v, dv, g, dg) -> None:

@@ -7,7 +7,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from numba import njit
+from numba import njit, types
 
 from tapejit._unlinked import unlinked
 
@@ -44,6 +44,47 @@ def test_the_caller_holds_no_copy_of_the_callee():
     callee_name = next(iter(_bump.overloads.values())).fndesc.llvm_func_name
     assert "define" in caller_ir and callee_name not in caller_ir
     assert "tapejit_unlinked_resolve" in caller_ir
+
+
+@njit
+def _fill(a, x):
+    a[:] = x
+
+
+@njit
+def _returns_a_float(a, x):
+    return x
+
+
+_fill_later = unlinked(_fill, types.none)
+_wrongly_declared = unlinked(_returns_a_float, types.none)
+
+
+@njit
+def _fill_if(a, x, go):
+    if go:
+        _fill_later(a, x)
+    return a[0]
+
+
+@njit
+def _misdeclared(a, x):
+    _wrongly_declared(a, x)
+
+
+def test_a_declared_return_type_defers_the_callees_compile_to_its_first_call():
+    a = np.zeros(3)
+    assert _fill_if(a, 5.0, False) == 0.0
+    assert not _fill.signatures                     # the caller compiled, the callee not yet
+    assert _fill_if(a, 5.0, True) == 5.0
+    assert len(_fill.signatures) == 1
+    np.testing.assert_array_equal(a, [5.0, 5.0, 5.0])
+
+
+def test_a_wrongly_declared_return_type_raises_instead_of_calling(capfd):
+    with pytest.raises(RuntimeError, match="could not compile"):
+        _misdeclared(np.zeros(2), 1.0)
+    assert "its call sites expect none" in capfd.readouterr().err
 
 
 MODULE = """
