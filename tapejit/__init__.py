@@ -14,18 +14,22 @@ from .errors import (BackwardError, BranchChangedError, CudaUnavailableError, DT
                      InvalidTapeError, NonFiniteError, NotCompilableError, ShapeError, TapeConsumedError,
                      TapeFormatError, TapejitError, TraceError)
 from .functions import (abs, absolute, add, all, amax, amin, any, arange, arccos, arcsin, arctan,
-                        arctan2, asarray, clip, concatenate, cos, cosh, divide, dot, e, equal, erf,
-                        exp, exp2, expand_dims, expm1, eye, flip, float64, full, full_like, greater,
+                        arctan2, asarray, ceil, clip, concatenate, cos, cosh, divide, dot, e, equal, erf,
+                        exp, exp2, expand_dims, expm1, eye, fix, flip, float64, floor, full, full_like, greater,
                         greater_equal, hstack, inf, inner, isfinite, isnan, less, less_equal,
                         linspace, log, log1p, log2, log10, log_softmax, logical_not, logsumexp, matmul,
                         max, maximum, mean, min, minimum, moveaxis, multiply, nan, ndim, negative,
                         newaxis, norm, not_equal, ones, ones_like, outer, pi, power, ravel, relu,
-                        reshape, shape, sigmoid, sign, sin, sinh, size, softmax, softplus, sqrt,
+                        reshape, rint, shape, sigmoid, sign, sin, sinh, size, softmax, softplus, sqrt,
                         square, squeeze, stack, std, stop_gradient, subtract, sum, swapaxes, tan,
-                        tanh, transpose, true_divide, var, vdot, vstack, where, zeros, zeros_like)
-from .composite import (allclose, atleast_1d, atleast_2d, broadcast_to, cbrt, cumprod, cumsum, diag,  # noqa: E402
-                        einsum, hypot, linalg, logaddexp, pad, prod, reciprocal, repeat, roll, split, take,
-                        tensordot, tile, tril, triu)
+                        tanh, transpose, true_divide, trunc, var, vdot, vstack, where, zeros, zeros_like)
+from .composite import (allclose, arccosh, arcsinh, arctanh, argmax, argmin, argsort, around,  # noqa: E402
+                        atleast_1d, atleast_2d, broadcast_to, cbrt, copysign, cumprod, cumsum, deg2rad,
+                        diag, diff, einsum, floor_divide, fmax, fmin, fmod, heaviside, hypot, interp,
+                        isinf, kron, linalg, logaddexp, logaddexp2, logical_and, logical_or, logical_xor,
+                        meshgrid, mod, modf, pad, polyval, prod, rad2deg, reciprocal, repeat, roll, signbit,
+                        sinc, sort, split, take, take_along_axis, tensordot, tile,
+                        tril, triu, vecdot)
 from ._recycle import release_buffers
 from ._threads import get_num_threads, set_num_threads
 from .function import Function, grad, trace, value_and_grad

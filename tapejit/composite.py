@@ -6,17 +6,19 @@ log2(n) instructions, each one vector operation, instead of n scalar ones.
 """
 from __future__ import annotations
 
+import math
 import types
 from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import ShapeError
+from .errors import DTypeError, ShapeError
 from .functions import sum as _sum
-from .functions import (_as_operand, _normalize_axes, _value_of, abs, amax, concatenate, exp, expand_dims,
-                        log1p, matmul, maximum, moveaxis, norm, ravel, reshape, sign, sqrt, transpose,
+from .functions import (_as_operand, _normalize_axes, _value_of, abs, all, amax, amin, concatenate, equal,
+                        exp, expand_dims, floor, greater, isnan, less, log, log1p, matmul, maximum, minimum,
+                        moveaxis, norm, not_equal, ravel, reshape, rint, sign, sin, sqrt, transpose, trunc,
                         where, zeros)
-from .tensor import ArrayLike, Tensor
+from .tensor import ArrayLike, Tensor, _state
 
 IntOrSeq = Union[int, Sequence[int]]
 
@@ -44,6 +46,183 @@ def logaddexp(x: ArrayLike, y: ArrayLike) -> Tensor:
     """log(exp(x) + exp(y)) without overflow."""
     x, y = _as_operand(x), _as_operand(y)
     return maximum(x, y) + log1p(exp(-abs(x - y)))
+
+
+def deg2rad(x: ArrayLike) -> Tensor:
+    return _as_operand(x) * (math.pi / 180.0)
+
+
+def rad2deg(x: ArrayLike) -> Tensor:
+    return _as_operand(x) * (180.0 / math.pi)
+
+
+def floor_divide(x: ArrayLike, y: ArrayLike) -> Tensor:
+    """floor(x / y), derivative 0. numpy divides exactly (x // y from divmod), so the two
+    differ only where x / y rounds onto an integer (1 // 0.1 is 9.0 in numpy, 10.0 here)."""
+    return floor(_as_operand(x) / y)
+
+
+def mod(x: ArrayLike, y: ArrayLike) -> Tensor:
+    """x - floor(x / y) * y (the sign of y, as numpy's % and remainder): d/dx = 1,
+    d/dy = -floor(x / y), as in PyTorch; the same rounding caveat as floor_divide."""
+    x = _as_operand(x)
+    return x - floor(x / y) * y
+
+
+def fmod(x: ArrayLike, y: ArrayLike) -> Tensor:
+    """x - trunc(x / y) * y (the sign of x, as C's fmod)."""
+    x = _as_operand(x)
+    return x - trunc(x / y) * y
+
+
+def divmod_(x: ArrayLike, y: ArrayLike) -> tuple:
+    return floor_divide(x, y), mod(x, y)
+
+
+def modf(x: ArrayLike) -> tuple:
+    """(fractional part, integral part), both with x's sign."""
+    x = _as_operand(x)
+    whole = trunc(x)
+    return x - whole, whole
+
+
+def around(x: ArrayLike, decimals: int = 0) -> Tensor:
+    """numpy.around: rint(x * 10**decimals) / 10**decimals (ties to even), derivative 0."""
+    x = _as_operand(x)
+    if decimals == 0:
+        return rint(x)
+    if decimals > 0:
+        scale = 10.0 ** decimals
+        return rint(x * scale) / scale
+    scale = 10.0 ** -decimals
+    return rint(x / scale) * scale
+
+
+def sinc(x: ArrayLike) -> Tensor:
+    """sin(pi x) / (pi x), 1 at x = 0 (where its derivative is 0)."""
+    x = _as_operand(x)
+    at_zero = equal(x, 0.0)
+    scaled = where(at_zero, 1.0, x) * math.pi
+    return where(at_zero, 1.0, sin(scaled) / scaled)
+
+
+_LN2 = math.log(2.0)
+# above 1e8, asinh(u) and acosh(u) are log(2u) to within 1/(4u**2) (relative 1e-18), and
+# u * u would overflow past 1e154
+_LARGE = 1e8
+
+
+def _asinh_nonnegative(u: Tensor) -> Tensor:
+    small = log1p(u + u * u / (1.0 + sqrt(1.0 + u * u)))
+    return where(greater(u, _LARGE), log(u) + _LN2, small)
+
+
+def arcsinh(x: ArrayLike) -> Tensor:
+    """asinh, odd by construction (no cancellation for negative x); log1p form near 0,
+    log(2x) when large. Each side is a function of x itself, not |x|, so that the
+    derivative at 0 is 1."""
+    x = _as_operand(x)
+    return where(less(x, 0.0), -_asinh_nonnegative(-x), _asinh_nonnegative(x))
+
+
+def arccosh(x: ArrayLike) -> Tensor:
+    """acosh for x >= 1 (nan below), through log1p of x - 1 so that it is accurate near 1."""
+    x = _as_operand(x)
+    t = x - 1.0
+    return where(greater(x, _LARGE), log(x) + _LN2, log1p(t + sqrt(t * (t + 2.0))))
+
+
+def arctanh(x: ArrayLike) -> Tensor:
+    """atanh = log1p(2x / (1 - x)) / 2."""
+    x = _as_operand(x)
+    return 0.5 * log1p(2.0 * x / (1.0 - x))
+
+
+def logaddexp2(x: ArrayLike, y: ArrayLike) -> Tensor:
+    return logaddexp(_as_operand(x) * _LN2, _as_operand(y) * _LN2) / _LN2
+
+
+def fmax(x: ArrayLike, y: ArrayLike) -> Tensor:
+    """maximum that ignores a nan operand (numpy.fmax)."""
+    x, y = _as_operand(x), _as_operand(y)
+    return where(isnan(y), x, where(isnan(x), y, maximum(x, y)))
+
+
+def fmin(x: ArrayLike, y: ArrayLike) -> Tensor:
+    x, y = _as_operand(x), _as_operand(y)
+    return where(isnan(y), x, where(isnan(x), y, minimum(x, y)))
+
+
+def signbit(x: ArrayLike) -> Tensor:
+    """True where x is negative, -0.0 included (1 / -0.0 is -inf)."""
+    x = _as_operand(x)
+    return where(equal(x, 0.0), less(1.0 / where(equal(x, 0.0), x, 1.0), 0.0), less(x, 0.0)) != 0.0
+
+
+def copysign(x: ArrayLike, y: ArrayLike) -> Tensor:
+    return abs(_as_operand(x)) * where(signbit(y), -1.0, 1.0)
+
+
+def heaviside(x: ArrayLike, h0: ArrayLike) -> Tensor:
+    """0 below 0, h0 at 0, 1 above (nan stays nan); derivative 0 in x."""
+    x = _as_operand(x)
+    return where(isnan(x), x, where(greater(x, 0.0), 1.0, where(equal(x, 0.0), h0, 0.0)))
+
+
+def isinf(x: ArrayLike) -> Tensor:
+    return equal(abs(_as_operand(x)), math.inf)
+
+
+def _as_bool(x: ArrayLike) -> Tensor:
+    x = _as_operand(x)
+    return x if x._bool else not_equal(x, 0.0)
+
+
+def logical_and(x: ArrayLike, y: ArrayLike) -> Tensor:
+    return _as_bool(x) & _as_bool(y)
+
+
+def logical_or(x: ArrayLike, y: ArrayLike) -> Tensor:
+    return _as_bool(x) | _as_bool(y)
+
+
+def logical_xor(x: ArrayLike, y: ArrayLike) -> Tensor:
+    return not_equal(_as_bool(x), _as_bool(y))
+
+
+def _bitwise_on_bools(name: str, logical):
+    """numpy's bitwise ufuncs are the logical ones on booleans (mask & mask); tensors hold
+    no integers, so on float tensors they raise."""
+    def on_bools(*args):
+        for x in args:
+            if not (isinstance(x, Tensor) and x._bool) and not isinstance(x, (bool, np.bool_)) and \
+                    not (isinstance(x, np.ndarray) and x.dtype == np.bool_):
+                raise DTypeError(f"np.{name} on tapejit tensors is defined for booleans only "
+                                 "(tensors hold float64, not integers)")
+        return logical(*args)
+    on_bools.__name__ = name
+    return on_bools
+
+
+def vecdot(x: ArrayLike, y: ArrayLike, axis: int = -1) -> Tensor:
+    """numpy.vecdot: sum(x * y) along the last axis, broadcasting the others."""
+    return _sum(_as_operand(x) * y, axis=axis)
+
+
+def matvec(a: ArrayLike, v: ArrayLike) -> Tensor:
+    """numpy.matvec: a @ v over the last two / last axes, broadcasting the others."""
+    a, v = _as_operand(a), _as_operand(v)
+    return _sum(a * expand_dims(v, -2), axis=-1)
+
+
+def vecmat(v: ArrayLike, a: ArrayLike) -> Tensor:
+    a, v = _as_operand(a), _as_operand(v)
+    return _sum(expand_dims(v, -1) * a, axis=-2)
+
+
+def ldexp(x: ArrayLike, exponent) -> Tensor:
+    """x * 2**exponent for integer exponents (constants)."""
+    return _as_operand(x) * np.ldexp(1.0, np.asarray(exponent))
 
 
 # ----------------------------------------------------------------------------------------
@@ -95,6 +274,212 @@ def cumsum(x: ArrayLike, axis: Optional[int] = None) -> Tensor:
 
 def cumprod(x: ArrayLike, axis: Optional[int] = None) -> Tensor:
     return _scan(x, axis, lambda a, b: a * b, 1.0)
+
+
+# ----------------------------------------------------------------------------------------
+# selections that depend on the values: sort, argsort, argmax, argmin, interp. Eagerly the
+# order is read off the values. Inside tj.trace the tape stores one order, so each of these
+# also records a guard (as bool() of a comparison does) that the order still holds: a
+# replay at a point where it does not is a branch change (tj.trace's on_branch_change),
+# never a silently wrong result.
+# ----------------------------------------------------------------------------------------
+def _guard(condition: Tensor) -> None:
+    tape = condition._tape
+    if tape is not None and tape is _state.trace:
+        bool(all(condition))
+
+
+def _values(x: Tensor) -> np.ndarray:
+    return np.asarray(x._value, dtype=np.float64)
+
+
+def take_along_axis(arr: ArrayLike, indices, axis: Optional[int]) -> Tensor:
+    """numpy.take_along_axis with constant integer ``indices``."""
+    arr = _as_operand(arr)
+    if axis is None:
+        return ravel(arr)[np.asarray(indices, dtype=np.int64)]
+    positions = np.arange(arr.size, dtype=np.int64).reshape(arr.shape)
+    return ravel(arr)[np.take_along_axis(positions, np.asarray(indices, dtype=np.int64), axis)]
+
+
+def argsort(x: ArrayLike, axis: Optional[int] = -1, kind=None, order=None) -> np.ndarray:
+    """The (stable) sorting permutation, an integer ndarray; in a trace, guarded."""
+    x = _as_operand(x)
+    perm = np.argsort(_values(x), axis=axis, kind="stable")
+    sort(x, axis)   # records the order guard in a trace
+    return perm
+
+
+def sort(x: ArrayLike, axis: Optional[int] = -1, kind=None, order=None) -> Tensor:
+    """Sorted along ``axis``; the gradient follows each entry to its place (ties keep their
+    order, as numpy's stable sort)."""
+    x = _as_operand(x)
+    if axis is None:
+        x, axis = ravel(x), 0
+    if x.ndim == 0:
+        return x
+    perm = np.argsort(_values(x), axis=axis, kind="stable")
+    ordered = take_along_axis(x, perm, axis)
+    if ordered.shape[axis] > 1:
+        _guard(diff(ordered, axis=axis) >= 0.0)
+    return ordered
+
+
+def _arg_extreme(x: ArrayLike, axis: Optional[int], keepdims: bool, numpy_arg, extreme, compare) -> np.ndarray:
+    x = _as_operand(x)
+    index = numpy_arg(_values(x), axis=axis, keepdims=keepdims)
+    if x._tape is not None and x._tape is _state.trace:
+        picked = take_along_axis(x, index if keepdims or axis is None else np.expand_dims(index, axis), axis)
+        _guard(compare(picked, extreme(x, axis=axis, keepdims=axis is not None)))
+    return index
+
+
+def argmax(x: ArrayLike, axis: Optional[int] = None, out=None, keepdims: bool = False) -> np.ndarray:
+    """Index of the first maximum (an integer ndarray); in a trace, guarded."""
+    return _arg_extreme(x, axis, keepdims, np.argmax, amax, lambda a, b: a >= b)
+
+
+def argmin(x: ArrayLike, axis: Optional[int] = None, out=None, keepdims: bool = False) -> np.ndarray:
+    return _arg_extreme(x, axis, keepdims, np.argmin, amin, lambda a, b: a <= b)
+
+
+def interp(x: ArrayLike, xp, fp, left=None, right=None) -> Tensor:
+    """numpy.interp: piecewise linear through (xp, fp) with constant increasing ``xp``;
+    ``x`` and ``fp`` may be tensors. Outside [xp[0], xp[-1]]: ``left`` / ``right`` (fp's
+    ends by default), with derivative 0 in x."""
+    x = _as_operand(x)
+    xp = np.asarray(xp, dtype=np.float64)
+    if xp.ndim != 1 or xp.size < 2:
+        raise ShapeError(f"interp needs a 1-d xp of at least 2 points, not shape {xp.shape}")
+    fp = _as_operand(fp)
+    if fp.shape != xp.shape:
+        raise ShapeError(f"interp: fp has shape {fp.shape}, xp {xp.shape}")
+    bins = np.clip(np.searchsorted(xp, _values(x), side="right") - 1, 0, xp.size - 2)
+    lo, hi = xp[bins], xp[bins + 1]
+    t = (x - lo) / (hi - lo)
+    f_lo, f_hi = fp[bins], fp[bins + 1]
+    y = f_lo + t * (f_hi - f_lo)
+    y = where(less(x, xp[0]), fp[0] if left is None else left, y)
+    y = where(greater(x, xp[-1]), fp[-1] if right is None else right, y)
+    # the bin of each x, with open ends: a replay must find x in the same one
+    lower = np.where(bins == 0, -np.inf, lo)
+    upper = np.where(bins == xp.size - 2, np.inf, hi)
+    _guard((x >= lower) & (x < upper))
+    return y
+
+
+def median(x: ArrayLike, axis: Optional[int] = None, keepdims: bool = False) -> Tensor:
+    """The middle of the sorted entries (the mean of the two middle ones for an even count)."""
+    x = _as_operand(x)
+    if axis is None:
+        x, axis = ravel(x), 0
+    (ax,) = _normalize_axes(axis, x.ndim)
+    ordered = moveaxis(sort(x, axis=ax), ax, 0)
+    n = ordered.shape[0]
+    middle = ordered[n // 2] if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
+    return expand_dims(middle, ax) if keepdims else middle
+
+
+# ----------------------------------------------------------------------------------------
+# differences, traces, products of arrays, grids, polynomials
+# ----------------------------------------------------------------------------------------
+def diff(x: ArrayLike, n: int = 1, axis: int = -1, prepend=None, append=None) -> Tensor:
+    x = _as_operand(x)
+    (ax,) = _normalize_axes(axis, x.ndim)
+    parts = [x]
+    for extra, where_ in ((prepend, 0), (append, 1)):
+        if extra is not None:
+            block = _as_operand(extra)
+            if block.ndim == 0:
+                block = block + np.zeros(x.shape[:ax] + (1,) + x.shape[ax + 1:])
+            parts.insert(where_ * len(parts), block)
+    if len(parts) > 1:
+        x = concatenate(parts, axis=ax)
+    head = (slice(None),) * ax
+    for _ in range(n):
+        x = x[head + (slice(1, None),)] - x[head + (slice(None, -1),)]
+    return x
+
+
+def trace(a: ArrayLike, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Tensor:
+    a = _as_operand(a)
+    if a.ndim != 2 or (axis1, axis2) not in ((0, 1), (1, 0)):
+        raise ShapeError(f"trace supports matrices (axis1=0, axis2=1), not shape {a.shape}")
+    return _sum(diag(a, offset))
+
+
+def kron(a: ArrayLike, b: ArrayLike) -> Tensor:
+    """Kronecker product of vectors or of matrices."""
+    a, b = _as_operand(a), _as_operand(b)
+    if a.ndim == b.ndim == 1:
+        return reshape(reshape(a, (-1, 1)) * reshape(b, (1, -1)), (-1,))
+    if a.ndim == b.ndim == 2:
+        (p, q), (r, s) = a.shape, b.shape
+        return reshape(reshape(a, (p, 1, q, 1)) * reshape(b, (1, r, 1, s)), (p * r, q * s))
+    raise ShapeError(f"kron supports two vectors or two matrices, not shapes {a.shape} and {b.shape}")
+
+
+def meshgrid(*xs: ArrayLike, indexing: str = "xy", sparse: bool = False, copy: bool = True) -> list:
+    xs = [ravel(_as_operand(x)) for x in xs]
+    shape = [x.shape[0] for x in xs]
+    if indexing == "xy" and len(xs) >= 2:
+        shape[0], shape[1] = shape[1], shape[0]
+    grids = []
+    for k, x in enumerate(xs):
+        place = (1 - k if k < 2 else k) if indexing == "xy" and len(xs) >= 2 else k
+        view = [1] * len(xs)
+        view[place] = x.shape[0]
+        grid = reshape(x, tuple(view))
+        grids.append(grid if sparse else broadcast_to(grid, tuple(shape)))
+    return grids
+
+
+def average(a: ArrayLike, axis: Optional[int] = None, weights=None, returned: bool = False, keepdims: bool = False):
+    a = _as_operand(a)
+    if weights is None:
+        from .functions import mean
+        result, total = mean(a, axis=axis, keepdims=keepdims), None
+    else:
+        w = _as_operand(weights)
+        if w.shape != a.shape:
+            if axis is None or w.ndim != 1:
+                raise ShapeError(f"average: weights of shape {w.shape} for an array of shape {a.shape}")
+            (ax,) = _normalize_axes(axis, a.ndim)
+            w = reshape(w, tuple(w.shape[0] if k == ax else 1 for k in range(a.ndim)))
+            w = w + np.zeros(a.shape)
+        total = _sum(w, axis=axis, keepdims=keepdims)
+        result = _sum(a * w, axis=axis, keepdims=keepdims) / total
+    return (result, total) if returned else result
+
+
+def cross(a: ArrayLike, b: ArrayLike) -> Tensor:
+    """The cross product of two 3-vectors."""
+    a, b = _as_operand(a), _as_operand(b)
+    if a.shape != (3,) or b.shape != (3,):
+        raise ShapeError(f"cross supports two 3-vectors, not shapes {a.shape} and {b.shape}")
+    from .functions import stack
+    return stack([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+
+
+def append(arr: ArrayLike, values: ArrayLike, axis: Optional[int] = None) -> Tensor:
+    if axis is None:
+        return concatenate([ravel(_as_operand(arr)), ravel(_as_operand(values))])
+    return concatenate([arr, values], axis=axis)
+
+
+def column_stack(tensors: Sequence[ArrayLike]) -> Tensor:
+    columns = [_as_operand(t) for t in tensors]
+    return concatenate([reshape(c, (-1, 1)) if c.ndim == 1 else c for c in columns], axis=1)
+
+
+def polyval(p, x: ArrayLike) -> Tensor:
+    """p[0] * x**(N-1) + ... + p[N-1] by Horner's rule; ``p`` may be a tensor."""
+    x = _as_operand(x)
+    coefficients = [p[k] for k in range(len(p))]
+    result = x * 0.0 + coefficients[0] if coefficients else x * 0.0
+    for c in coefficients[1:]:
+        result = result * x + c
+    return result
 
 
 # ----------------------------------------------------------------------------------------
@@ -364,10 +749,26 @@ ARRAY_FUNCTIONS = {
     "tile": tile, "roll": roll, "diag": diag, "triu": triu, "tril": tril,
     "broadcast_to": broadcast_to, "split": split, "atleast_1d": atleast_1d,
     "atleast_2d": atleast_2d, "pad": pad, "tensordot": tensordot, "allclose": allclose,
-    "norm": _linalg_norm,    # np.linalg.norm
-    "einsum": einsum,
+    "linalg.norm": _linalg_norm,
+    "einsum": einsum, "sort": sort, "argsort": argsort, "argmax": argmax, "argmin": argmin,
+    "take_along_axis": take_along_axis, "interp": interp, "diff": diff, "trace": trace, "kron": kron,
+    "meshgrid": meshgrid, "polyval": polyval, "round": around, "around": around, "sinc": sinc,
+    "median": median, "average": average, "cross": cross, "append": append, "column_stack": column_stack,
+    "copy": lambda a, order="K", subok=False: _as_operand(a).copy(),
 }
-UFUNCS = {"reciprocal": reciprocal, "hypot": hypot, "cbrt": cbrt, "logaddexp": logaddexp}
+UFUNCS = {
+    "reciprocal": reciprocal, "hypot": hypot, "cbrt": cbrt, "logaddexp": logaddexp,
+    "logaddexp2": logaddexp2, "deg2rad": deg2rad, "radians": deg2rad, "rad2deg": rad2deg,
+    "degrees": rad2deg, "floor_divide": floor_divide, "remainder": mod, "mod": mod, "fmod": fmod,
+    "divmod": divmod_, "modf": modf, "arcsinh": arcsinh, "arccosh": arccosh, "arctanh": arctanh,
+    "fmax": fmax, "fmin": fmin, "signbit": signbit, "copysign": copysign, "heaviside": heaviside,
+    "isinf": isinf, "logical_and": logical_and, "logical_or": logical_or, "logical_xor": logical_xor,
+    "ldexp": ldexp, "vecdot": vecdot, "matvec": matvec, "vecmat": vecmat,
+    "bitwise_and": _bitwise_on_bools("bitwise_and", logical_and),
+    "bitwise_or": _bitwise_on_bools("bitwise_or", logical_or),
+    "bitwise_xor": _bitwise_on_bools("bitwise_xor", logical_xor),
+    "invert": _bitwise_on_bools("invert", lambda x: ~_as_operand(x)),
+}
 
 
 # ----------------------------------------------------------------------------------------
@@ -389,12 +790,25 @@ def _register() -> None:
     delegated = {name: getattr(fn, name) for name in (
         "exp", "expm1", "log", "log1p", "log2", "log10", "sin", "cos", "tan", "arcsin", "arccos",
         "arctan", "sinh", "cosh", "tanh", "sqrt", "abs", "square", "sigmoid", "clip", "std",
-        "var", "squeeze", "swapaxes", "amax", "amin", "power")}
+        "var", "squeeze", "swapaxes", "amax", "amin", "power", "floor", "ceil", "trunc")}
     delegated.update(prod=prod, cumsum=cumsum, cumprod=cumprod, repeat=repeat, take=take,
-                     reciprocal=reciprocal, pow=fn.power, unsqueeze=fn.expand_dims)
+                     reciprocal=reciprocal, pow=fn.power, unsqueeze=fn.expand_dims, round=around,
+                     argmax=argmax, argmin=argmin, argsort=argsort)
     for name, function in delegated.items():
         if not hasattr(Tensor, name):
             setattr(Tensor, name, method(function, name))
+
+    # Python's operators with numpy's meaning (floor division, remainder with the divisor's sign)
+    Tensor.__mod__ = lambda self, other: mod(self, other)
+    Tensor.__rmod__ = lambda self, other: mod(other, self)
+    Tensor.__floordiv__ = lambda self, other: floor_divide(self, other)
+    Tensor.__rfloordiv__ = lambda self, other: floor_divide(other, self)
+    Tensor.__divmod__ = lambda self, other: divmod_(self, other)
+    Tensor.__rdivmod__ = lambda self, other: divmod_(other, self)
+    Tensor.__round__ = lambda self, ndigits=None: around(self, 0 if ndigits is None else ndigits)
+    Tensor.__trunc__ = lambda self: trunc(self)
+    Tensor.__floor__ = lambda self: floor(self)
+    Tensor.__ceil__ = lambda self: fn.ceil(self)
 
     def clamp(self, min=None, max=None) -> Tensor:
         """PyTorch's name for clip."""

@@ -15,7 +15,7 @@ from .errors import ShapeError, TapejitError
 from .opcodes import OP
 from .tensor import (ArrayLike, Tensor, _accelerated, _as_float_array, _binary, _compare, _constant, _fast_unary,
                      _cstrides, _elementwise, _gather, _on_tape, _positions, _recording_tape,
-                     _result, _run_last, _size, _slot_view, _state, _uniform_step, _vector_on_tape)
+                     _result, _run_last, _size, _slot_view, _state, _uniform_step, _vector_on_tape, _is_number)
 
 Axis = Optional[Union[int, Sequence[int]]]
 
@@ -61,6 +61,11 @@ negative = _unary("negative", OP.neg)
 sigmoid = _unary("sigmoid")
 softplus = _unary("softplus")
 erf = _unary("erf")
+# piecewise constant: derivative 0, as in JAX and PyTorch
+floor = _unary("floor")
+ceil = _unary("ceil")
+trunc = fix = _unary("trunc")
+rint = _unary("rint")
 
 
 def log2(x: ArrayLike) -> Tensor:
@@ -94,7 +99,10 @@ def add(x, y):
 
 
 def subtract(x, y):
-    return _as_operand(x) - y if not isinstance(y, Tensor) else x - y
+    # never ``x - y`` here: with x an ndarray numpy would call back into this function
+    if _is_number(y) and type(x) is Tensor:
+        return _elementwise(OP.add_c, (x,), -float(y))
+    return _binary(OP.sub, None, OP.rsub_c, x, y)
 
 
 def multiply(x, y):
@@ -632,7 +640,8 @@ UFUNCS = {
     "tanh": tanh, "maximum": maximum, "minimum": minimum, "less": less, "less_equal": less_equal,
     "greater": greater, "greater_equal": greater_equal, "equal": equal, "not_equal": not_equal,
     "matmul": matmul, "logical_not": logical_not, "isfinite": isfinite, "isnan": isnan,
-    "positive": lambda x: x,
+    "positive": lambda x: x, "floor": floor, "ceil": ceil, "trunc": trunc, "rint": rint,
+    "fabs": abs, "float_power": power, "conjugate": lambda x: x,
 }
 
 ARRAY_FUNCTIONS = {
@@ -642,7 +651,7 @@ ARRAY_FUNCTIONS = {
     "vstack": vstack, "reshape": reshape, "ravel": ravel, "transpose": transpose,
     "squeeze": squeeze, "expand_dims": expand_dims, "moveaxis": moveaxis, "swapaxes": swapaxes,
     "flip": flip, "shape": shape, "size": size, "ndim": ndim, "any": any, "all": all,
-    "zeros_like": zeros_like, "ones_like": ones_like, "full_like": full_like,
+    "zeros_like": zeros_like, "ones_like": ones_like, "full_like": full_like, "fix": fix,
 }
 
 del TapejitError

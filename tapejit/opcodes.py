@@ -489,7 +489,33 @@ FUSED = [
     _ew("minus_square", 2, "a - b * b", "out = a - b**2", a="1.0", b="-2.0 * b"),
 ]
 
-OPS: list[OpDef] = ELEMENTWISE + STRUCTURAL + FUSED
+#: rounding to integers, with derivative 0 (as in JAX and PyTorch). Pure arithmetic, so that
+#: every target (CPU, CUDA, C, Python) evaluates them without a new math function: below
+#: 2**52 in magnitude, (|a| + 2**52) - 2**52 is |a| rounded to the nearest integer, ties to
+#: even, in the default rounding mode (numpy's rint); larger floats are integers already.
+#: ±0, ±inf and nan (its sign bit too) pass through as numpy's do.
+_TWO52 = "4503599627370496.0"
+
+
+def _rint(x):
+    return (f"({x} if (abs({x}) >= {_TWO52} or {x} == 0.0 or {x} != {x}) else "
+            f"((({x} + {_TWO52}) - {_TWO52}) if {x} > 0.0 else -((-{x} + {_TWO52}) - {_TWO52})))")
+
+
+def _floor(x):
+    return f"(({_rint(x)} - 1.0) if {_rint(x)} > {x} else {_rint(x)})"
+
+
+_RINT, _FLOOR = _rint("a"), _floor("a")
+_CEIL = f"(-{_floor('(-a)')})"     # ceil(-0.7) is -0.0, as numpy's
+ROUNDING = [
+    _ew("rint", 1, _RINT, "out = a rounded to the nearest integer, ties to even (derivative 0)"),
+    _ew("floor", 1, _FLOOR, "out = the largest integer <= a (derivative 0)"),
+    _ew("ceil", 1, _CEIL, "out = the smallest integer >= a (derivative 0)"),
+    _ew("trunc", 1, f"({_FLOOR} if a >= 0.0 else {_CEIL})", "out = a rounded toward 0 (derivative 0)"),
+]
+
+OPS: list[OpDef] = ELEMENTWISE + STRUCTURAL + FUSED + ROUNDING
 
 
 def fields_used(op: OpDef) -> list[str]:

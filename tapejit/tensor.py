@@ -360,15 +360,27 @@ class Tensor(object if _eager is None else _eager.TensorOps):
         return self.numpy().tolist()
 
     def __float__(self) -> float:
+        if self._bool:      # float(x > 0) in a trace: a branch, recorded as bool() records it
+            return float(self.__bool__())
         self._check_readable("float()")
         return float(self.item())
 
     def __int__(self) -> int:
+        if self._bool:
+            return int(self.__bool__())
         self._check_readable("int()")
         return int(self.item())
 
     def __array__(self, dtype=None, copy=None):
         self._check_readable("conversion to a numpy array")
+        if self._tape is not None or self._rg:
+            # numpy copies values out here (np.asarray(t), np.array([t0, t1]), buf[:] = t):
+            # the copy would carry no gradient, and backward() would be silently wrong
+            raise TapejitError(
+                "numpy is about to copy a tensor that requires grad into an ndarray (np.asarray, "
+                "np.array, buf[...] = t), which would lose its gradient. Keep it a tensor: build "
+                "arrays with tj.stack / tj.concatenate / tj.where; or, for a constant copy, "
+                "write t.detach().numpy()")
         arr = self.numpy()
         return arr if dtype is None else arr.astype(dtype)
 
@@ -519,19 +531,12 @@ class Tensor(object if _eager is None else _eager.TensorOps):
 
     # -- numpy interoperability ----------------------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        from .functions import UFUNCS
-        fn = UFUNCS.get(ufunc.__name__)
-        if method != "__call__" or fn is None or kwargs.get("out") is not None:
-            return NotImplemented
-        kwargs.pop("out", None)
-        return fn(*inputs, **kwargs)
+        from ._numpy_protocol import array_ufunc
+        return array_ufunc(ufunc, method, inputs, kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
-        from .functions import ARRAY_FUNCTIONS
-        fn = ARRAY_FUNCTIONS.get(func.__name__)
-        if fn is None:
-            return NotImplemented
-        return fn(*args, **kwargs)
+        from ._numpy_protocol import array_function
+        return array_function(func, args, kwargs)
 
 
 def _init_constant(t: Tensor, value, shape: tuple, is_bool: bool) -> None:

@@ -21,6 +21,11 @@ def away_from_zero(n):
     return rng.choice([-1.0, 1.0], n) * rng.uniform(0.3, 2.5, n)
 
 
+def between_integers(n):
+    """Away from the jumps of floor/ceil/trunc (integers) and of rint (half-integers)."""
+    return rng.integers(-4, 4, n) + rng.choice([-1.0, 1.0], n) * rng.uniform(0.1, 0.4, n) + 0.5 * rng.choice([-1, 1], n)
+
+
 ANY = U(-2.5, 2.5)
 POS = U(0.2, 3.0)
 
@@ -83,6 +88,10 @@ REFERENCE = {
     "ge_c": (lambda a, b, d, c: (a >= c) * 1.0, [ANY], 0.1),
     "eq_c": (lambda a, b, d, c: (a == c) * 1.0, [ANY], 0.1),
     "ne_c": (lambda a, b, d, c: (a != c) * 1.0, [ANY], 0.1),
+    "rint": (lambda a, b, d, c: np.rint(a), [between_integers], 0.0),
+    "floor": (lambda a, b, d, c: np.floor(a), [between_integers], 0.0),
+    "ceil": (lambda a, b, d, c: np.ceil(a), [between_integers], 0.0),
+    "trunc": (lambda a, b, d, c: np.trunc(a), [between_integers], 0.0),
     "where": (lambda a, b, d, c: np.where(a != 0, b, d), [lambda n: (rng.uniform(size=n) < 0.5) * 1.0, ANY, ANY], 0.0),
 }
 
