@@ -10,7 +10,7 @@ from . import _numba_cache
 
 _numba_cache.refresh()
 
-from .errors import (BackwardError, BranchChangedError, CudaUnavailableError, DTypeError,  # noqa: E402
+from .errors import (BackwardError, BranchChangedError, CudaUnavailableError, DTypeError, GradientLostError,  # noqa: E402
                      InvalidTapeError, NonFiniteError, NotCompilableError, ShapeError, TapeConsumedError,
                      TapeFormatError, TapejitError, TraceError)
 from .functions import (abs, absolute, add, all, amax, amin, any, arange, arccos, arcsin, arctan,

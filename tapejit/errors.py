@@ -14,6 +14,11 @@ class DTypeError(TapejitError, TypeError):
     """A dtype tapejit cannot differentiate (complex, object, strings...)."""
 
 
+class GradientLostError(TapejitError, TypeError):
+    """numpy was about to copy a tensor that requires grad into an ndarray (a TypeError, so
+    that numpy passes it on instead of trying the value as a sequence)."""
+
+
 class TapeConsumedError(TapejitError, RuntimeError):
     """A tensor whose tape was already consumed by ``backward()``."""
 

@@ -12,6 +12,7 @@ records onto the trace's tape, and Python branches on traced values record guard
 """
 from __future__ import annotations
 
+import dis
 import math
 import os
 import sys
@@ -23,7 +24,7 @@ import numpy as np
 
 from . import _sweeps_cpu as sweeps
 from . import tiling
-from .errors import (BackwardError, DTypeError, ShapeError, TapeConsumedError, TapejitError,
+from .errors import (BackwardError, DTypeError, GradientLostError, ShapeError, TapeConsumedError, TapejitError,
                      TraceError)
 from .opcodes import MATH_NAMES, OP, OPS
 from .tape import Tape, TapeArrays
@@ -362,12 +363,14 @@ class Tensor(object if _eager is None else _eager.TensorOps):
     def __float__(self) -> float:
         if self._bool:      # float(x > 0) in a trace: a branch, recorded as bool() records it
             return float(self.__bool__())
+        _refuse_element_copy(self)
         self._check_readable("float()")
         return float(self.item())
 
     def __int__(self) -> int:
         if self._bool:
             return int(self.__bool__())
+        _refuse_element_copy(self)
         self._check_readable("int()")
         return int(self.item())
 
@@ -376,11 +379,7 @@ class Tensor(object if _eager is None else _eager.TensorOps):
         if self._tape is not None or self._rg:
             # numpy copies values out here (np.asarray(t), np.array([t0, t1]), buf[:] = t):
             # the copy would carry no gradient, and backward() would be silently wrong
-            raise TapejitError(
-                "numpy is about to copy a tensor that requires grad into an ndarray (np.asarray, "
-                "np.array, buf[...] = t), which would lose its gradient. Keep it a tensor: build "
-                "arrays with tj.stack / tj.concatenate / tj.where; or, for a constant copy, "
-                "write t.detach().numpy()")
+            raise _gradient_lost("np.asarray, np.array, buf[...] = t")
         arr = self.numpy()
         return arr if dtype is None else arr.astype(dtype)
 
@@ -537,6 +536,27 @@ class Tensor(object if _eager is None else _eager.TensorOps):
     def __array_function__(self, func, types, args, kwargs):
         from ._numpy_protocol import array_function
         return array_function(func, args, kwargs)
+
+
+def _gradient_lost(how: str) -> GradientLostError:
+    return GradientLostError(
+        f"numpy is about to copy a tensor that requires grad into an ndarray ({how}), which "
+        "would lose its gradient. Keep it a tensor: build arrays with tj.stack / tj.concatenate "
+        "/ tj.where; or, for a constant copy, write t.detach().numpy() (float(t) for a number)")
+
+
+_STORE_SUBSCR = dis.opmap["STORE_SUBSCR"]
+
+
+def _refuse_element_copy(t: Tensor) -> None:
+    """``arr[i] = t`` makes numpy call float(t): the caller's frame is then at a
+    STORE_SUBSCR (an explicit float(t) or np.float64(t) is at a CALL). A Python list's
+    item assignment never calls float(), so only numpy's does this."""
+    if t._tape is None and not t._rg:
+        return
+    frame = sys._getframe(2)
+    if frame.f_code.co_code[frame.f_lasti] == _STORE_SUBSCR:
+        raise _gradient_lost("arr[i] = t")
 
 
 def _init_constant(t: Tensor, value, shape: tuple, is_bool: bool) -> None:

@@ -231,13 +231,39 @@ def test_unsupported_numpy_calls_raise_naming_them(call, words):
 # -- copies out of a recording tensor -----------------------------------------------------
 @pytest.mark.parametrize("copy", [
     lambda x: np.asarray(x), lambda x: np.array([x[0], x[1]]), lambda x: np.zeros(2).__setitem__(slice(None), x),
-    lambda x: np.zeros(2).__setitem__(0, x[0]) if False else np.zeros((2, 2)).__setitem__(0, x),
+    lambda x: np.zeros((2, 2)).__setitem__(0, x),
     lambda x: np.asarray(x * 2.0), lambda x: np.concatenate([np.ones(1), np.asarray(x)]),
 ])
 def test_numpy_refuses_to_copy_a_tensor_that_requires_grad(copy):
     x = tj.tensor(np.array([1.0, 2.0]), requires_grad=True)
     with pytest.raises(tj.TapejitError, match="lose its gradient"):
         copy(x)
+
+
+def test_numpy_element_assignment_is_refused_but_explicit_conversions_work():
+    x = tj.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    g = np.zeros(2)
+    # numpy reports a failed element conversion of a sequence-like object as its own
+    # ValueError, with tapejit's error as the cause (shown first in the traceback)
+    def one(): g[0] = x[0]                       # noqa: E704 (statements, as user code has them)
+    def listed(): g[0:1] = [x[1] * 2.0]          # noqa: E704
+    for assign in (one, listed):
+        with pytest.raises((tj.GradientLostError, ValueError)) as caught:
+            assign()
+        error = caught.value if isinstance(caught.value, tj.GradientLostError) else caught.value.__cause__
+        assert isinstance(error, tj.GradientLostError) and "lose its gradient" in str(error)
+    np.testing.assert_array_equal(g, [0.0, 0.0])
+    assert float(x[1] * 2.0) == 4.0 and np.float64(x[0]) == 1.0 and int(x[1]) == 2
+    g[0] = x[0].detach()
+    assert g[0] == 1.0
+
+    def f(v):
+        b = np.zeros(2)
+        b[0] = v[0]
+        return np.sum(b)
+    with pytest.raises((tj.GradientLostError, ValueError)) as caught:
+        tj.trace(f, np.ones(2))
+    assert isinstance(caught.value, tj.GradientLostError) or isinstance(caught.value.__cause__, tj.GradientLostError)
 
 
 def test_constant_tensors_still_convert():
