@@ -493,7 +493,7 @@ FUSED = [
 #: every target (CPU, CUDA, C, Python) evaluates them without a new math function: below
 #: 2**52 in magnitude, (|a| + 2**52) - 2**52 is |a| rounded to the nearest integer, ties to
 #: even, in the default rounding mode (numpy's rint); larger floats are integers already.
-#: ±0, ±inf and nan (its sign bit too) pass through as numpy's do.
+#: ±0, ±inf and nan pass through as numpy's do.
 _TWO52 = "4503599627370496.0"
 
 

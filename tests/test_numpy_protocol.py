@@ -348,4 +348,7 @@ def test_rounding_opcodes_at_the_edges():
         batch = f.batch(np.stack([edges, edges]))
         for got in (scalar, vector, replay, batch[0]):
             np.testing.assert_array_equal(got, theirs(edges), err_msg=name)
-            np.testing.assert_array_equal(np.signbit(got), np.signbit(theirs(edges)), err_msg=name)
+            # the sign of zero is kept; a nan's sign bit is not (IEEE leaves it to each
+            # operation, and LLVM computes -a as 0 - a without its optimizer)
+            numbers = ~np.isnan(edges)
+            np.testing.assert_array_equal(np.signbit(got)[numbers], np.signbit(theirs(edges))[numbers], err_msg=name)
