@@ -39,6 +39,9 @@ from .optimize import OptimizeResult, minimize, multistart
 from .tensor import Tensor, as_tensor, is_grad_enabled, no_grad, tensor
 
 from . import cuda  # noqa: E402  (imports nothing from numba-cuda until used)
+from . import nn, optim  # noqa: E402
+from .nn.init import manual_seed  # noqa: E402
+from .optim import trace_step  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,4 @@
-"""exp, expm1, log and log1p that LLVM can vectorize, for the CPU sweeps.
+"""exp, expm1, log, log1p and tanh that LLVM can vectorize, for the CPU sweeps.
 
 Numba lowers ``math.exp`` and friends to calls into the C library, one value per call:
 a loop over a chunk of points that calls them cannot become SIMD code (llvmlite's
@@ -9,7 +9,8 @@ values are selected at the end) so that every operation has a vector form. Accur
 within one ulp of the C library on the tests' sweeps of the whole double range; special
 values (±0, ±inf, NaN, overflow, underflow, subnormals) as C99 says. Measured against
 numpy over random sweeps of the whole range (tests/test_vmath.py): exp, log and log1p
-within 1 ulp, expm1 within 2 ulp (its remainder's rounding, doubled when k = 1).
+within 1 ulp, expm1 within 2 ulp (its remainder's rounding, doubled when k = 1); tanh
+within 2 ulp of numpy and 1 ulp of mpmath at 120 bits on numpy's worst cases.
 
 Only the CPU sweeps use them: CUDA's libdevice functions are already vector-friendly.
 """
@@ -199,3 +200,28 @@ def log1p_unit(t):
     f = u * 0.5 - 1.0 if big else u - 1.0
     dk = 1.0 if big else 0.0
     return _log_reduced(f, dk, dk * _LN2_LO + c)
+
+
+# Cephes' rational approximation of tanh on |x| < 0.625: x + x^3 P(x^2) / Q(x^2)
+_TANH_P0 = -9.64399179425052238628e-01
+_TANH_P1 = -9.92877231001918586564e+01
+_TANH_P2 = -1.61468768441708447952e+03
+_TANH_Q0 = 1.12811678491632931402e+02
+_TANH_Q1 = 2.23548839060100448583e+03
+_TANH_Q2 = 4.84406305325125486048e+03
+
+
+@njit(**_INLINE)
+def tanh(x):
+    """Cephes' method without its branches: the rational form below 0.625, above it
+    1 - 2 / (exp(2|x|) + 1) with the sign put back; past |x| = 22, tanh rounds to +-1."""
+    ax = abs(x)
+    z = x * x
+    small = x + x * z * (((_TANH_P0 * z + _TANH_P1) * z + _TANH_P2)
+                         / (((z + _TANH_Q0) * z + _TANH_Q1) * z + _TANH_Q2))
+    e = exp(2.0 * (ax if ax < 22.0 else 22.0))
+    big = 1.0 - 2.0 / (e + 1.0)
+    big = big if x > 0.0 else -big
+    y = small if ax < 0.625 else big
+    # tanh(+-0) = +-0 (the rational form gives +0 for -0); NaN stays NaN
+    return x if (x == 0.0) | (x != x) else y

@@ -29,7 +29,7 @@ CPU_FILE = HERE / "_sweeps_cpu.py"
 CUDA_FILE = HERE / "_sweeps_cuda.py"
 
 #: math functions the CPU sweeps take from tapejit._vmath instead of the C library
-VECTOR_MATH = ("exp", "expm1", "log", "log1p")
+VECTOR_MATH = ("exp", "expm1", "log", "log1p", "tanh")
 #: compositions whose range lets the CPU's vector loops call a cheaper _vmath function:
 #: exp(-|a|) lies in [0, 1], where log1p_unit needs no exponent bits (softplus)
 VECTOR_FORMS = {"log1p(exp(-abs(": "log1p_unit(exp(-abs("}
@@ -41,9 +41,10 @@ _SCRATCH = ("S0", "S1")
 
 def table_hash() -> str:
     text = repr([(op.name, op.arity, op.value, sorted(op.partials.items()), op.forward,
-                  op.reverse, op.reverse_first, op.tangent, op.hvp) for op in OPS])
+                  op.reverse, op.reverse_first, op.tangent, op.hvp, sorted(op.blas.items())) for op in OPS])
     text += Path(__file__).with_name("symbolic.py").read_text()
     text += Path(__file__).with_name("_vmath.py").read_text()
+    text += Path(__file__).with_name("_blas.py").read_text()
     text += Path(opcodes.__file__).name + Path(__file__).read_text()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -524,6 +525,11 @@ def structural(op, which: str, target: Target, indent: str) -> list[str]:
         lines = ([f"{indent}if plan[{target.instruction}] & {FIRST_WRITE_BITS['a']}:"]
                  + render_template(op.reverse_first, target, indent + "    ")
                  + [f"{indent}else:"] + render_template(template, target, indent + "    "))
+    elif target.kind == "vector" and which in op.blas:
+        # BLAS first; the loops when the product is small or the call reports no BLAS
+        call = re.sub(r"\b([VGTH])\b(?!\[)", lambda m: _ACCESSORS[m.group(1)], op.blas[which])
+        lines = ([f"{indent}if not ({op.blas['when']} and {call}):"]
+                 + render_template(template, target, indent + "    "))
     else:
         lines = render_template(template, target, indent) if template else []
     if which in ("reverse", "hvp"):
@@ -730,6 +736,7 @@ def render_cpu() -> str:
         "from numba import njit, uint64",
         "from ._kernels import context, float64_at, float64_2d_at, int32_at, int32_2d_at, kernel_caller, uint8_at",
         "from ._select import select",
+        "from ._blas import BLAS_MIN_WORK, at, gemm_nn, gemm_nt, gemm_tn",
         "",
         "# vectorizable versions: loops over a chunk or a run of slots become SIMD code;",
         "# one value at a time (runs of length 1) calls the C library's",

@@ -814,11 +814,6 @@ def _register() -> None:
         """PyTorch's name for clip."""
         return fn.clip(self, min, max)
 
-    def copy(self) -> Tensor:
-        """A tensor with the same value; recorded ones stay on the tape (tensors are immutable,
-        so this is a view: gradients flow through it as through PyTorch's clone)."""
-        return reshape(self, self.shape)
-
     def view(self, *shape) -> Tensor:
         """PyTorch's name for reshape."""
         return self.reshape(*shape)
@@ -828,20 +823,14 @@ def _register() -> None:
         from .errors import DTypeError
         kind = np.dtype(dtype)
         if kind == np.float64:
-            return self
+            return self.clone()
         if kind == np.bool_:
             return self != 0.0
         raise DTypeError(f"tapejit tensors are float64 (or bool), not {kind}")
 
-    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
-        """Set requires_grad in place and return the tensor (PyTorch's idiom)."""
-        self.requires_grad = requires_grad
-        return self
-
-    for extra in (clamp, copy, view, astype, requires_grad_):
+    for extra in (clamp, view, astype):
         setattr(Tensor, extra.__name__, extra)
-    Tensor.clone = copy
-    Tensor.data = property(lambda self: self.detach(), doc="detach(): the value without the tape")
+    Tensor.copy = Tensor.clone
 
 
 _register()

@@ -378,7 +378,10 @@ def matmul(x: ArrayLike, y: ArrayLike) -> Tensor:
     r = ys[1] if len(ys) == 2 else 1
     a = _contiguous(tape, _slot_view(x, tape))
     b = _contiguous(tape, _slot_view(y, tape))
-    out = tape.emit(OP.matmul, p * r, a=a, sa=q_x, b=b, sb=r)
+    # a constant operand's adjoint is never read: the reverse skips its product (the
+    # data matrix of a first layer: one GEMM of three)
+    flags = 1.0 if not x_rec else (2.0 if not y_rec else 0.0)
+    out = tape.emit(OP.matmul, p * r, a=a, sa=q_x, b=b, sb=r, c=flags)
     _run_last(tape)
     return _result(tape, out, out_shape, False)
 

@@ -919,11 +919,34 @@ def optimize_program(prog: Program) -> Program:
     return prog
 
 
+def flag_constant_factors(prog: Program, differentiable: np.ndarray) -> Program:
+    """Flag each matmul operand that depends on no differentiable input (a data batch
+    passed as a parameter, a constant): the reverse and Hessian sweeps skip its product,
+    whose adjoints nothing reads (the matmul row's ``c``)."""
+    matmuls = np.flatnonzero((prog.ops == OP.matmul) & (prog.cv == 0.0))
+    if not matmuls.size:
+        return prog
+    dep = np.zeros(prog.n_slots, np.bool_)
+    dep[differentiable] = True
+    depends_forward(prog.ops, prog.ins, prog.idx, dep, *_codes())
+    before = np.concatenate([[0], np.cumsum(dep, dtype=np.int64)])
+    for i in matmuls:
+        n, a, q, b, r = (int(prog.ins[f, i]) for f in (1, 2, 3, 4, 5))
+        p = n // r if r else 0
+        if before[a + p * q] == before[a]:
+            prog.cv[i] = 1.0
+        elif before[b + q * r] == before[b]:
+            prog.cv[i] = 2.0
+    return prog
+
+
 def optimize(f):
     """A smaller Function with the same results: constant folding, identities, CSE, DCE."""
     from .function import Function
     prog = optimize_program(Program.from_function(f))
     new_of = prog.slot_map
+    kept_inputs = new_of[f.in_pos]
+    prog = flag_constant_factors(prog, kept_inputs[kept_inputs >= 0])
     inputs = [(int(new_of[b]), s) for b, s in f.inputs]
     params = [(int(new_of[b]), s) for b, s in f.params]
     output = (int(new_of[f.output[0]]), f.output[1])

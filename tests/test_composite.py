@@ -126,7 +126,10 @@ def test_numpy_dispatch_and_plain_arrays():
 
 def test_tensor_method_conventions():
     x = tj.tensor(np.array([1.0, -2.0]))
-    assert x.astype(np.float64) is x
+    copied = x.astype(np.float64)       # a copy, as numpy's: updating it leaves x alone
+    copied += 1.0
+    np.testing.assert_array_equal(x.numpy(), [1.0, -2.0])
+    np.testing.assert_array_equal(copied.numpy(), [2.0, -1.0])
     np.testing.assert_array_equal(x.astype(bool).numpy(), [True, True])
     with pytest.raises(tj.DTypeError, match="float32"):
         x.astype(np.float32)

@@ -238,8 +238,8 @@ def test_errors_name_the_problem():
         tj.tensor(np.ones((2, 3)), requires_grad=True) @ np.ones(4)
     with pytest.raises(IndexError):
         tj.tensor(np.ones(3), requires_grad=True)[5]
-    with pytest.raises(tj.TapejitError):
-        tj.tensor(np.ones(3))[0] = 1.0
+    with pytest.raises(tj.TapejitError, match="requires grad"):
+        tj.tensor(np.ones(3), requires_grad=True)[0] = 1.0
     with pytest.raises(tj.ShapeError, match="ambiguous"):
         bool(tj.tensor(np.ones(3)))
     assert issubclass(tj.ShapeError, tj.TapejitError)
