@@ -214,14 +214,15 @@ _TANH_Q2 = 4.84406305325125486048e+03
 @njit(**_INLINE)
 def tanh(x):
     """Cephes' method without its branches: the rational form below 0.625, above it
-    1 - 2 / (exp(2|x|) + 1) with the sign put back; past |x| = 22, tanh rounds to +-1."""
+    1 - 2 / (exp(2|x|) + 1) with the sign put back; past |x| = 22, tanh rounds to +-1.
+    Both forms are base + num / den: the lanes select their terms, then divide once."""
     ax = abs(x)
     z = x * x
-    small = x + x * z * (((_TANH_P0 * z + _TANH_P1) * z + _TANH_P2)
-                         / (((z + _TANH_Q0) * z + _TANH_Q1) * z + _TANH_Q2))
+    small = ax < 0.625
     e = exp(2.0 * (ax if ax < 22.0 else 22.0))
-    big = 1.0 - 2.0 / (e + 1.0)
-    big = big if x > 0.0 else -big
-    y = small if ax < 0.625 else big
+    num = x * z * ((_TANH_P0 * z + _TANH_P1) * z + _TANH_P2) if small else -2.0
+    den = (((z + _TANH_Q0) * z + _TANH_Q1) * z + _TANH_Q2) if small else e + 1.0
+    y = (x if small else 1.0) + num / den
+    y = y if (small | (x > 0.0)) else -y
     # tanh(+-0) = +-0 (the rational form gives +0 for -0); NaN stays NaN
     return x if (x == 0.0) | (x != x) else y

@@ -258,6 +258,103 @@ def _b2_case(size: int, device: str) -> Case:
     return Case("B2", size, "gradients", impls, tolerance=1e-8)
 
 
+def _mlp_data(size: int):
+    """Digits-shaped data (1,797 x 64 in [0, 1], 10 classes; synthetic: no dataset download)
+    and the initial weights of a 64-64-10 network, as PyTorch's Linear draws them."""
+    rng = np.random.default_rng(7)
+    X = rng.integers(0, 17, (size, 64)) / 16.0
+    y = rng.integers(0, 10, size)
+    bound1, bound2 = 1 / np.sqrt(64), 1 / np.sqrt(64)
+    weights = [rng.uniform(-bound1, bound1, (64, 64)), rng.uniform(-bound1, bound1, 64),
+               rng.uniform(-bound2, bound2, (10, 64)), rng.uniform(-bound2, bound2, 10)]
+    return X, y, weights
+
+
+def _mlp_case(size: int, device: str) -> Case:
+    """One full-batch SGD step of a 64-64-10 tanh network with cross entropy: the loss before
+    the step is the compared result (every implementation starts from the same weights)."""
+    import tapejit as tj
+    X, y, weights = _mlp_data(size)
+    F = tj.nn.functional
+
+    def tapejit_model():
+        model = tj.nn.Sequential(tj.nn.Linear(64, 64), tj.nn.Tanh(), tj.nn.Linear(64, 10))
+        model.load_state_dict(dict(zip(["0.weight", "0.bias", "2.weight", "2.bias"], weights)))
+        return model, tj.optim.SGD(model.parameters(), lr=0.1)
+    traced_model, traced_opt = tapejit_model()
+    step = tj.trace_step(lambda Xb, yb: F.cross_entropy(traced_model(Xb), yb), traced_model, traced_opt)
+    eager_model, eager_opt = tapejit_model()
+
+    def eager_step():
+        loss = F.cross_entropy(eager_model(X), y)
+        eager_opt.zero_grad()
+        loss.backward()
+        eager_opt.step()
+        return loss.item()
+    impls = [Impl("tapejit (tj.trace_step)", lambda: step(X, y)), Impl("tapejit (eager)", eager_step)]
+    torch = _torch()
+    if torch is not None:
+        tm = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Tanh(), torch.nn.Linear(64, 10)).double()
+        with torch.no_grad():
+            for p, w in zip(tm.parameters(), weights):
+                p.copy_(torch.as_tensor(w))
+        topt = torch.optim.SGD(tm.parameters(), lr=0.1)
+        Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+
+        def torch_step():
+            loss = torch.nn.functional.cross_entropy(tm(Xt), yt)
+            topt.zero_grad()
+            loss.backward()
+            topt.step()
+            return loss.item()
+        impls.append(Impl("torch (eager, float64)", torch_step))
+    else:
+        impls.append(Impl("torch (eager, float64)", note=NOT_INSTALLED))
+    W1, b1, W2, b2 = (w.copy() for w in weights)
+    onehot = np.eye(10)[y]
+
+    def numpy_step():          # the gradient written out by hand: three GEMMs a layer at most
+        nonlocal W1, b1, W2, b2
+        h = np.tanh(X @ W1.T + b1)
+        z = h @ W2.T + b2
+        z = z - z.max(1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+        loss = -(logp * onehot).sum() / size
+        dz = (np.exp(logp) - onehot) / size
+        dh = (dz @ W2) * (1 - h * h)
+        W2, b2 = W2 - 0.1 * (dz.T @ h), b2 - 0.1 * dz.sum(0)
+        W1, b1 = W1 - 0.1 * (dh.T @ X), b1 - 0.1 * dh.sum(0)
+        return loss
+    impls.append(Impl("numpy (gradient by hand)", numpy_step))
+    return Case("T1", 1, "steps", impls, tolerance=1e-10)
+
+
+def _tanh_gemm_case(size: int, device: str) -> Case:
+    """value_and_grad of sum(tanh(A @ W)), A (size x 64) constant, W 64 x 64."""
+    import tapejit as tj
+    rng = np.random.default_rng(8)
+    A, W0 = rng.standard_normal((size, 64)) * 0.3, rng.standard_normal((64, 64)) * 0.3
+    f = tj.trace(lambda w: tj.tanh(A @ tj.reshape(w, (64, 64))).sum(), W0.ravel())
+    impls = [Impl("tapejit (trace, f.value_and_grad)", lambda: f.value_and_grad(W0.ravel())[1])]
+
+    def numpy_fn():
+        t = np.tanh(A @ W0)
+        return (A.T @ (1.0 - t * t)).ravel()
+    impls.append(Impl("numpy (by hand: 2 GEMMs, tanh)", numpy_fn))
+    torch = _torch()
+    if torch is not None:
+        At = torch.as_tensor(A)
+
+        def torch_fn():
+            w = torch.as_tensor(W0).requires_grad_()
+            torch.tanh(At @ w).sum().backward()
+            return w.grad.numpy().ravel()
+        impls.append(Impl("torch (eager, float64)", torch_fn))
+    else:
+        impls.append(Impl("torch (eager, float64)", note=NOT_INSTALLED))
+    return Case("G1", 1, "gradients", impls, tolerance=1e-10)
+
+
 def _jax_batch_impls(make, X):
     jax = _jax()
     if jax is None:
@@ -575,6 +672,10 @@ WORKLOADS = {
                  _sparse_jacobian_case, "n"),
         Workload("D1", "B1 on a Dask LocalCluster (2 worker processes) against the local engine", 10_000_000,
                  1_000_000, _dask_case),
+        Workload("T1", "training step: 64-64-10 tanh MLP, cross entropy, SGD, digits-sized batch", 1797, 1797,
+                 _mlp_case, "samples"),
+        Workload("G1", "value_and_grad of sum(tanh(A @ W)), A rows x 64 constant, W 64 x 64", 1797, 1797,
+                 _tanh_gemm_case, "rows"),
         Workload("O1", "tj.minimize L-BFGS: Rosenbrock to gradient norm 1e-5", 1_000_000, 100_000,
                  _minimize_case, "n"),
         Workload("O2", "tj.multistart L-BFGS: Rosenbrock n=100 from many starts", 10_000, 1_000,

@@ -157,9 +157,11 @@ def test_grad_of_dense_hessian_shapes_and_errors():
     np.testing.assert_allclose(numeric_grad(lambda z: g(z), np.ones(3)), [3.0, 3.0, 3.0], rtol=1e-8)
 
 
-def test_long_vectors_take_the_tiled_second_order_path():
+def test_long_vectors_take_the_tiled_second_order_path(monkeypatch):
     """n = 20,003: the tape runs tile by tile (with a short last tile) in the Hessian-vector
     product and forward mode; the results match scipy and central differences."""
+    from tapejit import tiling
+    monkeypatch.setattr(tiling, "MIDDLE_MIN_LENGTH", tiling.MIN_LENGTH)   # mixed()'s stretches too
     n = 20_003
     # its own generator: the shared one's state depends on which tests ran before (pytest
     # -n splits them), and central differences across mixed()'s jump at z = 0 are no reference

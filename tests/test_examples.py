@@ -54,3 +54,12 @@ def test_multistart_finds_rastrigins_global_minimum():
 
 def test_batch_gradients_match_the_closed_form():
     assert load("batch_gradients").main() < 1e-10
+
+
+def test_train_mlp_reaches_scikit_learns_accuracy():
+    results, eager, traced = load("train_mlp").main()
+    assert results["eager"] >= results["sklearn"] - 0.01
+    assert results["traced"] >= results["sklearn"] - 0.01
+    # the traced steps are the eager ones replayed: the same weights at the end
+    for a, b in zip(eager.parameters(), traced.parameters()):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)

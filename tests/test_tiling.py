@@ -27,6 +27,27 @@ PROGRAMS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def tile_middle_stretches(monkeypatch):
+    """These programs' stretches are short (N elements): tile those that do not end the
+    tape too, so that the machinery they need (stores, several sums) is what runs."""
+    monkeypatch.setattr(tiling, "MIDDLE_MIN_LENGTH", tiling.MIN_LENGTH)
+
+
+def test_middle_stretches_in_cache_run_plain(monkeypatch):
+    monkeypatch.setattr(tiling, "MIDDLE_MIN_LENGTH", 1 << 19)
+    x0 = rng.standard_normal(N)
+    f = tj.trace(PROGRAMS["escaping intermediate"], x0, params=(np.zeros(2),))
+    kinds = [s[0] for s in f.segments]
+    stretches = tiling._find_stretches(f.arrays)
+    assert any(stop < len(f) for _, stop, _ in stretches)      # a stretch in the middle...
+    assert all(stop == len(f) or kind == "plain" for (_, _, stop), kind in zip(stretches, kinds))
+    assert "tiled" not in kinds[:-1]                            # ... that runs plain
+    g = tj.trace(PROGRAMS["escaping intermediate"], x0, params=(np.zeros(2),))
+    np.testing.assert_allclose(f.grad(x0, params=(np.zeros(2),)), untiled(g).grad(x0, params=(np.zeros(2),)),
+                               rtol=1e-13, atol=1e-13)
+
+
 @pytest.fixture(params=["one worker", "split across workers"])
 def workers(request, monkeypatch):
     """Stretches this short run on one thread by default; split them to test the phases."""
