@@ -68,7 +68,8 @@ class Tape:
         self.shaped = False
         self.finished = False
         self.serial = next(_serials)    # identifies this recording; leaves remember it
-        self.leaves: list = []          # eager mode: (leaf tensor, base slot)
+        self.leaves: list = []          # eager mode: (leaf tensor, base slot, its version then)
+        self.inplace_mark = 0           # tapejit.inplace's write count when the first leaf was bound
         self.guards: list = []          # trace mode: slots that must hold 1.0 on replay
         self.locations: dict = {}       # instruction -> "file:line", kept under debug_nans
         self._views()

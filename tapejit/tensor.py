@@ -241,8 +241,8 @@ class Tensor(object if _eager is None else _eager.TensorOps):
 
     # A tensor on a tape sets only _value, _tape, _base, _shape, _strides, _bool: the
     # others are read only for tensors off tape (constants and leaves).
-    # _version and _alias_of exist only on tensors changed in place or made by .data
-    # (tapejit.inplace); everything else reads them with getattr's default
+    # _version is set on leaves and constants (and on tensors changed in place), _alias_of
+    # only on .data's aliases (tapejit.inplace); others read them with getattr's default
     __slots__ = ("_value", "_tape", "_base", "_strides", "_shape", "_bool", "_rg", "_grad",
                  "_leaf_serial", "_leaf_base", "_version", "_alias_of", "__weakref__")
     __array_priority__ = 1000
@@ -257,6 +257,7 @@ class Tensor(object if _eager is None else _eager.TensorOps):
             self._bool = False
             self._rg = requires_grad is True or bool(requires_grad)
             self._grad = None
+            self._version = 0
             return
         else:
             if isinstance(data, Tensor):
@@ -299,6 +300,7 @@ class Tensor(object if _eager is None else _eager.TensorOps):
         if flag and self._bool:
             raise DTypeError("a boolean tensor cannot require grad")
         self._rg = bool(flag)
+        self._version = inplace.version(self)      # leaves always carry one (_bind_leaf reads it)
 
     @property
     def grad(self) -> Optional["Tensor"]:
@@ -638,6 +640,7 @@ def _init_constant(t: Tensor, value, shape: tuple, is_bool: bool) -> None:
     t._grad = None
     t._leaf_serial = 0
     t._leaf_base = 0
+    t._version = 0
 
 
 def _constant(value, shape: tuple, is_bool: bool = False) -> Tensor:
@@ -966,8 +969,8 @@ def _bind_leaf(x: Tensor, tape: Tape) -> int:
     else:
         base = tape.emit_scalar(OP.input, 0, 0, 0, 0.0, x._value)
     if not tape.leaves:
-        tape.inplace_mark = inplace.writes()
-    tape.leaves.append((x, base, inplace.version(x)))
+        tape.inplace_mark = inplace._writes[0]
+    tape.leaves.append((x, base, x._version))     # every leaf has one (_init_constant, __init__)
     x._leaf_serial = tape.serial
     # a leaf's _base is its slot on the tape it was last bound to (read by the fast paths)
     x._leaf_base = x._base = base
@@ -1363,7 +1366,9 @@ def _deliver(tape: Tape, retain_graph: bool) -> None:
     """Accumulate the leaves' adjoints into their .grad, zero them, consume the tape.
     (The sweep zeroes every adjoint it consumes; inputs are read, then zeroed here.)"""
     g, g_mv = _state.adjoints, _state.adjoints_mv
-    for leaf, base, _ in inplace.current_bindings(tape, g):
+    # the common case inline: no in-place write since the first leaf was bound
+    leaves = tape.leaves if tape.inplace_mark == inplace._writes[0] else inplace.current_bindings(tape, g)
+    for leaf, base, _ in leaves:
         if leaf._shape:
             n = _size(leaf._shape)
             _accumulate(leaf, g[base: base + n].reshape(leaf._shape).copy())
@@ -1404,6 +1409,7 @@ def _accumulate(leaf: Tensor, grad) -> None:
         t._shape = t._strides = ()
         t._bool = t._rg = False
         t._grad = None
+        t._version = 0
         leaf._grad = t
     else:
         leaf._grad = _constant(np.array(grad) if old is None else old._value + grad, leaf._shape)
