@@ -106,4 +106,28 @@ def array_function(func, args: tuple, kwargs: dict):
     fn = ARRAY_FUNCTIONS.get(submodule + func.__name__)
     if fn is None:
         raise _unsupported(f"np.{submodule}{func.__name__}")
+    # numpy's optional arguments that tapejit's version lacks (where=, out=, dtype=...):
+    # refused by name, not with Python's "unexpected keyword argument"
+    accepted = _parameters(fn)
+    if accepted is not None:
+        for key, value in kwargs.items():
+            if key not in accepted and value is not None and type(value).__name__ != "_NoValueType":
+                raise _unsupported(f"np.{submodule}{func.__name__}(..., {key}=...)")
+        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
     return fn(*args, **kwargs)
+
+
+_PARAMETERS: dict = {}
+
+
+def _parameters(fn):
+    """The keyword names fn takes, or None if it takes any (**kwargs) or cannot be inspected."""
+    if fn not in _PARAMETERS:
+        import inspect
+        try:
+            params = inspect.signature(fn).parameters.values()
+            _PARAMETERS[fn] = (None if any(p.kind is p.VAR_KEYWORD for p in params)
+                               else frozenset(p.name for p in params))
+        except (TypeError, ValueError):
+            _PARAMETERS[fn] = None
+    return _PARAMETERS[fn]

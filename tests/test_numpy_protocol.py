@@ -352,3 +352,17 @@ def test_rounding_opcodes_at_the_edges():
             # operation, and LLVM computes -a as 0 - a without its optimizer)
             numbers = ~np.isnan(edges)
             np.testing.assert_array_equal(np.signbit(got)[numbers], np.signbit(theirs(edges))[numbers], err_msg=name)
+
+
+def test_array_function_arguments_tapejit_lacks_are_refused_by_name():
+    t = tj.tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    with pytest.raises(NumpyUnsupportedError, match=r"np\.sum\(\.\.\., where=\.\.\.\)"):
+        np.sum(t, where=np.array([True, False, True]))
+    with pytest.raises(NumpyUnsupportedError, match="dtype"):
+        np.mean(t, dtype=np.float32)
+    for name in ("cov", "percentile", "nansum"):
+        with pytest.raises(NumpyUnsupportedError, match=f"np.{name}"):
+            getattr(np, name)(t, 50) if name == "percentile" else getattr(np, name)(t)
+    y = np.sum(t, axis=0, keepdims=True, out=None)     # numpy's defaults pass through
+    y.sum().backward()
+    np.testing.assert_array_equal(t.grad.numpy(), [1.0, 1.0, 1.0])
