@@ -29,7 +29,7 @@ CPU_FILE = HERE / "_sweeps_cpu.py"
 CUDA_FILE = HERE / "_sweeps_cuda.py"
 
 #: math functions the CPU sweeps take from tapejit._vmath instead of the C library
-VECTOR_MATH = ("exp", "expm1", "log", "log1p", "tanh", "atan")
+VECTOR_MATH = ("exp", "expm1", "log", "log1p", "tanh", "atan", "erf")
 #: compositions whose range lets the CPU's vector loops call a cheaper _vmath function:
 #: exp(-|a|) lies in [0, 1], where log1p_unit needs no exponent bits (softplus)
 VECTOR_FORMS = {"log1p(exp(-abs(": "log1p_unit(exp(-abs("}
