@@ -317,22 +317,24 @@ class Softplus(Module):
         return F.softplus(x, self.beta)
 
 
-class Softmax(Module):
+class _AlongDim(Module):
+    """A normalization along one axis: forward is fn(x, dim)."""
+    fn: Callable = staticmethod(lambda x, dim: x)
+
     def __init__(self, dim: int = -1) -> None:
         super().__init__()
         self.dim = dim
 
     def forward(self, x):
-        return F.softmax(x, self.dim)
+        return type(self).fn(x, self.dim)
 
 
-class LogSoftmax(Module):
-    def __init__(self, dim: int = -1) -> None:
-        super().__init__()
-        self.dim = dim
+class Softmax(_AlongDim):
+    fn = staticmethod(F.softmax)
 
-    def forward(self, x):
-        return F.log_softmax(x, self.dim)
+
+class LogSoftmax(_AlongDim):
+    fn = staticmethod(F.log_softmax)
 
 
 class Flatten(Module):
