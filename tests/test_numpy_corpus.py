@@ -1,6 +1,6 @@
 """The corpus of classical test functions, called unmodified on tapejit tensors: values
-against numpy, gradients against central differences, eagerly and through tj.trace
-replayed at a second point."""
+against numpy, gradients against central differences: eagerly, through tj.trace replayed
+at a second point, and in the batch engine at three points."""
 import numpy as np
 import pytest
 
@@ -36,3 +36,14 @@ def test_traced_replay(name, f, x0):
     value, grad = g.value_and_grad(x1)
     np.testing.assert_allclose(value, f(x1), rtol=1e-12, atol=1e-13)
     _check_grad(grad, f, x1)
+
+
+@pytest.mark.parametrize("name, f, x0", CORPUS, ids=[c[0] for c in CORPUS])
+def test_batch(name, f, x0):
+    """Three nearby points in one batch call (the chunk sweeps, not the one-point ones)."""
+    g = tj.trace(f, x0)
+    X = x0 + 1e-4 * np.array([np.cos(np.arange(x0.size) * k) for k in (1, 2, 3)])
+    values, grads = g.batch_value_and_grad(X)
+    for x, value, grad in zip(X, values, grads):
+        np.testing.assert_allclose(value, f(x), rtol=1e-12, atol=1e-13)
+        _check_grad(grad, f, x)
