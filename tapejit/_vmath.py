@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
@@ -324,3 +325,10 @@ def erf(x):
     y = select(small | (x > 0.0), y, -y)
     # erf(+-0) = +-0, NaN stays NaN
     return select((x == 0.0) | (x != x), x, y)
+
+
+@njit(**_INLINE)
+def fmod(a, b):
+    """C's fmod for the CPU sweeps, which cannot take math.fmod (Numba has no lowering for
+    it): numpy's, which Numba lowers to LLVM's frem, the same exact remainder."""
+    return np.fmod(a, b)

@@ -30,6 +30,8 @@ CUDA_FILE = HERE / "_sweeps_cuda.py"
 
 #: math functions the CPU sweeps take from tapejit._vmath instead of the C library
 VECTOR_MATH = ("exp", "expm1", "log", "log1p", "tanh", "atan", "erf")
+#: math functions Numba cannot lower from the math module: the CPU targets take tapejit._vmath's
+CPU_HELPERS = ("fmod",)
 #: compositions whose range lets the CPU's vector loops call a cheaper _vmath function:
 #: exp(-|a|) lies in [0, 1], where log1p_unit needs no exponent bits (softplus)
 VECTOR_FORMS = {"log1p(exp(-abs(": "log1p_unit(exp(-abs("}
@@ -732,7 +734,7 @@ def render_cpu() -> str:
         '"""',
         "# ruff: noqa",
         "import numpy as np",
-        f"from math import {', '.join(n for n in MATH_NAMES if n not in VECTOR_MATH)}",
+        f"from math import {', '.join(n for n in MATH_NAMES if n not in VECTOR_MATH + CPU_HELPERS)}",
         "from numba import njit, uint64",
         "from ._kernels import context, float64_at, float64_2d_at, int32_at, int32_2d_at, kernel_caller, uint8_at",
         "from ._select import select",
@@ -740,7 +742,7 @@ def render_cpu() -> str:
         "",
         "# vectorizable versions: loops over a chunk or a run of slots become SIMD code;",
         "# one value at a time (runs of length 1) calls the C library's",
-        f"from ._vmath import {', '.join(VECTOR_MATH)}, {', '.join(_vector_form_names())}",
+        f"from ._vmath import {', '.join(VECTOR_MATH + CPU_HELPERS)}, {', '.join(_vector_form_names())}",
         f"from math import {', '.join(f'{n} as c_{n}' for n in VECTOR_MATH)}",
         "",
         "# error_model='numpy': x/0 gives inf or nan as IEEE says, never an exception.",

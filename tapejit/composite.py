@@ -18,6 +18,7 @@ from .functions import (_as_operand, _normalize_axes, _value_of, abs, all, amax,
                         exp, expand_dims, floor, greater, isnan, less, log, log1p, matmul, maximum, minimum,
                         moveaxis, norm, not_equal, ravel, reshape, rint, sign, sin, sqrt, transpose, trunc,
                         where, zeros)
+from .opcodes import OP
 from .tensor import ArrayLike, Tensor, _state
 
 IntOrSeq = Union[int, Sequence[int]]
@@ -56,27 +57,42 @@ def rad2deg(x: ArrayLike) -> Tensor:
     return _as_operand(x) * (180.0 / math.pi)
 
 
+def fmod(x: ArrayLike, y: ArrayLike) -> Tensor:
+    """C's fmod, exact (the fmod opcode): x - trunc(x / y) y with x's sign;
+    d/dx = 1, d/dy = -trunc(x / y)."""
+    from .tensor import _elementwise
+    return _elementwise(OP.fmod, (_as_operand(x), _as_operand(y)))
+
+
+def _divmod_parts(x, y):
+    """numpy's divmod (npy_divmod) from the exact remainder: (floor quotient, remainder
+    with y's sign). The quotient has derivative 0; the remainder d/dx = 1, d/dy =
+    -floor(x / y), as PyTorch's."""
+    x, y = _as_operand(x), _as_operand(y)
+    r = fmod(x, y)
+    shift = (r != 0.0) & ((r < 0.0) != (y < 0.0))       # the remainder takes y's sign
+    remainder = where(shift, r + y, where(r == 0.0, copysign(0.0, y), r))
+    div = (x - r) / y
+    div = where(shift, div - 1.0, div)
+    q = floor(div)
+    q = where(div - q > 0.5, q + 1.0, q)                 # (x - r) / y rounded below an integer
+    quotient = where(div == 0.0, copysign(0.0, x / y), q)
+    quotient = where(y == 0.0, x / y, quotient)           # numpy: x / 0 itself (inf or nan)
+    return quotient, remainder
+
+
 def floor_divide(x: ArrayLike, y: ArrayLike) -> Tensor:
-    """floor(x / y), derivative 0. numpy divides exactly (x // y from divmod), so the two
-    differ only where x / y rounds onto an integer (1 // 0.1 is 9.0 in numpy, 10.0 here)."""
-    return floor(_as_operand(x) / y)
+    """numpy's x // y (floor of the exact quotient: 1 // 0.1 is 9.0), derivative 0."""
+    return _divmod_parts(x, y)[0]
 
 
 def mod(x: ArrayLike, y: ArrayLike) -> Tensor:
-    """x - floor(x / y) * y (the sign of y, as numpy's % and remainder): d/dx = 1,
-    d/dy = -floor(x / y), as in PyTorch; the same rounding caveat as floor_divide."""
-    x = _as_operand(x)
-    return x - floor(x / y) * y
-
-
-def fmod(x: ArrayLike, y: ArrayLike) -> Tensor:
-    """x - trunc(x / y) * y (the sign of x, as C's fmod)."""
-    x = _as_operand(x)
-    return x - trunc(x / y) * y
+    """numpy's x % y and remainder (y's sign): d/dx = 1, d/dy = -floor(x / y)."""
+    return _divmod_parts(x, y)[1]
 
 
 def divmod_(x: ArrayLike, y: ArrayLike) -> tuple:
-    return floor_divide(x, y), mod(x, y)
+    return _divmod_parts(x, y)
 
 
 def modf(x: ArrayLike) -> tuple:

@@ -43,7 +43,7 @@ OUT, N, A, SA, B, SB, D, SD = range(len(FIELDS))
 #: functions the expressions may call (all exist in ``math`` and in numba's CPU and CUDA targets)
 MATH_NAMES = (
     "exp", "expm1", "log", "log1p", "sqrt", "sin", "cos", "tan", "asin", "acos", "atan",
-    "atan2", "sinh", "cosh", "tanh", "erf", "pow",
+    "atan2", "sinh", "cosh", "tanh", "erf", "pow", "fmod",
 )
 
 TWO_OVER_SQRT_PI = "1.1283791670955126"
@@ -544,6 +544,11 @@ ROUNDING = [
     _ew("floor", 1, _FLOOR, "out = the largest integer <= a (derivative 0)"),
     _ew("ceil", 1, _CEIL, "out = the smallest integer >= a (derivative 0)"),
     _ew("trunc", 1, f"({_FLOOR} if a >= 0.0 else {_CEIL})", "out = a rounded toward 0 (derivative 0)"),
+    # exact (C's fmod computes the remainder without rounding), so that % and // can follow
+    # numpy's divmod: 1 // 0.1 is 9.0 there, where floor(1 / 0.1) is 10.0. d/db is minus the
+    # truncated quotient, (a - o) / b rounded to the integer it is
+    _ew("fmod", 2, "fmod(a, b)", "out = a - trunc(a / b) * b, exactly, with a's sign (C's fmod)",
+        a="1.0", b=f"-{_rint('((a - o) / b)')}"),
 ]
 
 OPS: list[OpDef] = ELEMENTWISE + STRUCTURAL + FUSED + ROUNDING

@@ -123,7 +123,7 @@ _PY_NAMES = {name: getattr(math, name) for name in MATH_NAMES}
 _NP_NAMES = {"exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p, "sqrt": np.sqrt,
              "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin, "acos": np.arccos,
              "atan": np.arctan, "atan2": np.arctan2, "sinh": np.sinh, "cosh": np.cosh,
-             "tanh": np.tanh, "pow": np.power, "abs": np.abs,
+             "tanh": np.tanh, "pow": np.power, "abs": np.abs, "fmod": np.fmod,
              "erf": np.vectorize(math.erf, otypes=[np.float64])}
 
 

@@ -366,3 +366,22 @@ def test_array_function_arguments_tapejit_lacks_are_refused_by_name():
     y = np.sum(t, axis=0, keepdims=True, out=None)     # numpy's defaults pass through
     y.sum().backward()
     np.testing.assert_array_equal(t.grad.numpy(), [1.0, 1.0, 1.0])
+
+
+def test_divmod_floor_divide_and_remainder_are_numpys_to_the_bit():
+    """% and // follow numpy's divmod from the exact fmod: 1 // 0.1 is 9.0 (floor(1 / 0.1)
+    would be 10.0), signs of zero and division by zero included."""
+    a = np.concatenate([rng.normal(size=500) * 10, [1.0, -1.0, 0.0, -0.0, 5.0, np.inf, 3.0, -3.0, 1e300, 0.3, 7.0]])
+    b = np.concatenate([rng.normal(size=500), [0.1, 0.1, -3.0, 3.0, 0.0, 2.0, np.inf, np.inf, 1e-300, 0.1, 0.7]])
+
+    def same(got, want):
+        return (np.array_equal(got, want, equal_nan=True)
+                and np.array_equal(np.signbit(got[~np.isnan(got)]), np.signbit(want[~np.isnan(want)])))
+    t = tj.tensor(a, requires_grad=True)
+    with np.errstate(all="ignore"):
+        q, r = divmod(t, b)
+        nq, nr = np.divmod(a, b)
+        assert same(q.numpy(), nq) and same(r.numpy(), nr)
+        assert same((t // b).numpy(), np.floor_divide(a, b)) and same((t % b).numpy(), np.remainder(a, b))
+        assert same(np.fmod(t, b).numpy(), np.fmod(a, b))
+    assert (tj.tensor(1.0) // 0.1).item() == 9.0

@@ -92,6 +92,9 @@ REFERENCE = {
     "floor": (lambda a, b, d, c: np.floor(a), [between_integers], 0.0),
     "ceil": (lambda a, b, d, c: np.ceil(a), [between_integers], 0.0),
     "trunc": (lambda a, b, d, c: np.trunc(a), [between_integers], 0.0),
+    # away from the jumps, where a / b is an integer
+    "fmod": (lambda a, b, d, c: np.fmod(a, b), [between_integers, lambda n: rng.choice([-1.0, 1.0], n)
+                                                 * rng.uniform(0.9, 1.1, n)], 0.0),
     "where": (lambda a, b, d, c: np.where(a != 0, b, d), [lambda n: (rng.uniform(size=n) < 0.5) * 1.0, ANY, ANY], 0.0),
 }
 
