@@ -35,6 +35,7 @@ class Impl:
     result: Optional[Callable] = None      # extracts a comparable array from fn's return
     items: Optional[int] = None            # items per call when it differs from the case's
     warmup: int = 1                         # untimed calls first (compilation, caches, allocator)
+    comparable: bool = True                 # False: computes something else (a value beside gradients)
 
 
 @dataclass
@@ -374,6 +375,58 @@ def _torch_batch_impls(make, X):
     return [Impl("torch.func.vmap(grad)", lambda: g(Xt).numpy())]
 
 
+#: workload M: one transcendental opcode each, as f(x) on the interval its inputs are drawn from
+#: (tapejit and jax.numpy spell it alike; scipy for numpy's erf)
+MATH_OPS = {
+    "exp": (-5.0, 5.0), "expm1": (-5.0, 5.0), "log": (0.01, 10.0), "log1p": (-0.9, 10.0),
+    "sqrt": (0.01, 10.0), "sin": (-10.0, 10.0), "cos": (-10.0, 10.0), "tan": (-1.5, 1.5),
+    "arcsin": (-0.99, 0.99), "arccos": (-0.99, 0.99), "arctan": (-10.0, 10.0),
+    "arctan2": (-2.0, 2.0), "sinh": (-5.0, 5.0), "cosh": (-5.0, 5.0), "tanh": (-5.0, 5.0),
+    "erf": (-3.0, 3.0), "power": (0.1, 3.0), "sigmoid": (-10.0, 10.0), "softplus": (-10.0, 10.0),
+}
+
+
+def _math_op(name: str, lib):
+    """f(x) for MATH_OPS[name] in tj, jax.numpy or numpy; the binary ones take x twice."""
+    if name == "arctan2":
+        return lambda x: lib.arctan2(x, 2.5 - x)
+    if name == "power":
+        return lambda x: lib.power(x, 0.5 + 0.25 * x)
+    if hasattr(lib, name):
+        return getattr(lib, name)
+    if name == "erf" and lib.__name__.startswith("jax"):
+        from jax.scipy.special import erf
+        return erf
+    if name == "sigmoid":
+        return lambda x: 1.0 / (1.0 + lib.exp(-x))
+    if name == "softplus":
+        return lambda x: lib.logaddexp(x, 0.0)
+    from scipy.special import erf
+    return erf
+
+
+def _math_case(name: str):
+    def build(size: int, device: str) -> Case:
+        import tapejit as tj
+        lo, hi = MATH_OPS[name]
+        x = np.random.default_rng(11).uniform(lo, hi, size)
+        f = tj.trace(lambda z: tj.sum(_math_op(name, tj)(z) * z), x)
+        impls = [Impl("tapejit (trace, f.grad)", lambda: f.grad(x))]
+        jax = _jax()
+        if jax is not None:
+            import jax.numpy as jnp
+            g = jax.jit(jax.grad(lambda z: jnp.sum(_math_op(name, jnp)(z) * z)))
+            xj = jnp.asarray(x)
+            impls.append(Impl("jax.jit(grad)", lambda: np.asarray(jax.block_until_ready(g(xj)))))
+        else:
+            impls.append(Impl("jax.jit(grad)", note=NOT_INSTALLED))
+        fn = _math_op(name, np)
+        # numpy's forward only (the value; no gradient): what the function alone costs
+        impls.append(Impl("numpy forward (value only)", lambda: np.sum(fn(x) * x), comparable=False))
+        return Case(f"M:{name}", 1, "gradients", impls, tolerance=1e-10)
+    return build
+
+
 def _l1_case(size: int, device: str) -> Case:
     import tapejit as tj
     from scipy.optimize import rosen_der
@@ -680,8 +733,30 @@ WORKLOADS = {
                  _minimize_case, "n"),
         Workload("O2", "tj.multistart L-BFGS: Rosenbrock n=100 from many starts", 10_000, 1_000,
                  _multistart_case, "starts"),
-    ]
+    ] + [Workload(f"M:{name}", f"gradient of sum({name}(x) * x), x in [{lo}, {hi}]", 1_000_000, 100_000,
+                  _math_case(name), "n") for name, (lo, hi) in MATH_OPS.items()]
 }
+
+
+#: names that stand for several workloads; a plain ``tapejit bench`` runs the ungrouped ones
+GROUPS = {"M": [name for name in WORKLOADS if name.startswith("M:")]}
+DEFAULT = [name for name in WORKLOADS if not any(name in members for members in GROUPS.values())]
+
+
+def format_math_table(results: list) -> str:
+    """Workload M as one table: an opcode a line, tapejit beside JAX and numpy's forward."""
+    lines = [f"  {'f':<10}{'tapejit':>12}{'jax':>12}{'jax / tapejit':>15}{'numpy forward':>15}"]
+    for result in results:
+        if not result["workload"].startswith("M:"):
+            continue
+        rows = {r["implementation"].split(" ")[0]: r for r in result["rows"]}
+        t, j, n = (rows.get(k, {}) for k in ("tapejit", "jax.jit(grad)", "numpy"))
+
+        def cell(row):
+            return _fmt_time(row["median_s"]) if row.get("status") == "ok" else "-"
+        ratio = f"{t['throughput'] / j['throughput']:.2f}x" if j.get("status") == "ok" else "-"
+        lines.append(f"  {result['workload'][2:]:<10}{cell(t):>12}{cell(j):>12}{ratio:>15}{cell(n):>15}")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------
@@ -724,7 +799,9 @@ def _run_case(workload, case, size, device, repeat, min_time, progress) -> dict:
         try:
             out = impl.fn()
             value = np.asarray((impl.result or (lambda r: r))(out), dtype=np.float64)
-            if reference is None:
+            if not impl.comparable:
+                agree = None
+            elif reference is None:
                 reference = value
                 agree = True
             else:
@@ -878,7 +955,7 @@ def format_result(result: dict) -> str:
         if r.get("status") != "ok":
             lines.append(f"  {r['implementation']:<34}{r['status']}")
             continue
-        flag = "" if r["agrees"] else "  (results differ!)"
+        flag = "  (results differ!)" if r["agrees"] is False else ""
         lines.append(f"  {r['implementation']:<34}{_fmt_time(r['median_s']):>12}{_fmt_time(r['min_s']):>12}"
                      f"{_fmt_time(r['max_s']):>12}{r['throughput']:>16.4g}{r['tapejit_speedup']:>12.2f}x{flag}")
     return "\n".join(lines)

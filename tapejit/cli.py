@@ -59,7 +59,7 @@ class _Progress:
 
 
 def bench_main(args) -> int:
-    names = args.workload or list(bench.WORKLOADS)
+    names = [member for name in (args.workload or bench.DEFAULT) for member in bench.GROUPS.get(name, [name])]
     unknown = [n for n in names if n not in bench.WORKLOADS]
     if unknown:
         print(f"tapejit bench: unknown workload {', '.join(unknown)}; choose from {', '.join(bench.WORKLOADS)}",
@@ -96,6 +96,9 @@ def bench_main(args) -> int:
         results.append(result)
         print()
         print(bench.format_result(result))
+    if any(r["workload"].startswith("M:") for r in results):
+        print("\nworkload M, one opcode per line (median gradient times):")
+        print(bench.format_math_table(results))
     report = {"machine": facts, "results": results}
     if not args.no_latency:
         report["first_call"] = bench.first_call_latency()

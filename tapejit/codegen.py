@@ -29,7 +29,8 @@ CPU_FILE = HERE / "_sweeps_cpu.py"
 CUDA_FILE = HERE / "_sweeps_cuda.py"
 
 #: math functions the CPU sweeps take from tapejit._vmath instead of the C library
-VECTOR_MATH = ("exp", "expm1", "log", "log1p", "tanh", "atan", "erf")
+VECTOR_MATH = ("exp", "expm1", "log", "log1p", "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh",
+               "cosh", "tanh", "erf")
 #: math functions Numba cannot lower from the math module: the CPU targets take tapejit._vmath's
 CPU_HELPERS = ("fmod",)
 #: compositions whose range lets the CPU's vector loops call a cheaper _vmath function:
@@ -403,11 +404,13 @@ def _scalar_case(body: list[str], target: Target, indent: str, c_math: tuple = V
     return [f"{indent}if n == 1:"] + [indent + "    " + ln for ln in single] + [f"{indent}    continue"]
 
 
-#: the C library functions that one value at a time beat _vmath's; its expm1 does not
-#: (12.8 vs 7.9 ns on the dev box: softplus's partial, 2,500 of them in the W graph's
-#: reverse). Values keep the C library's expm1: the eager recorder computes them with it,
-#: and replayed values equal recorded ones bit for bit. Partials have no such twin.
-C_MATH_FOR_PARTIALS = ("exp", "log", "log1p")
+#: the C library functions that one value at a time beat _vmath's (latency of a dependent
+#: chain on the dev box, ns, _vmath / C: sin 57 / 16, tan 78 / 22, acos 35 / 23, atan2
+#: 28 / 24, exp 18 / 11; sinh 24 / 39 and expm1 12.8 / 7.9 stay _vmath's: expm1 is
+#: softplus's partial, 2,500 of them in the W graph's reverse). Values keep the C
+#: library's everywhere: the eager recorder computes them with it, and replayed values
+#: equal recorded ones bit for bit. Partials have no such twin.
+C_MATH_FOR_PARTIALS = ("exp", "log", "log1p", "sin", "cos", "tan", "asin", "acos", "atan2")
 
 
 def _scalar_math(line: str, c_math: tuple = VECTOR_MATH) -> str:

@@ -9,12 +9,14 @@ from scipy.special import erf as scipy_erf
 from tapejit import _vmath
 
 # the largest error, in ulps of numpy's result, that each function may have
-BOUNDS = {"exp": 1.0, "expm1": 2.0, "log": 1.0, "log1p": 1.0, "tanh": 2.0, "atan": 1.0, "erf": 2.0}
+BOUNDS = {"exp": 1.0, "expm1": 2.0, "log": 1.0, "log1p": 1.0, "tanh": 2.0, "atan": 1.0, "erf": 2.0,
+          "sin": 1.0, "cos": 1.0, "tan": 1.0, "asin": 1.0, "acos": 1.0, "sinh": 1.0, "cosh": 1.0}
 REFERENCE = {"exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p, "tanh": np.tanh, "atan": np.arctan,
-             "erf": scipy_erf}
+             "erf": scipy_erf, "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin, "acos": np.arccos,
+             "sinh": np.sinh, "cosh": np.cosh}
 #: how often the result must be numpy's (scipy's) double exactly: their tanh and erf are off
 #: by an ulp on many points themselves (see the mpmath test below); erf agrees on 78%
-EXACT = {"tanh": 0.85, "erf": 0.75}
+EXACT = {"tanh": 0.85, "erf": 0.75, "asin": 0.8, "acos": 0.75, "sinh": 0.8, "cosh": 0.8}
 SPECIAL = np.array([
     0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324, -5e-324, 1e-310, -1e-310, 1e-300, 1e-17, -1e-17,
     -1.0, -1.0 + 2.0**-53, np.nextafter(-1.0, -2.0), 0.5, -0.5, 1.0, 2.0,
@@ -22,6 +24,8 @@ SPECIAL = np.array([
     1.7976931348623157e308, -1.7976931348623157e308, -37.5, -50.0, -51.0, 0.34657359027997264, 0.3466,
     0.625, np.nextafter(0.625, 0.0), -0.625, 22.0, -22.0, 19.06, -19.06, 1000.0, -1000.0,
     0.66, np.nextafter(0.66, 1.0), 2.414213562373095, 2.4142135623730954, -2.414213562373095,
+    np.pi / 4, np.nextafter(np.pi / 4, 1.0), np.pi / 2, np.pi, 2.0**52, 2.0**105, 2.0**1023, 1e22,
+    0.6744, -0.6744, 0.999999, -0.999999, 1.0000001, -1.5, 710.4758600739439, 710.48, -710.47,
 ])
 
 
@@ -85,7 +89,7 @@ def test_special_values_as_c99(name):
 def test_the_sweeps_use_them():
     # the generated CPU sweeps import these names from _vmath, not from math
     from tapejit import _sweeps_cpu
-    for name in BOUNDS:
+    for name in list(BOUNDS) + ["atan2"]:
         assert getattr(_sweeps_cpu, name) is getattr(_vmath, name)
 
 
@@ -120,7 +124,8 @@ def test_softplus_sweeps_use_log1p_unit_and_stay_accurate():
     assert err.max() <= 2.0
 
 
-@pytest.mark.parametrize("name, bound", [("tanh", 1.0), ("erf", 2.0)])
+@pytest.mark.parametrize("name, bound", [("tanh", 1.0), ("erf", 2.0), ("sin", 1.0), ("cos", 1.0), ("tan", 1.0),
+                                         ("asin", 1.0), ("acos", 1.0), ("sinh", 1.0), ("cosh", 1.0)])
 def test_within_bound_of_mpmath_where_numpy_and_ours_differ_most(name, bound):
     """numpy's tanh and scipy's erf are not correctly rounded either: on the points where
     ours is furthest from theirs, the correctly rounded value (mpmath, 120 bits) is
@@ -136,3 +141,66 @@ def test_within_bound_of_mpmath_where_numpy_and_ours_differ_most(name, bound):
     with mpmath.workprec(120):
         exact = np.array([float(getattr(mpmath, name)(mpmath.mpf(float(v)))) for v in far])
     assert _ulps(ours, exact).max() <= bound
+
+
+def test_sin_cos_tan_of_huge_arguments_against_mpmath():
+    """The reduction by pi/2 of arguments up to the largest double: random magnitudes and
+    the double closest to a multiple of pi/2 (6381956970095103 * 2^797, whose cosine is
+    4.7e-19; numpy's is 8 ulp off there), against mpmath, which reduces exactly."""
+    mpmath = pytest.importorskip("mpmath")
+    rng = np.random.default_rng(21)
+    x = np.concatenate([np.exp(rng.uniform(np.log(1e5), 709.0, 300)) * rng.choice([-1.0, 1.0], 300),
+                        np.ldexp(rng.uniform(1.0, 2.0, 100), rng.integers(50, 1024, 100)),
+                        np.array([6381956970095103 * 2.0**797, -6381956970095103 * 2.0**797,
+                                  1.7976931348623157e308, 2.0**1023, 2.0**52, 2.0**53 - 1.0, 1e22])])
+    for name in ("sin", "cos", "tan"):
+        got = np.empty_like(x)
+        KERNELS[name](x, got)
+        with mpmath.workprec(120):
+            exact = np.array([float(getattr(mpmath, name)(mpmath.mpf(float(v)))) for v in x])
+        err = _ulps(got, exact)
+        worst = int(np.argmax(err))
+        assert err[worst] <= 1.0, f"{name}({x[worst]!r}) = {got[worst]!r}, mpmath {exact[worst]!r}"
+
+
+def test_the_pieces_of_one_over_two_pi():
+    mpmath = pytest.importorskip("mpmath")
+    bits = 53 * _vmath._INVERSE_TWO_PI_PIECES
+    with mpmath.workprec(bits + 64):
+        exact = int(mpmath.floor(mpmath.ldexp(1 / (2 * mpmath.pi), bits)))
+    assert _vmath._bits_of_inverse_two_pi(bits) == exact
+    joined = 0
+    for piece in _vmath._INVERSE_TWO_PI:
+        joined = (joined << 53) | int(piece)
+    assert joined == exact
+
+
+@njit(error_model="numpy")
+def _atan2_loop(y, x, out):
+    for k in range(x.shape[0]):
+        out[k] = _vmath.atan2(y[k], x[k])
+
+
+def test_atan2_within_an_ulp_and_c99_special_cases():
+    rng = np.random.default_rng(22)
+    n = 200_000
+    magnitudes = np.exp(rng.uniform(-700.0, 700.0, n)) * rng.choice([-1.0, 1.0], n)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0, 5e-324, -5e-324, 1e308, -3.0])
+    sy, sx = (a.ravel() for a in np.meshgrid(special, special))
+    y = np.concatenate([rng.standard_normal(n), magnitudes, rng.uniform(-1.0, 1.0, n), sy])
+    x = np.concatenate([rng.standard_normal(n), rng.permutation(magnitudes), rng.uniform(-1e-3, 1e-3, n), sx])
+    got = np.empty_like(x)
+    _atan2_loop(y, x, got)
+    want = np.arctan2(y, x)
+    err = _ulps(got, want)
+    worst = int(np.argmax(err))
+    assert err[worst] <= 1.0, f"atan2({y[worst]!r}, {x[worst]!r}) = {got[worst]!r}, numpy {want[worst]!r}"
+    assert np.mean(err == 0.0) > 0.75
+    # signed zeros, +-pi, +-pi/2, +-pi/4 and +-3pi/4 on the grid of special values, as C99 says
+    tail = slice(-sy.size, None)
+    assert np.array_equal(np.isnan(got[tail]), np.isnan(want[tail]))
+    number = ~np.isnan(want[tail])
+    assert np.array_equal(np.signbit(got[tail][number]), np.signbit(want[tail][number]))
+    assert np.all(err[tail] <= 1.0)
+    # an infinite ratio gives pi/2 exactly (not pi plus atan's -pi/2, an ulp off)
+    assert np.all(got[tail][(sx == 0.0) & (sy == 1.0)] == np.pi / 2)
