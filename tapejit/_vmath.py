@@ -574,10 +574,17 @@ def _kernel_cos(x, y):
 
 
 @njit(inline="always", **_INLINE)
-def _sin_cos(x):
+def _reduced(x):
+    """_reduce_quarter of |x| (of 0 where x is not finite), and whether x is finite."""
     ax = abs(x)
     finite = ax < math.inf
     q, hi, lo = _reduce_quarter(select(finite, ax, 0.0))
+    return q, hi, lo, finite
+
+
+@njit(inline="always", **_INLINE)
+def _sin_cos(x):
+    q, hi, lo, finite = _reduced(x)
     return q, _kernel_sin(hi, lo), _kernel_cos(hi, lo), finite
 
 
@@ -640,9 +647,7 @@ def _kernel_tan(x, y, odd):
 
 @njit(inline="always", **_INLINE)
 def tan(x):
-    ax = abs(x)
-    finite = ax < math.inf
-    q, hi, lo = _reduce_quarter(select(finite, ax, 0.0))
+    q, hi, lo, finite = _reduced(x)
     y = _kernel_tan(hi, lo, (q == 1.0) | (q == 3.0))
     # tan(+-0) = +-0 (the polynomial keeps +0), tan(+-inf) = NaN, NaN stays NaN
     y = select(_bits_of(x) < 0, -y, y)

@@ -17,7 +17,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "tapejit and each baseline (min/median/max, throughput, ratio).")
     b.add_argument("--quick", action="store_true", help="small sizes, a few repeats: under a minute once compiled")
     b.add_argument("--workload", action="append", metavar="NAME",
-                   help=f"run only these (repeatable): {', '.join(bench.WORKLOADS)}")
+                   help=f"run only these (repeatable): {', '.join(bench.DEFAULT + list(bench.GROUPS))}; "
+                        f"a group stands for its members ({', '.join(bench.GROUPS['M'][:2])} ...)")
     b.add_argument("--batch", type=int, metavar="N", help="problem size (batch, n or operations) for every workload run")
     b.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where tapejit runs batch workloads")
     b.add_argument("--repeat", type=int, default=None, metavar="R", help="timed calls per implementation (default 5, quick 3)")
@@ -62,7 +63,8 @@ def bench_main(args) -> int:
     names = [member for name in (args.workload or bench.DEFAULT) for member in bench.GROUPS.get(name, [name])]
     unknown = [n for n in names if n not in bench.WORKLOADS]
     if unknown:
-        print(f"tapejit bench: unknown workload {', '.join(unknown)}; choose from {', '.join(bench.WORKLOADS)}",
+        print(f"tapejit bench: unknown workload {', '.join(unknown)}; choose from "
+              f"{', '.join(bench.DEFAULT + list(bench.GROUPS))} or a group's member ({', '.join(bench.GROUPS['M'][:2])} ...)",
               file=sys.stderr)
         return 2
     workloads = [bench.WORKLOADS[n] for n in names]
