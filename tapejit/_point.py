@@ -22,6 +22,8 @@ from ._unlinked import unlinked
 # _nrt=False: nothing here allocates, so array arguments go without reference counts
 # (atomic instructions; see tapejit/passes.py)
 _JIT = dict(cache=True, nogil=True, error_model="numpy", _nrt=False)
+# the loops of a few lines are inlined into the entry points: each jitted function costs
+# ~60-100 ms of a first call's compilation on the 2-core Zen 4 box, whatever its size
 
 forward_vector = unlinked(sweeps.forward_vector, types.none)
 reverse_vector = unlinked(sweeps.reverse_vector, types.none)
@@ -29,7 +31,7 @@ forward_tangent = unlinked(sweeps.forward_tangent_vector, types.none)
 reverse_tangent = unlinked(sweeps.reverse_tangent_vector, types.none)
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _place(v, x, in_pos, p, param_pos):
     """The point x and the parameters p into their slots of v."""
     for k in range(in_pos.shape[0]):
@@ -38,7 +40,7 @@ def _place(v, x, in_pos, p, param_pos):
         v[param_pos[k]] = p[k]
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _guards_hold(v, guards):
     for k in range(guards.shape[0]):
         if v[guards[k]] != 1.0:
@@ -54,7 +56,7 @@ def value(ops, ins, cv, consts, idx, v, x, in_pos, p, param_pos, guards):
     return _guards_hold(v, guards)
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _clear(g, in_pos, param_pos):
     """The inputs' and parameters' adjoints back to zero: the reverse sweeps consume
     every other slot's."""
@@ -64,7 +66,7 @@ def _clear(g, in_pos, param_pos):
         g[param_pos[k]] = 0.0
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _take(g, in_pos, param_pos, out):
     """The inputs' adjoints into out, then _clear."""
     for k in range(in_pos.shape[0]):

@@ -28,6 +28,7 @@ from . import codegen
 from .opcodes import OPS, OP
 from .passes import _read_range, gathered
 from ._scalars import ZERO as _ZERO
+from ._twins import jit_or_python, tape_work
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -155,6 +156,7 @@ def plan_and_dirty(arrays, seeded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     assignment (such a row must be zero when the sweep starts). A slot that is neither
     dirty nor seeded is assigned in every sweep or never written."""
     elementwise, arity, assignable, contributes = _TABLES
-    return _plan(arrays.ops, arrays.ins, arrays.idx, arrays.n_slots, np.asarray(seeded, np.int64), elementwise,
+    plan = jit_or_python(_plan, tape_work(arrays.ops, arrays.ins, elementwise))
+    return plan(arrays.ops, arrays.ins, arrays.idx, arrays.n_slots, np.asarray(seeded, np.int64), elementwise,
                  arity, assignable, contributes, OP.input, OP.gather, OP.sum, OP.amax, OP.affine, OP.matmul, OP.softmax,
                  OP.gather_sum, codegen.ZERO_AFTER_READ)

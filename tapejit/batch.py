@@ -27,6 +27,8 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 # helpers that allocate nothing and return no array run without Numba's runtime: no
 # atomic reference counts on their array arguments at every call (see tapejit/passes.py)
 _NO_RUNTIME = dict(_JIT, _nrt=False)
+# the drivers' helpers of a few lines are inlined (inline="always"): a jitted function of
+# its own costs ~60-100 ms of a first batch call's compilation (2-core Zen 4 box)
 
 # the chunk sweeps as the drivers call them: without a copy of each sweep in each driver
 forward_chunk = unlinked(sweeps.forward_chunk, types.none)
@@ -73,14 +75,14 @@ def chunk_size(n_slots: int, batch: int) -> int:
     return max(1, min(chunk, batch))
 
 
-@njit(**_NO_RUNTIME)
+@njit(inline="always", **_NO_RUNTIME)
 def _fill_rows(v, rows, values):
     """Parameters: rows that no sweep writes, set once per workspace."""
     for j in range(rows.shape[0]):
         v[rows[j]] = values[j]
 
 
-@njit(**_NO_RUNTIME)
+@njit(inline="always", **_NO_RUNTIME)
 def _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P):
     rows_to_points(vals, v, out_pos, p0, P, _NO)
     # valid starts all True (run); only a failed guard writes it

@@ -259,6 +259,23 @@ def _b2_case(size: int, device: str) -> Case:
     return Case("B2", size, "gradients", impls, tolerance=1e-8)
 
 
+def _b3_case(size: int, device: str) -> Case:
+    import tapejit as tj
+    X = np.random.default_rng(3).uniform(-2.0, 2.0, (size, 12))
+    f = tj.trace(workloads.transcendental, np.zeros(12))
+    impls = [Impl("tapejit" + (" (cuda)" if device == "cuda" else ""),
+                  lambda: f.batch_value_and_grad(X, device=device)[1])]
+    vals, grads = np.empty(size), np.empty_like(X)
+
+    def numba_fn():
+        workloads.transcendental_numba(X, vals, grads)
+        return grads
+    impls.append(Impl("numba (hand-written)", numba_fn))
+    impls += _jax_batch_impls(lambda jnp: (lambda x: workloads.transcendental(x, jnp)), X)
+    impls += _torch_batch_impls(lambda torch: (lambda x: workloads.transcendental(x, torch)), X)
+    return Case("B3", size, "gradients", impls, tolerance=1e-8)
+
+
 def _mlp_data(size: int):
     """Digits-shaped data (1,797 x 64 in [0, 1], 10 classes; synthetic: no dataset download)
     and the initial weights of a 64-64-10 network, as PyTorch's Linear draws them."""
@@ -714,6 +731,7 @@ WORKLOADS = {
         Workload("B1", "Rosenbrock n=10: gradients at many points", 1_000_000, 100_000, _b1_case),
         Workload("B2", "logistic loss, 20 weights x 50 samples: gradients at many weight vectors", 20_000, 20_000,
                  _b2_case),
+        Workload("B3", "log, sin and tanh of 12 inputs: gradients at many points", 400_000, 40_000, _b3_case),
         Workload("L1", "Rosenbrock n=1e6: one gradient of a traced function", 1_000_000, 100_000, _l1_case, "n"),
         Workload("W", "the 'Fastest Autograd in the West' graph: forward + backward", 10_000, 1_000, _w_case,
                  "operations"),

@@ -37,6 +37,7 @@ from . import _sweeps_cpu as sweeps
 from .opcodes import OP, OPS
 from .tape import TapeArrays, validate
 from ._scalars import ONE as _ONE, ZERO as _ZERO
+from ._twins import jit_or_python, tape_work
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 # Loops that allocate nothing run without Numba's runtime: with it, every array argument
@@ -162,7 +163,7 @@ def _remap_all(prog: Program, slot_map: np.ndarray, start: int = 0, skip=None) -
     through slot_map, which must keep each run a run: gathers get fresh, remapped blocks
     of the index pool."""
     skip = np.zeros(len(prog), np.bool_) if skip is None else skip
-    bad = _remap_runs(prog.ops, prog.ins, slot_map, start, skip, *_codes())
+    bad = _small(prog, _remap_runs)(prog.ops, prog.ins, slot_map, start, skip, *_codes())
     if bad >= 0:
         raise AssertionError(f"instruction {bad}: a remapped operand is no longer a run")
     gathers = np.flatnonzero(((prog.ops == OP.gather) | (prog.ops == OP.gather_sum)) & ~skip)
@@ -339,6 +340,11 @@ def needed_backward(ops, ins, idx, needed, is_input_op, elementwise, arity, op_g
     return live
 
 
+def _small(prog: Program, fn):
+    """fn, or its Python twin on a small tape (see tapejit/_twins.py)."""
+    return jit_or_python(fn, tape_work(prog.ops, prog.ins, _ELEMENTWISE))
+
+
 def _codes():
     return (_ELEMENTWISE, _ARITY.astype(np.int64), OP.gather, OP.sum, OP.amax, OP.affine, OP.matmul, OP.softmax,
             OP.gather_sum)
@@ -351,7 +357,7 @@ def _dependence(prog: Program) -> np.ndarray:
     """Which slots depend on an input or parameter."""
     dep = np.zeros(prog.n_slots, np.bool_)
     dep[prog.inputs] = True
-    depends_forward(prog.ops, prog.ins, prog.idx, dep, *_codes())
+    _small(prog, depends_forward)(prog.ops, prog.ins, prog.idx, dep, *_codes())
     return dep
 
 
@@ -674,7 +680,7 @@ def eliminate_dead(prog: Program) -> Program:
     """Drop instructions whose outputs nothing needed reads; renumber the slots densely."""
     needed = np.zeros(prog.n_slots, np.int64)
     needed[prog.keep] = 1
-    live = needed_backward(prog.ops, prog.ins, prog.idx, needed, OP.input, *_codes())
+    live = _small(prog, needed_backward)(prog.ops, prog.ins, prog.idx, needed, OP.input, *_codes())
     prog = _drop(prog, ~live)
     # dense renumbering: every live run keeps its length, in instruction order
     outs, lengths = prog.ins[0], prog.ins[1]
@@ -736,7 +742,7 @@ def _reader_counts(prog: Program) -> np.ndarray:
     """How many times each slot is read; outputs and guards count as read twice more, so
     that no fusion absorbs them."""
     counts = np.zeros(prog.n_slots, np.int64)
-    read_counts(prog.ops, prog.ins, prog.idx, counts, *_codes())
+    _small(prog, read_counts)(prog.ops, prog.ins, prog.idx, counts, *_codes())
     counts[prog.keep] += 2
     return counts
 
@@ -749,11 +755,11 @@ def fuse_sums(prog: Program) -> Program:
     if np.count_nonzero(chained) < 2:
         return prog
     counts = _reader_counts(prog)
-    extends, term, absorbed = _sum_chains(prog.ops, prog.ins, counts, prog.n_slots, OP.add, OP.add_c)
+    extends, term, absorbed = _small(prog, _sum_chains)(prog.ops, prog.ins, counts, prog.n_slots, OP.add, OP.add_c)
     roots = np.flatnonzero((extends >= 0) & ~absorbed)
     if not roots.size:
         return prog
-    terms, lengths, c = _chain_terms(prog.ins, prog.cv, prog.ops, roots, extends, term, OP.add_c)
+    terms, lengths, c = _small(prog, _chain_terms)(prog.ins, prog.cv, prog.ops, roots, extends, term, OP.add_c)
     prog.ops[roots] = OP.gather_sum
     prog.ins[1:, roots] = 0
     prog.ins[1, roots] = 1
@@ -897,7 +903,7 @@ def fuse_squares(prog: Program) -> Program:
     each one instruction (see opcodes.FUSED) where the intermediate runs have no other reader."""
     if not np.any(prog.ops == OP.square):
         return prog
-    _fuse_squares(prog.ops, prog.ins, prog.cv, _reader_counts(prog), prog.n_slots, _ELEMENTWISE, OP.square,
+    _small(prog, _fuse_squares)(prog.ops, prog.ins, prog.cv, _reader_counts(prog), prog.n_slots, _ELEMENTWISE, OP.square,
                   OP.sub, OP.rsub_c, OP.add_c, OP.mul_c, OP.add, OP.square_sub, OP.square_rsub_c,
                   OP.add_scaled_square, OP.minus_square)
     return prog
@@ -928,7 +934,7 @@ def flag_constant_factors(prog: Program, differentiable: np.ndarray) -> Program:
         return prog
     dep = np.zeros(prog.n_slots, np.bool_)
     dep[differentiable] = True
-    depends_forward(prog.ops, prog.ins, prog.idx, dep, *_codes())
+    _small(prog, depends_forward)(prog.ops, prog.ins, prog.idx, dep, *_codes())
     before = np.concatenate([[0], np.cumsum(dep, dtype=np.int64)])
     for i in matmuls:
         n, a, q, b, r = (int(prog.ins[f, i]) for f in (1, 2, 3, 4, 5))

@@ -25,6 +25,7 @@ from .errors import TapejitError
 from .symbolic import depends_on
 from ._threads import get_num_threads, limit_threads, run_workers
 from ._scalars import NO as _NO, NO_LIMIT as _NO_LIMIT, ONE as _ONE, ZERO as _ZERO
+from ._twins import jit_or_python, tape_work
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 MAX_STORED = 2**31 - 1        # slot sets are addressed with int32 positions
@@ -895,6 +896,17 @@ def _symmetric_csr(rows, cols, families, n):
     return bounds, bucket[:u], band, longest
 
 
+def _small_tape(f, fn):
+    """fn, or its Python twin (tapejit/_twins.py) where the tape and the input sets its
+    slots can hold are small."""
+    a = f.arrays
+    return jit_or_python(fn, tape_work(a.ops, a.ins, ELEMENTWISE) + a.n_slots * f.n_inputs)
+
+
+def _small_pattern(pattern, fn, visits_per_entry: int = 1):
+    return jit_or_python(fn, pattern.nnz * visits_per_entry)
+
+
 def _structural_codes():
     return (OP.input, OP.gather, OP.sum, OP.amax, OP.affine, OP.matmul, OP.softmax, OP.gather_sum)
 
@@ -907,7 +919,7 @@ def _slot_patterns(f, for_hessian: bool = False):
     if key not in cache:
         a = f.arrays
         n_needed = len(a.ops) - 1 if key == "operand slots" else len(a.ops)
-        sets, fits = forward_patterns(a.ops, a.ins, a.consts, a.idx, np.zeros(a.n_slots, np.int32),
+        sets, fits = _small_tape(f, forward_patterns)(a.ops, a.ins, a.consts, a.idx, np.zeros(a.n_slots, np.int32),
                                       np.zeros(a.n_slots, np.int32), f.in_pos, n_needed,
                                       DIFFERENTIABLE, ELEMENTWISE, *_structural_codes())
         if not fits:
@@ -958,7 +970,7 @@ def _gather_sets(slots, n_in, run_o, run_n, run_inst, affine, fam_ptr, fam_off, 
 def jacobian_pattern(f) -> sp.csr_matrix:
     cache = f.__dict__.setdefault("_sparsity", {})
     if "jacobian" not in cache:
-        indptr, indices = _gather_sets(f.out_pos.astype(np.int64), f.n_inputs, *_slot_patterns(f))
+        indptr, indices = _small_tape(f, _gather_sets)(f.out_pos.astype(np.int64), f.n_inputs, *_slot_patterns(f))
         cache["jacobian"] = sp.csr_matrix((np.ones(len(indices), bool), indices, indptr),
                                           shape=(f.n_outputs, f.n_inputs))
     return cache["jacobian"]
@@ -968,7 +980,7 @@ def hessian_pattern(f) -> sp.csr_matrix:
     cache = f.__dict__.setdefault("_sparsity", {})
     if "hessian" not in cache:
         a = f.arrays
-        indptr, indices, band, longest = hessian_entries(
+        indptr, indices, band, longest = _small_tape(f, hessian_entries)(
             a.ops, a.ins, a.consts, a.idx, np.zeros(a.n_slots, np.bool_), f.n_inputs, int(f.out_pos[0]),
             *_slot_patterns(f, for_hessian=True), DIFFERENTIABLE, NONLINEAR, ELEMENTWISE, *_structural_codes())
         cache["hessian_band"] = band, longest
@@ -1014,7 +1026,9 @@ def coloring(pattern: sp.csr_matrix, symmetric: bool = False) -> np.ndarray:
     """Colors of the columns; a symmetric pattern is its own transpose (no CSC copy)."""
     csr = pattern.tocsr()
     csc = csr if symmetric else pattern.tocsc()
-    return color_columns(pattern.shape[1], *_index_arrays(csr), *_index_arrays(csc), bool(csr.has_sorted_indices))
+    # each entry visits the row of another: about the longest row's length per entry
+    longest = int(np.diff(csr.indptr).max()) if csr.nnz else 0
+    return _small_pattern(csr, color_columns, longest)(pattern.shape[1], *_index_arrays(csr), *_index_arrays(csc), bool(csr.has_sorted_indices))
 
 
 @njit(**_JIT)
@@ -1035,7 +1049,7 @@ def _cached_coloring(f, kind, pattern):
         if f"{kind}_band" in cache:
             band, longest = cache[f"{kind}_band"]
         else:
-            band, longest = _band(*_index_arrays(pattern)) if pattern.shape[0] == pattern.shape[1] else (-1, 0)
+            band, longest = _small_pattern(pattern, _band)(*_index_arrays(pattern)) if pattern.shape[0] == pattern.shape[1] else (-1, 0)
         if band >= 0 and 2 * band + 1 == longest:
             # banded: columns closer than 2 * band + 1 share no row, so j mod (2 band + 1)
             # is a distance-2 coloring, and an optimal one (a row this long needs as many)
@@ -1068,7 +1082,7 @@ def _compressed_values(indptr, indices, colors, compressed):
 def _scatter(pattern: sp.csr_matrix, compressed, colors) -> sp.csr_matrix:
     """CSR with pattern's structure, read from compressed (one product per color, as rows)."""
     indptr, indices = _index_arrays(pattern)
-    data = _compressed_values(indptr, indices, colors, compressed)
+    data = _small_pattern(pattern, _compressed_values)(indptr, indices, colors, compressed)
     return sp.csr_matrix((data, indices.copy(), indptr.copy()), shape=pattern.shape)
 
 

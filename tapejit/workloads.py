@@ -1,4 +1,4 @@
-"""The benchmark workloads (B1, B2, L1, W, J1, eager), shared by ``benchmarks/`` and
+"""The benchmark workloads (B1, B2, B3, L1, W, J1, eager), shared by ``benchmarks/`` and
 ``tapejit bench``: each as tapejit code and as a hand-written Numba baseline that knows
 its one function and needs no tape."""
 from __future__ import annotations
@@ -16,6 +16,34 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 # -- Rosenbrock (B1: n=10 at 1e6 points; L1: n=1e6 at one point) ------------------------------
 def rosen(x):
     return tj.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+
+# -- B3: a small model of transcendental functions (12 inputs), gradients at 400,000 points --
+def transcendental(x, m=tj):
+    """log, sin and tanh of 12 inputs; ``m`` is the array module (tapejit, jax.numpy or
+    torch: all three spell these functions alike)."""
+    h = m.tanh(x[:6] * x[6:] + 0.5)
+    return m.sum(m.log(1.0 + x[:6] ** 2) * m.sin(x[6:]) + h * h)
+
+
+def transcendental_numba(X, vals, grads):
+    """The gradient of ``transcendental`` written by hand, point by point."""
+    _transcendental_numba(X, vals, grads)
+
+
+@njit(parallel=True, **_JIT)
+def _transcendental_numba(X, vals, grads):
+    for p in prange(X.shape[0]):
+        total = 0.0
+        for j in range(6):
+            a, b = X[p, j], X[p, j + 6]
+            h = math.tanh(a * b + 0.5)
+            lg, s = math.log(1.0 + a * a), math.sin(b)
+            total += lg * s + h * h
+            dh = 2.0 * h * (1.0 - h * h)
+            grads[p, j] = 2.0 * a / (1.0 + a * a) * s + dh * b
+            grads[p, j + 6] = lg * math.cos(b) + dh * a
+        vals[p] = total
 
 
 # -- a banded vector function (J1: the sparse Jacobian, half-bandwidth 2) ----------------------

@@ -108,7 +108,7 @@ def test_python_dash_m_runs_the_same_command():
 
 def test_every_registered_workload_builds_and_agrees_at_a_tiny_size():
     """Each workload's implementations compute the same answer (what the ratios rest on)."""
-    sizes = {"eager": 1, "chain": 50, "eager-rosen": 100, "B1": 500, "B2": 200, "L1": 1000, "W": 100, "H1": 1000,
+    sizes = {"eager": 1, "chain": 50, "eager-rosen": 100, "B1": 500, "B2": 200, "B3": 300, "L1": 1000, "W": 100, "H1": 1000,
              "H2": 300, "J1": 300, "D1": 3000, "O1": 1000, "O2": 4, "T1": 200, "G1": 200}
     sizes.update({name: 200 for name in bench.GROUPS["M"]})
     assert set(sizes) == set(bench.WORKLOADS)

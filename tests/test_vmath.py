@@ -204,3 +204,81 @@ def test_atan2_within_an_ulp_and_c99_special_cases():
     assert np.all(err[tail] <= 1.0)
     # an infinite ratio gives pi/2 exactly (not pi plus atan's -pi/2, an ulp off)
     assert np.all(got[tail][(sx == 0.0) & (sy == 1.0)] == np.pi / 2)
+
+
+MEDIUM = {name: _loop(getattr(_vmath, f"{name}_medium")) for name in ("sin", "cos", "tan")}
+
+
+def _medium_points():
+    """Arguments up to TRIG_MEDIUM: uniform, small magnitudes down to subnormals, the
+    doubles nearest to multiples of pi/2 (where the reduction cancels most) and edges."""
+    mpmath = pytest.importorskip("mpmath")
+    rng = np.random.default_rng(19)
+    limit = _vmath.TRIG_MEDIUM
+    magnitudes = np.exp(rng.uniform(-744.0, np.log(limit), 20_000))
+    with mpmath.workprec(200):
+        near = [float(mpmath.mpf(int(k)) * mpmath.pi / 2) for k in rng.integers(1, 2**19, 3_000)]
+    near += [np.nextafter(v, 0.0) for v in near[:500]]
+    return np.concatenate([rng.uniform(-limit, limit, 20_000), rng.uniform(-10.0, 10.0, 20_000), magnitudes,
+                           -magnitudes, near, np.negative(near),
+                           [0.0, -0.0, 5e-324, -5e-324, limit, -limit, np.pi / 4, np.pi / 2, 1e-8]])
+
+
+@pytest.mark.parametrize("name", sorted(MEDIUM))
+def test_medium_range_forms_within_an_ulp_of_mpmath(name):
+    """sin/cos/tan_medium, which the sweeps' loops run when no argument exceeds
+    TRIG_MEDIUM: within an ulp of the correctly rounded value (mpmath, 120 bits) on every
+    point where they differ from the full-range functions, and on a sample of the rest."""
+    mpmath = pytest.importorskip("mpmath")
+    x = _medium_points()
+    got, full = np.empty_like(x), np.empty_like(x)
+    MEDIUM[name](x, got)
+    KERNELS[name](x, full)
+    differ = np.flatnonzero(got != full)
+    check = np.unique(np.concatenate([differ, np.random.default_rng(3).choice(x.size, 3_000, replace=False),
+                                      np.arange(x.size - 9, x.size)]))
+    with mpmath.workprec(120):
+        exact = np.array([float(getattr(mpmath, name)(mpmath.mpf(float(v)))) for v in x[check]])
+    err = _ulps(got[check], exact)
+    worst = int(np.argmax(err))
+    assert err[worst] <= 1.0, f"{name}_medium({x[check][worst]!r}) = {got[check][worst]!r}, mpmath {exact[worst]!r}"
+    # signs of zero as sin(+-0) = +-0, tan(+-0) = +-0; NaN stays NaN
+    special = np.array([0.0, -0.0, np.nan])
+    out = np.empty(3)
+    MEDIUM[name](special, out)
+    if name == "cos":
+        assert out[0] == 1.0 and out[1] == 1.0
+    else:
+        assert np.array_equal(np.signbit(out[:2]), [False, True]) and np.all(out[:2] == 0.0)
+    assert np.isnan(out[2])
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")   # numpy's sin(inf)
+@pytest.mark.parametrize("big", [1e10, np.inf, np.nan, -3e300])
+def test_a_run_with_one_large_argument_takes_the_full_reduction(big):
+    """The sweeps check a run's arguments before using the medium forms: one value past
+    TRIG_MEDIUM (or not finite) in a run of small ones sends the whole run through the
+    full reduction, and every value, and its derivative, stays within an ulp of numpy."""
+    import tapejit as tj
+    x = np.linspace(-20.0, 20.0, 101)
+    x[37] = big
+    for fn, ref, dref in ((tj.sin, np.sin, np.cos), (tj.cos, np.cos, lambda v: -np.sin(v)),
+                          (tj.tan, np.tan, lambda v: 1.0 + np.tan(v) ** 2)):
+        f = tj.trace(lambda v, fn=fn: fn(v), x)
+        values = f(x)
+        assert np.array_equal(np.isnan(values), np.isnan(ref(x)))
+        finite = np.isfinite(ref(x))
+        assert _ulps(values[finite], ref(x)[finite]).max() <= 1.0
+        grads = tj.trace(lambda v, fn=fn: tj.sum(fn(v)), x).grad(x)
+        np.testing.assert_allclose(grads[finite], dref(x)[finite], rtol=1e-13, atol=1e-15)
+        # and the batch engine's chunk loops, one point per row
+        batch = tj.trace(lambda v, fn=fn: tj.sum(fn(v)), x[:3]).batch_grad(x.reshape(-1, 1)[:99].repeat(3, 1))
+        np.testing.assert_allclose(batch[finite[:99]], np.repeat(dref(x[:99])[finite[:99], None], 3, 1),
+                                   rtol=1e-13, atol=1e-15)
+
+
+def test_the_sweeps_check_arguments_before_the_medium_forms():
+    from tapejit import _sweeps_cpu
+    import inspect
+    source = inspect.getsource(_sweeps_cpu.forward_chunk__sin) + inspect.getsource(_sweeps_cpu.reverse_vector__sin)
+    assert "sin_medium(x_a)" in source and "cos_medium(x_a)" in source and "TRIG_MEDIUM" in source
