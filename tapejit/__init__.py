@@ -45,6 +45,31 @@ from .optim import trace_step  # noqa: E402
 
 __version__ = "0.1.0"
 
+#: the public API: everything else is internal and may change
+__all__ = [
+    "abs", "absolute", "add", "all", "allclose", "amax", "amin", "any", "arange", "arccos", "arccosh",
+    "arcsin", "arcsinh", "arctan", "arctan2", "arctanh", "argmax", "argmin", "argsort", "around", "as_tensor",
+    "asarray", "atleast_1d", "atleast_2d", "BackwardError", "BranchChangedError", "broadcast_to", "cbrt",
+    "ceil", "clip", "concatenate", "copysign", "cos", "cosh", "cuda", "CudaUnavailableError", "cumprod",
+    "cumsum", "dask", "debug_nans", "deg2rad", "diag", "diff", "divide", "dot", "DTypeError", "e", "einsum",
+    "equal", "erf", "exp", "exp2", "expand_dims", "expm1", "eye", "fix", "flip", "float64", "floor",
+    "floor_divide", "fmax", "fmin", "fmod", "full", "full_like", "Function", "get_num_threads", "grad",
+    "GradientLostError", "greater", "greater_equal", "heaviside", "hstack", "hypot", "inf", "inner", "interp",
+    "InvalidTapeError", "is_grad_enabled", "isfinite", "isinf", "isnan", "kron", "less", "less_equal",
+    "linalg", "linspace", "load", "log", "log10", "log1p", "log2", "log_softmax", "logaddexp", "logaddexp2",
+    "logical_and", "logical_not", "logical_or", "logical_xor", "logsumexp", "manual_seed", "matmul", "max",
+    "maximum", "mean", "meshgrid", "min", "minimize", "minimum", "mod", "modf", "moveaxis", "multiply",
+    "multistart", "nan", "ndim", "negative", "newaxis", "nn", "no_grad", "NonFiniteError", "norm", "not_equal",
+    "NotCompilableError", "ones", "ones_like", "optim", "OptimizeResult", "outer", "pad", "pi", "polyval",
+    "power", "prod", "rad2deg", "ravel", "reciprocal", "release_buffers", "relu", "repeat", "reshape", "rint",
+    "roll", "set_num_threads", "shape", "ShapeError", "sigmoid", "sign", "signbit", "sin", "sinc", "sinh",
+    "size", "softmax", "softplus", "sort", "split", "sqrt", "square", "squeeze", "stack", "std",
+    "stop_gradient", "subtract", "sum", "swapaxes", "take", "take_along_axis", "tan", "tanh",
+    "TapeConsumedError", "TapeFormatError", "TapejitError", "Tensor", "tensor", "tensordot", "tile", "trace",
+    "trace_step", "TraceError", "transpose", "tril", "triu", "true_divide", "trunc", "value_and_grad", "var",
+    "vdot", "vecdot", "vstack", "where", "zeros", "zeros_like", "__version__",
+]
+
 
 def __getattr__(name):
     # tj.dask imports Dask on first use only: it is an optional extra

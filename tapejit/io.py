@@ -2,9 +2,11 @@
 
 The file is an uncompressed numpy archive read with ``allow_pickle=False``: the tape's
 arrays, a JSON header (magic string, format version, sizes, the layout of inputs,
-parameters, output and guards) and a SHA-256 checksum over everything else. ``load``
-checks, in order: the archive and its members' sizes (before reading them), magic and
-version, checksum, dtypes and shapes against the header, the declared sizes against
+parameters, output and guards, and the name of every opcode code the tape uses) and a
+SHA-256 checksum over everything else. ``load`` checks, in order: the archive and its
+members' sizes (before reading them), magic and version, checksum, dtypes and shapes
+against the header, the opcodes' names against this tapejit's table (a file whose codes
+mean other opcodes here is refused, never misread), the declared sizes against
 ``max_slots``, the layout against the tape, and finally ``validate()`` over every
 index. Anything wrong raises ``TapeFormatError`` naming it; a Function that loads has
 been proven safe to replay.
@@ -19,10 +21,14 @@ import zipfile
 import numpy as np
 
 from .errors import InvalidTapeError, TapeFormatError
+from .opcodes import BY_CODE, OPCODE
 from .tape import INDEX_LIMIT, TapeArrays, validate
 
 MAGIC = "tapejit-function"
-VERSION = 1
+#: version 2 added the header's "opcodes" (code of each opcode name the tape uses)
+VERSION = 2
+#: version 1 files name no opcodes: their codes are the pinned ones (tests/test_opcodes.py)
+READABLE_VERSIONS = (1, 2)
 #: default largest slot count a loaded tape may declare (2**27 slots: 1 GiB of values)
 MAX_SLOTS = 2**27
 
@@ -52,6 +58,7 @@ def save(f, path) -> None:
         "n_consts": len(a.consts), "n_idx": len(a.idx), "n_guards": int(len(f.guards)),
         "inputs": [[b, list(s)] for b, s in f.inputs], "params": [[b, list(s)] for b, s in f.params],
         "output": [f.output[0], list(f.output[1])],
+        "opcodes": {BY_CODE[int(code)].name: int(code) for code in np.unique(a.ops)},
     }, sort_keys=True)
     arrays["header"] = np.array(header)
     arrays["checksum"] = np.array(_digest(header, {k: v for k, v in arrays.items() if k != "header"}))
@@ -103,8 +110,9 @@ def load(path, max_slots: int = MAX_SLOTS):
         _fail(f"unreadable header ({err})")
     if not isinstance(header, dict) or header.get("magic") != MAGIC:
         _fail("wrong magic string: not a tapejit Function file")
-    if header.get("version") != VERSION:
-        _fail(f"unsupported format version {header.get('version')!r} (this tapejit reads version {VERSION})")
+    if header.get("version") not in READABLE_VERSIONS:
+        _fail(f"unsupported format version {header.get('version')!r} (this tapejit reads versions "
+              f"{', '.join(map(str, READABLE_VERSIONS))})")
     body = {k: v for k, v in members.items() if k not in ("header", "checksum")}
     if str(members["checksum"][()]) != _digest(header_text, body):
         _fail("checksum mismatch: the file was modified or corrupted")
@@ -124,6 +132,8 @@ def load(path, max_slots: int = MAX_SLOTS):
         if a.dtype != np.dtype(dtypes[name]) or a.shape != shape:
             _fail(f"member {name} has dtype {a.dtype} and shape {a.shape}; the header declares "
                   f"{np.dtype(dtypes[name])} {shape}")
+    if header["version"] >= 2:
+        _check_opcodes(header.get("opcodes"), members["ops"])
     try:
         inputs = [(_int(b, "input base"), _shape(s, "input shape")) for b, s in header["inputs"]]
         params = [(_int(b, "parameter base"), _shape(s, "parameter shape")) for b, s in header["params"]]
@@ -145,3 +155,20 @@ def load(path, max_slots: int = MAX_SLOTS):
         _fail(f"invalid tape: {err}")
     except Exception as err:        # the layout does not fit the tape
         _fail(f"inconsistent layout: {err}")
+
+
+def _check_opcodes(declared, ops: np.ndarray) -> None:
+    """Each code the tape uses is declared, under the name it has in this tapejit's table."""
+    if not isinstance(declared, dict):
+        _fail("header field opcodes is missing or malformed")
+    codes = {}
+    for name, code in declared.items():
+        code = _int(code, f"code of opcode {name!r}", high=255)
+        if OPCODE.get(name) != code:
+            here = f"code {OPCODE[name]}" if name in OPCODE else "no such opcode"
+            _fail(f"the file's opcode {name!r} has code {code}, this tapejit's table has {here}: the file was "
+                  "written by a tapejit with another opcode table")
+        codes[code] = name
+    for code in np.unique(ops):
+        if int(code) not in codes:
+            _fail(f"the tape uses opcode code {int(code)}, which the header does not name")

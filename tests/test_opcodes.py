@@ -251,3 +251,27 @@ def test_sums_of_every_short_length_agree_in_every_sweep(m):
         np.testing.assert_array_equal(per_column, batch_columns[k])
         recorded = tj.sum(tj.tensor(Y[k], requires_grad=True) * 1.5, axis=0)
         np.testing.assert_array_equal(per_column, recorded.detach().numpy())
+
+
+#: the code of every opcode, as saved tapes store them. Codes never change: a new opcode
+#: takes the next free code (append it to the table) and a line here
+PINNED_CODES = {
+    "fill": 0, "copy": 1, "stop_gradient": 2, "add": 3, "sub": 4, "mul": 5, "div": 6, "pow": 7, "arctan2": 8,
+    "maximum": 9, "minimum": 10, "add_c": 11, "mul_c": 12, "rsub_c": 13, "div_c": 14, "rdiv_c": 15,
+    "pow_c": 16, "rpow_c": 17, "maximum_c": 18, "minimum_c": 19, "neg": 20, "square": 21, "sqrt": 22,
+    "exp": 23, "expm1": 24, "log": 25, "log1p": 26, "sin": 27, "cos": 28, "tan": 29, "arcsin": 30,
+    "arccos": 31, "arctan": 32, "sinh": 33, "cosh": 34, "tanh": 35, "abs": 36, "sign": 37, "sigmoid": 38,
+    "softplus": 39, "erf": 40, "lt": 41, "le": 42, "gt": 43, "ge": 44, "eq": 45, "ne": 46, "lt_c": 47,
+    "le_c": 48, "gt_c": 49, "ge_c": 50, "eq_c": 51, "ne_c": 52, "where": 53, "input": 54, "const": 55,
+    "gather": 56, "sum": 57, "amax": 58, "affine": 59, "matmul": 60, "softmax": 61, "gather_sum": 62,
+    "square_sub": 63, "square_rsub_c": 64, "add_scaled_square": 65, "minus_square": 66, "rint": 67,
+    "floor": 68, "ceil": 69, "trunc": 70, "fmod": 71,
+}
+
+
+def test_opcode_codes_are_pinned():
+    """Saved tapes (format version 1 names no opcodes) mean what these codes say."""
+    assert {name: code for name, code in OPCODE.items() if name in PINNED_CODES} == PINNED_CODES
+    new = sorted(OPCODE[name] for name in OPCODE if name not in PINNED_CODES)
+    # an opcode not pinned yet may only be appended after the pinned ones
+    assert new == list(range(len(PINNED_CODES), len(OPCODE)))

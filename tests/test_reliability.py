@@ -14,6 +14,7 @@ import pytest
 import tapejit as tj
 from tapejit import io as tjio
 from tapejit import workloads
+from tapejit.opcodes import OPCODE
 from tapejit.tape import INDEX_LIMIT
 
 rng = np.random.default_rng(17)
@@ -88,6 +89,44 @@ def test_truncated_and_foreign_files(saved, tmp_path):
     text.write_text("hello")
     with pytest.raises(tj.TapeFormatError):
         tj.load(text)
+
+
+def test_a_file_of_another_opcode_table_is_refused(saved, tmp_path):
+    """The header names the opcode of each code the tape uses: a file whose codes mean
+    other opcodes in this tapejit (a reordered or different table) is refused, naming the
+    opcode, instead of replayed as other operations."""
+    with np.load(saved, allow_pickle=False) as data:
+        header = json.loads(str(data["header"][()]))
+    declared = header["opcodes"]
+    assert declared and all(OPCODE[name] == code for name, code in declared.items())
+    name = sorted(declared)[0]
+    moved = dict(declared, **{name: (declared[name] + 1) % 200})
+    with pytest.raises(tj.TapeFormatError, match=f"opcode '{name}' has code"):
+        tj.load(rewrite(saved, tmp_path / "moved.npz", {"opcodes": moved}))
+    unknown = dict(declared, frobnicate=declared[name])
+    with pytest.raises(tj.TapeFormatError, match="'frobnicate'.*no such opcode"):
+        tj.load(rewrite(saved, tmp_path / "unknown.npz", {"opcodes": unknown}))
+    missing = {k: v for k, v in declared.items() if k != name}
+    with pytest.raises(tj.TapeFormatError, match="does not name"):
+        tj.load(rewrite(saved, tmp_path / "missing.npz", {"opcodes": missing}))
+    with pytest.raises(tj.TapeFormatError, match="opcodes is missing"):
+        tj.load(rewrite(saved, tmp_path / "none.npz", {"opcodes": None}))
+    # a version 1 file (no names; its codes are the pinned ones) still loads
+    legacy = {k: v for k, v in header.items() if k != "opcodes"}
+    legacy["version"] = 1
+    path = tmp_path / "v1.npz"
+    rewrite(saved, path)
+    with np.load(path, allow_pickle=False) as data:
+        members = {k: data[k] for k in data.files}
+    text = json.dumps(legacy, sort_keys=True)
+    members["header"] = np.array(text)
+    members["checksum"] = np.array(tjio._digest(text, {k: v for k, v in members.items()
+                                                        if k not in ("header", "checksum")}))
+    with open(path, "wb") as fh:
+        np.savez(fh, **members)
+    f, g = tj.load(saved), tj.load(path)
+    x = np.linspace(0.1, 0.9, 6)
+    assert f(x) == g(x) and np.array_equal(f.grad(x), g.grad(x))
 
 
 def test_wrong_magic_version_and_checksum(saved, tmp_path):
