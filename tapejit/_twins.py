@@ -7,8 +7,8 @@ a tape of a few dozen slots take well under a millisecond. ``jit_or_python(fn, w
 chooses: the jitted function once it is compiled in this process, when the work is large
 or when its twin has run often, otherwise its Python twin. A twin is the function's own
 code with a namespace in which every jitted callee is a twin too, so nothing a twin calls
-compiles. Results are the
-same either way (tests/test_twins.py runs both on the same tapes).
+compiles. Results are the same either way (tests/test_twins.py runs both on the same
+tapes).
 """
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ import types
 import numpy as np
 from numba.core.dispatcher import Dispatcher
 
-from .opcodes import OP
+from .opcodes import OP, OPS
+
+_ELEMENTWISE = np.array([op.elementwise for op in OPS], np.bool_)
 
 #: work (slot-element visits, see ``tape_work``) up to which a not yet compiled helper runs
 #: in Python. All the passes of a trace cost about 1 us per unit there (Rosenbrock of 300
@@ -60,7 +62,7 @@ def jit_or_python(fn, work: int):
     return python_twin(fn)
 
 
-def tape_work(ops: np.ndarray, ins: np.ndarray, elementwise: np.ndarray) -> int:
+def tape_work(ops: np.ndarray, ins: np.ndarray) -> int:
     """Slot-element visits of one pass over a tape: each output element of an elementwise
     instruction reads one element per operand; of a structural one, up to its run
     lengths (a sum's, a matmul's inner dimension)."""
@@ -68,5 +70,5 @@ def tape_work(ops: np.ndarray, ins: np.ndarray, elementwise: np.ndarray) -> int:
     run = np.maximum(np.maximum(np.abs(ins[3]), np.abs(ins[4])), np.abs(ins[5])).astype(np.int64)
     # a gather's b is a position in the index pool, not a length
     run = np.where((ops == OP.gather) | (ops == OP.gather_sum), np.abs(ins[5]), run)
-    reads = np.where(elementwise[ops], 3, run + 1)
+    reads = np.where(_ELEMENTWISE[ops], 3, run + 1)
     return int(ops.shape[0] + (n * reads).sum())

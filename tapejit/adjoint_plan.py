@@ -156,7 +156,7 @@ def plan_and_dirty(arrays, seeded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     assignment (such a row must be zero when the sweep starts). A slot that is neither
     dirty nor seeded is assigned in every sweep or never written."""
     elementwise, arity, assignable, contributes = _TABLES
-    plan = jit_or_python(_plan, tape_work(arrays.ops, arrays.ins, elementwise))
+    plan = jit_or_python(_plan, tape_work(arrays.ops, arrays.ins))
     return plan(arrays.ops, arrays.ins, arrays.idx, arrays.n_slots, np.asarray(seeded, np.int64), elementwise,
                  arity, assignable, contributes, OP.input, OP.gather, OP.sum, OP.amax, OP.affine, OP.matmul, OP.softmax,
                  OP.gather_sum, codegen.ZERO_AFTER_READ)

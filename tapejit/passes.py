@@ -342,7 +342,7 @@ def needed_backward(ops, ins, idx, needed, is_input_op, elementwise, arity, op_g
 
 def _small(prog: Program, fn):
     """fn, or its Python twin on a small tape (see tapejit/_twins.py)."""
-    return jit_or_python(fn, tape_work(prog.ops, prog.ins, _ELEMENTWISE))
+    return jit_or_python(fn, tape_work(prog.ops, prog.ins))
 
 
 def _codes():

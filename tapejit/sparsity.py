@@ -900,7 +900,7 @@ def _small_tape(f, fn):
     """fn, or its Python twin (tapejit/_twins.py) where the tape and the input sets its
     slots can hold are small."""
     a = f.arrays
-    return jit_or_python(fn, tape_work(a.ops, a.ins, ELEMENTWISE) + a.n_slots * f.n_inputs)
+    return jit_or_python(fn, tape_work(a.ops, a.ins) + a.n_slots * f.n_inputs)
 
 
 def _small_pattern(pattern, fn, visits_per_entry: int = 1):

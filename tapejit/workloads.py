@@ -26,13 +26,9 @@ def transcendental(x, m=tj):
     return m.sum(m.log(1.0 + x[:6] ** 2) * m.sin(x[6:]) + h * h)
 
 
-def transcendental_numba(X, vals, grads):
-    """The gradient of ``transcendental`` written by hand, point by point."""
-    _transcendental_numba(X, vals, grads)
-
-
 @njit(parallel=True, **_JIT)
-def _transcendental_numba(X, vals, grads):
+def transcendental_numba(X, vals, grads):
+    """The value and gradient of ``transcendental`` written by hand, point by point."""
     for p in prange(X.shape[0]):
         total = 0.0
         for j in range(6):

@@ -85,10 +85,9 @@ def test_large_tapes_and_compiled_passes_use_the_jitted_version(monkeypatch):
     ins[1] = (_twins.SMALL_WORK, 1)
     small_ins = ins.copy()
     small_ins[1] = (1, 1)
-    elementwise = np.ones(256, np.bool_)
-    assert _twins.tape_work(ops, ins, elementwise) > _twins.SMALL_WORK
-    assert _twins.jit_or_python(passes.read_counts, _twins.tape_work(ops, ins, elementwise)) is passes.read_counts
-    work = _twins.tape_work(ops, small_ins, elementwise)
+    assert _twins.tape_work(ops, ins) > _twins.SMALL_WORK
+    assert _twins.jit_or_python(passes.read_counts, _twins.tape_work(ops, ins)) is passes.read_counts
+    work = _twins.tape_work(ops, small_ins)
     expected = passes.read_counts if passes.read_counts.signatures else _twins.python_twin(passes.read_counts)
     assert _twins.jit_or_python(passes.read_counts, work) is expected
     # a twin that runs often gives way to the jitted function
