@@ -11,7 +11,7 @@ from . import _numba_cache
 _numba_cache.refresh()
 
 from .errors import (BackwardError, BranchChangedError, CudaUnavailableError, DTypeError, GradientLostError,  # noqa: E402
-                     InvalidTapeError, NonFiniteError, NotCompilableError, ShapeError, TapeConsumedError,
+                     InvalidTapeError, NonFiniteError, NotCompilableError, PrimitiveError, ShapeError, TapeConsumedError,
                      TapeFormatError, TapejitError, TraceError)
 from .functions import (abs, absolute, add, all, amax, amin, any, arange, arccos, arcsin, arctan,
                         arctan2, asarray, ceil, clip, concatenate, cos, cosh, divide, dot, e, equal, erf,
@@ -36,6 +36,7 @@ from .function import Function, grad, trace, value_and_grad
 from .debug import debug_nans
 from .io import load
 from .optimize import OptimizeResult, minimize, multistart
+from .primitives import Primitive, PrimitiveWarning, primitive
 from .tensor import Tensor, as_tensor, is_grad_enabled, no_grad, tensor
 
 from . import cuda  # noqa: E402  (imports nothing from numba-cuda until used)
@@ -61,7 +62,7 @@ __all__ = [
     "maximum", "mean", "meshgrid", "min", "minimize", "minimum", "mod", "modf", "moveaxis", "multiply",
     "multistart", "nan", "ndim", "negative", "newaxis", "nn", "no_grad", "NonFiniteError", "norm", "not_equal",
     "NotCompilableError", "ones", "ones_like", "optim", "OptimizeResult", "outer", "pad", "pi", "polyval",
-    "power", "prod", "rad2deg", "ravel", "reciprocal", "release_buffers", "relu", "repeat", "reshape", "rint",
+    "power", "Primitive", "primitive", "PrimitiveError", "PrimitiveWarning", "prod", "rad2deg", "ravel", "reciprocal", "release_buffers", "relu", "repeat", "reshape", "rint",
     "roll", "set_num_threads", "shape", "ShapeError", "sigmoid", "sign", "signbit", "sin", "sinc", "sinh",
     "size", "softmax", "softplus", "sort", "split", "sqrt", "square", "squeeze", "stack", "std",
     "stop_gradient", "subtract", "sum", "swapaxes", "take", "take_along_axis", "tan", "tanh",

@@ -7,7 +7,7 @@ so that the simulator computes what the GPU computes."""
 import math
 import os
 
-from .opcodes import MATH_NAMES
+from .opcodes import MATH_NAMES, PRIMITIVE_NAMES
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
     import numpy as np
@@ -31,4 +31,27 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
 else:
     globals().update({name: getattr(math, name) for name in MATH_NAMES})
 
-__all__ = list(MATH_NAMES)
+
+
+def _no_primitive(n_args: int):
+    """User primitives do not run on the GPU: tapejit.cuda refuses their tapes before a
+    launch, so these are never reached (and give nan, not a plausible number, if they are)."""
+    def stub2(c, a):
+        return math.nan
+
+    def stub3(c, a, b):
+        return math.nan
+
+    def stub4(c, a, b, o):
+        return math.nan
+    stub = {2: stub2, 3: stub3, 4: stub4}[n_args]
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") in ("", "0"):
+        from numba import cuda
+        stub = cuda.jit(device=True)(stub)
+    return stub
+
+
+_PRIMITIVE_ARGS = {"prim1": 2, "prim1_d": 3, "prim1_d2": 3, "prim2": 3}
+globals().update({name: _no_primitive(_PRIMITIVE_ARGS.get(name, 4)) for name in PRIMITIVE_NAMES})
+
+__all__ = list(MATH_NAMES + PRIMITIVE_NAMES)

@@ -37,7 +37,7 @@ import numpy as np
 from ._threads import run_workers
 from .codegen import render_expr
 from .errors import NotCompilableError, ShapeError
-from .opcodes import BY_CODE, FIELDS, MATH_NAMES
+from .opcodes import BY_CODE, FIELDS, MATH_NAMES, PRIMITIVE_NAMES
 
 #: kernels of more statements than this are refused. Numba compiles straight-line code at
 #: about 2 ms a statement (Zen 1 box: B1's 300 in 1.5 s, B2's 6,300 in 14.6 s), and such a
@@ -245,7 +245,7 @@ class _Emitter:
         return self.temp(f"{_render(yes)} if {_render(test)} else {_render(no)}")
 
     def call(self, name, args):
-        if all(_concrete(a) for a in args):
+        if all(_concrete(a) for a in args) and name not in PRIMITIVE_NAMES:
             try:
                 return float(getattr(math, name)(*args) if name != "pow" else math.pow(*args))
             except (ValueError, OverflowError):
@@ -258,7 +258,7 @@ def _template_namespace(emitter, V, G, consts, idx, fields, c):
     ns.update(V=V, G=G, consts=consts, idx=idx, c=c, range=range,
               _compare=emitter.compare, _select=emitter.select,
               _and=lambda *v: emitter.logical("and", v), _or=lambda *v: emitter.logical("or", v))
-    for name in MATH_NAMES:
+    for name in MATH_NAMES + PRIMITIVE_NAMES:
         ns[name] = (lambda nm: lambda *args: emitter.call(nm, args))(name)
     ns["abs"] = lambda x: emitter.call("abs", (x,)) if not _concrete(x) else abs(x)
     return ns
@@ -369,6 +369,7 @@ _HEADER = """\
 from math import {math_names}, inf, nan
 from numba import njit
 from tapejit._vmath import {helpers}
+from tapejit._primitive_calls import {primitive_names}
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -413,7 +414,8 @@ def _render_source(f) -> str:
     gradient = [f"grads[b, {j}] = {_render(G[s])}" for j, s in enumerate(f.in_pos)]
     from .codegen import CPU_HELPERS
     names = sorted(set(MATH_NAMES) - {"pow"} - set(CPU_HELPERS))
-    return _HEADER.format(math_names=", ".join(names), helpers=", ".join(CPU_HELPERS), inputs=_indent(inputs),
+    return _HEADER.format(math_names=", ".join(names), helpers=", ".join(CPU_HELPERS),
+                          primitive_names=", ".join(PRIMITIVE_NAMES), inputs=_indent(inputs),
                           forward=_indent(forward),
                           outputs=_indent(outputs), guards=_indent(guards), reverse=_indent(reverse),
                           gradient=_indent(gradient))

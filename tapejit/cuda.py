@@ -215,6 +215,8 @@ def run(f, X, mode: int, seeds=None, params=None, dtype=np.float64):
     X may be numpy (results come back as numpy) or a device array (results stay on the
     device). Returns (values (B, n_out), derivatives, valid (B,)); valid is None for device
     inputs of a tape without guards."""
+    from .primitives import require_cpu
+    require_cpu(f.arrays.ops, f.arrays.cv)
     cuda = require()
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float64), np.dtype(np.float32)):

@@ -65,13 +65,21 @@ def _describe(values) -> str:
     return "NaN" if np.isnan(values).any() else "an infinity"
 
 
+def _op_name(code: int, c: float) -> str:
+    """The opcode's name; a user primitive's own name for its instructions."""
+    from .primitives import BY_NUMBER, PRIMITIVE_OPS
+    if code in PRIMITIVE_OPS and 0 <= c < len(BY_NUMBER):
+        return f"primitive {BY_NUMBER[int(c)].name!r}"
+    return OPS[code].name
+
+
 def check_eager(tape, out_slot: int, values) -> None:
     """After an eager operation: raise if it produced a non-finite value."""
     if np.all(np.isfinite(values)):
         return
     i = tape.n_ins - 1
     where = tape.locations.get(i, "<unknown>")
-    raise NonFiniteError(f"instruction {i} ({OPS[tape.ops[i]].name}) produced {_describe(values)} "
+    raise NonFiniteError(f"instruction {i} ({_op_name(tape.ops[i], tape.cv[i])}) produced {_describe(values)} "
                          f"(recorded at {where})")
 
 
@@ -95,4 +103,4 @@ def check_replay(f, v: np.ndarray) -> None:
     i = int(np.searchsorted(a.ins[0], slot, side="right")) - 1
     where = getattr(f, "locations", {}).get(i)
     where = f"recorded at {where}" if where else "source line unknown: record under tj.debug_nans() to keep it"
-    raise NonFiniteError(f"instruction {i} ({OPS[a.ops[i]].name}) produced {_describe(v[slot])} ({where})")
+    raise NonFiniteError(f"instruction {i} ({_op_name(a.ops[i], a.cv[i])}) produced {_describe(v[slot])} ({where})")

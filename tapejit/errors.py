@@ -53,3 +53,8 @@ class NonFiniteError(TapejitError, FloatingPointError):
 
 class NotCompilableError(TapejitError, ValueError):
     """``Function.compile()`` on a tape too large to unroll into straight-line code."""
+
+
+class PrimitiveError(TapejitError, RuntimeError):
+    """A user primitive that cannot be registered, raised while recording, or is used where
+    its kernels cannot run (the GPU, a saved tape loaded without it)."""

@@ -10,6 +10,7 @@ raises ``BranchChangedError`` (or masks or retraces those points, for batches).
 """
 from __future__ import annotations
 
+import functools
 import gc
 import threading
 from collections import Counter
@@ -38,6 +39,20 @@ _ONE_SEED = np.ones(1)     # a scalar output's adjoint, for a gradient
 
 
 _UNSET = object()
+
+
+def _fresh_workspaces_on_error(method):
+    """A sweep that raised (a user primitive's kernel, a rule not given) left its
+    workspaces half consumed: adjoints that the next call would add to. Drop them, so that
+    the next call starts from zeros."""
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self._local.ws = self._local.tangent_ws = None
+            raise
+    return guarded
 
 
 def _one_layout(a: np.ndarray) -> np.ndarray:
@@ -332,6 +347,7 @@ class Function:
             return float(v[self.out_pos[0]])
         return v[self.out_pos].reshape(self.output_shape).copy()
 
+    @_fresh_workspaces_on_error
     def __call__(self, *xs, params=None):
         """The value at a new point (a float, or an array for vector outputs)."""
         return self._value(self._forward(xs, params))
@@ -365,6 +381,7 @@ class Function:
             g[self._params] = 0.0
         return grad
 
+    @_fresh_workspaces_on_error
     def value_and_grad(self, *xs, params=None):
         """(value, gradient) at a new point; the gradient has the inputs' shapes."""
         self._scalar_output("value_and_grad")
@@ -458,6 +475,7 @@ class Function:
             return xs[:-1], xs[-1]
         return xs, v
 
+    @_fresh_workspaces_on_error
     def jvp(self, *xs, v=None, params=None):
         """(value, J v): the directional derivative, one forward-mode sweep.
         ``v`` has the inputs' shape (a tuple of arrays for several inputs)."""
@@ -474,6 +492,7 @@ class Function:
         jv = float(out[0]) if not self.output_shape else out.reshape(self.output_shape).copy()
         return self._value(values), jv
 
+    @_fresh_workspaces_on_error
     def hvp(self, *xs, v=None, params=None):
         """H v, the Hessian of a scalar output times v: forward over reverse on the tape.
         ``f.hvp(x, v=p)`` or ``f.hvp(x, p)`` (scipy's hessp)."""
@@ -512,6 +531,7 @@ class Function:
                 array[self._params] = 0.0
         return out
 
+    @_fresh_workspaces_on_error
     def jacobian(self, *xs, params=None, sparse: bool = False):
         """The Jacobian (n_outputs, n_inputs) at a point: dense through the batch engine
         (one tangent or adjoint per row of the identity, whichever is fewer), or a scipy
@@ -527,6 +547,7 @@ class Function:
         _, ju, valid = self._run_flat(np.tile(x, (m, 1)), np.eye(m), batch_engine.MODE_VJP, params)
         return ju
 
+    @_fresh_workspaces_on_error
     def hessian(self, *xs, params=None, sparse: bool = False):
         """The Hessian (n_inputs, n_inputs) of a scalar output at a point: n Hessian-vector
         products through the batch engine, or colored and compressed with ``sparse=True``."""
@@ -581,6 +602,7 @@ class Function:
         from . import sparsity
         return sparsity.hessian_pattern(self)
 
+    @_fresh_workspaces_on_error
     def vjp(self, *xs, u, params=None):
         """(value, u^T J): the vector-Jacobian product for a vector output."""
         seed = _as_float_array(u)
@@ -611,13 +633,18 @@ class Function:
             raise TapejitError("an out= gradient buffer needs a function of one input array")
         out = (None if out[0] is None else batch_engine.check_out(out[0], (B, self.n_outputs), "out (values)", X),
                None if out[1] is None else batch_engine.check_out(out[1], (B, self.n_inputs), "out (gradients)", X))
-        if self._kernel is not None and mode in (batch_engine.MODE_VALUES, batch_engine.MODE_GRAD):
-            vals, derivs, valid = batch_engine.run_compiled(self._kernel, self.arrays, X, self._flat_params(params),
-                                                            mode, out)
-        else:
-            vals, derivs, valid = batch_engine.run(
-                self.arrays, self.in_pos, self.param_pos, self._flat_params(params), self.out_pos,
-                self.guards, X, mode, seeds=seeds, out=out)
+        try:
+            if self._kernel is not None and mode in (batch_engine.MODE_VALUES, batch_engine.MODE_GRAD):
+                vals, derivs, valid = batch_engine.run_compiled(self._kernel, self.arrays, X,
+                                                                self._flat_params(params), mode, out)
+            else:
+                vals, derivs, valid = batch_engine.run(
+                    self.arrays, self.in_pos, self.param_pos, self._flat_params(params), self.out_pos,
+                    self.guards, X, mode, seeds=seeds, out=out)
+        except Exception as exc:
+            from .primitives import name_the_primitives
+            name_the_primitives(exc, self.arrays)
+            raise
         self._check_branches(X, params, mode, seeds, vals, derivs, valid, on_branch_change)
         if _state.debug:
             bad = ~np.isfinite(vals).all(axis=1) | (~np.isfinite(derivs).all(axis=1) if mode else False)
@@ -642,6 +669,8 @@ class Function:
 
     def _run_cuda(self, Xs, params, mode, on_branch_change, seeds, dtype):
         from . import cuda
+        from .primitives import require_cpu
+        require_cpu(self.arrays.ops, self.arrays.cv)
         cuda.require()
         if len(Xs) == 1 and cuda.is_device_array(Xs[0]):
             X = cuda.as_device_array(Xs[0])

@@ -53,12 +53,16 @@ def save(f, path) -> None:
               "guards": np.asarray(f.guards, np.int64)}
     for k, p in enumerate(f.param_values):
         arrays[f"param{k}"] = np.asarray(p, np.float64)
+    from .primitives import names_of, numbers_used
+    used = numbers_used(a.ops, a.cv)
     header = json.dumps({
         "magic": MAGIC, "version": VERSION, "n_slots": int(a.n_slots), "n_instructions": len(a),
         "n_consts": len(a.consts), "n_idx": len(a.idx), "n_guards": int(len(f.guards)),
         "inputs": [[b, list(s)] for b, s in f.inputs], "params": [[b, list(s)] for b, s in f.params],
         "output": [f.output[0], list(f.output[1])],
         "opcodes": {BY_CODE[int(code)].name: int(code) for code in np.unique(a.ops)},
+        # user primitives by name: the numbers in the file are this process's
+        **({"primitives": names_of(used)} if used else {}),
     }, sort_keys=True)
     arrays["header"] = np.array(header)
     arrays["checksum"] = np.array(_digest(header, {k: v for k, v in arrays.items() if k != "header"}))
@@ -147,7 +151,8 @@ def load(path, max_slots: int = MAX_SLOTS):
         if p is None or p.dtype != np.float64 or p.shape != shape:
             _fail(f"parameter {k} is missing or has the wrong shape")
         param_values.append(p)
-    arrays = TapeArrays(members["ops"], members["ins"], members["cv"], members["consts"], members["idx"], n_slots)
+    cv = _primitive_numbers(header.get("primitives"), members["ops"], members["cv"])
+    arrays = TapeArrays(members["ops"], members["ins"], cv, members["consts"], members["idx"], n_slots)
     try:
         validate(arrays, canonical=True)
         return Function(arrays, inputs, params, param_values, output, members["guards"])
@@ -155,6 +160,24 @@ def load(path, max_slots: int = MAX_SLOTS):
         _fail(f"invalid tape: {err}")
     except Exception as err:        # the layout does not fit the tape
         _fail(f"inconsistent layout: {err}")
+
+
+def _primitive_numbers(declared, ops: np.ndarray, cv: np.ndarray) -> np.ndarray:
+    """cv with the file's primitive numbers mapped to this process's by name. A name not
+    registered here is refused: a file names primitives, it never carries their code."""
+    from .primitives import PRIMITIVE_OPS, renumbered
+    if not np.isin(ops, PRIMITIVE_OPS).any():
+        return cv
+    if not isinstance(declared, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in declared.items()):
+        _fail("the tape calls user primitives but its header does not name them (field primitives)")
+    try:
+        return renumbered(ops, cv, declared)
+    except KeyError as err:
+        _fail(f"the tape calls the user primitive {err.args[0]!r}, which is not registered in this process: "
+              "define it (tj.primitive) with its rules before loading")
+    except ValueError as err:
+        _fail(str(err))
 
 
 def _check_opcodes(declared, ops: np.ndarray) -> None:

@@ -46,6 +46,12 @@ MATH_NAMES = (
     "atan2", "sinh", "cosh", "tanh", "erf", "pow", "fmod",
 )
 
+#: functions that call a user primitive's kernels (tapejit._primitive_calls), whose
+#: number is the immediate c; the second-derivative names appear only in the expressions
+#: tapejit.symbolic derives
+PRIMITIVE_NAMES = ("prim1", "prim1_d", "prim1_d2", "prim2", "prim2_da", "prim2_db",
+                   "prim2_daa", "prim2_dab", "prim2_dbb")
+
 TWO_OVER_SQRT_PI = "1.1283791670955126"
 
 
@@ -551,7 +557,16 @@ ROUNDING = [
         a="1.0", b=f"-{_rint('((a - o) / b)')}"),
 ]
 
-OPS: list[OpDef] = ELEMENTWISE + STRUCTURAL + FUSED + ROUNDING
+#: user primitives (tapejit.primitives): c is the primitive's number, the kernels are the
+#: user's, called through a table of pointers; d/d(out) of a partial is 0 because the
+#: user's second derivatives are totals (tapejit.symbolic)
+PRIMITIVES = [
+    _ew("primitive1", 1, "prim1(c, a)", "out = f(a) for the user primitive number c", a="prim1_d(c, a, o)"),
+    _ew("primitive2", 2, "prim2(c, a, b)", "out = f(a, b) for the user primitive number c",
+        a="prim2_da(c, a, b, o)", b="prim2_db(c, a, b, o)"),
+]
+
+OPS: list[OpDef] = ELEMENTWISE + STRUCTURAL + FUSED + ROUNDING + PRIMITIVES
 
 
 def fields_used(op: OpDef) -> list[str]:

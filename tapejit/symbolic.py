@@ -31,6 +31,18 @@ _CHAIN = {
     "abs": "(1.0 if u > 0.0 else (-1.0 if u < 0.0 else 0.0))",
 }
 
+# user primitives (tapejit.primitives): the derivative of each kernel name with respect
+# to its operand arguments (after the immediate c), as the kernel name that gives it.
+# The output argument o gets none: the user's second derivatives are totals, so
+# d/da prim1_d(c, a, o) is prim1_d2 with o's dependence on a included.
+_PRIMITIVE_CHAIN = {
+    "prim1": ("prim1_d",),
+    "prim1_d": ("prim1_d2", None),
+    "prim2": ("prim2_da", "prim2_db"),
+    "prim2_da": ("prim2_daa", "prim2_dab", None),
+    "prim2_db": ("prim2_dab", "prim2_dbb", None),
+}
+
 ZERO = ast.Constant(0.0)
 ONE = ast.Constant(1.0)
 
@@ -130,6 +142,21 @@ def _d(node: ast.AST, var: str) -> ast.AST:
             term2 = ZERO if _is_const(dexpo, 0.0) else _mul(
                 _mul(node, ast.Call(ast.Name("log", ast.Load()), [base], [])), dexpo)
             return _add(term1, term2)
+        if name in _PRIMITIVE_CHAIN:
+            c, *operands = args
+            total = ZERO
+            for arg, derivative in zip(operands, _PRIMITIVE_CHAIN[name]):
+                du = _d(arg, var)
+                if _is_const(du, 0.0) or derivative is None:
+                    continue
+                if derivative == "prim1_d":     # prim1's partial reads the output too
+                    call_args = [c, arg, node]
+                elif name == "prim2":
+                    call_args = [c, *operands, node]
+                else:
+                    call_args = args
+                total = _add(total, _mul(ast.Call(ast.Name(derivative, ast.Load()), list(call_args), []), du))
+            return total
         if name == "atan2":
             y, x = args
             dy, dx = _d(y, var), _d(x, var)

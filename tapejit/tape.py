@@ -321,6 +321,8 @@ def validate(t: TapeArrays, ssa: bool = True, canonical: bool = False) -> None:
     bad = np.flatnonzero(ops >= N_OPS)
     if bad.size:
         raise InvalidTapeError(f"instruction {bad[0]}: unknown opcode {ops[bad[0]]}")
+    from .primitives import check_numbers
+    check_numbers(ops, t.cv)
 
     f = {name: ins[k].astype(np.int64) for k, name in enumerate(FIELDS)}
     out, n = f["out"], f["n"]

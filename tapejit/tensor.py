@@ -26,6 +26,7 @@ from . import _sweeps_cpu as sweeps
 from . import inplace, tiling
 from .errors import (BackwardError, DTypeError, GradientLostError, ShapeError, TapeConsumedError, TapejitError,
                      TraceError)
+from ._primitive_calls import PYTHON_NAMES as PRIMITIVE_PYTHON_NAMES
 from .opcodes import MATH_NAMES, OP, OPS
 from .tape import Tape, TapeArrays
 
@@ -125,6 +126,9 @@ _NP_NAMES = {"exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p,
              "atan": np.arctan, "atan2": np.arctan2, "sinh": np.sinh, "cosh": np.cosh,
              "tanh": np.tanh, "pow": np.power, "abs": np.abs, "fmod": np.fmod,
              "erf": np.vectorize(math.erf, otypes=[np.float64])}
+# user primitives: their kernels, one value at a time (the exceptions they raise are theirs)
+_PY_NAMES.update(PRIMITIVE_PYTHON_NAMES)
+_NP_NAMES.update(PRIMITIVE_PYTHON_NAMES)
 
 
 def _compile_value(expr: str, names: dict):
@@ -1307,14 +1311,24 @@ def _backward(t: Tensor, gradient, retain_graph: bool) -> None:
     if last > 64:
         # instructions after the one that wrote t cannot influence it
         last = int(np.searchsorted(tape.ins[0, :last], t._base + _max_offset(t), side="right"))
-    if tape.max_run >= tiling.MIN_LENGTH:
-        arrays = TapeArrays(tape.ops[:last], np.ascontiguousarray(tape.ins[:, :last]), tape.cv[:last],
-                            tape.consts[:tape.n_consts], tape.idx[:tape.n_idx], tape.n_slots)
-        keep = _positions(t._base, t._shape, t._strides).reshape(-1)
-        tiling.reverse(tiling.cached_plan(arrays, keep), arrays, tape.values, g)
-    else:
-        sweeps.reverse_vector(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last)
+    try:
+        if tape.max_run >= tiling.MIN_LENGTH:
+            arrays = TapeArrays(tape.ops[:last], np.ascontiguousarray(tape.ins[:, :last]), tape.cv[:last],
+                                tape.consts[:tape.n_consts], tape.idx[:tape.n_idx], tape.n_slots)
+            keep = _positions(t._base, t._shape, t._strides).reshape(-1)
+            tiling.reverse(tiling.cached_plan(arrays, keep), arrays, tape.values, g)
+        else:
+            sweeps.reverse_vector(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last)
+    except BaseException:
+        _zero_adjoints()
+        raise
     _deliver(tape, retain_graph)
+
+
+def _zero_adjoints() -> None:
+    """After a sweep that raised (a user primitive): the adjoints it left, zeroed, since
+    every backward() counts on finding this thread's buffer zero."""
+    _state.adjoints[:] = 0.0
 
 
 #: reverse_vector's compiled code for the eager tape's argument types, called without the
@@ -1349,7 +1363,11 @@ def _backward_scalar(t: Tensor, tape: Tape, retain_graph: bool) -> None:
     if reverse is None:
         reverse = _eager_reverse[0] = _compiled_entry(
             sweeps.reverse_vector, (tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last))
-    reverse(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last)
+    try:
+        reverse(tape.ops, tape.ins, tape.cv, tape.consts, tape.idx, tape.values, g, 0, last)
+    except BaseException:
+        _zero_adjoints()
+        raise
     _deliver(tape, retain_graph)
 
 

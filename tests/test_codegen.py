@@ -44,7 +44,7 @@ def test_every_opcode_is_dispatched_by_every_cuda_sweep():
 
 
 def test_table_expressions_use_only_known_names():
-    allowed = {"a", "b", "d", "c", "o", "abs"} | set(codegen.MATH_NAMES)
+    allowed = {"a", "b", "d", "c", "o", "abs"} | set(codegen.MATH_NAMES) | set(codegen.PRIMITIVE_NAMES)
     for op in OPS:
         for expr in [op.value, *op.partials.values()]:
             if expr:

@@ -63,3 +63,24 @@ def test_train_mlp_reaches_scikit_learns_accuracy():
     # the traced steps are the eager ones replayed: the same weights at the end
     for a, b in zip(eager.parameters(), traced.parameters()):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_custom_primitive_fits_the_gamma_distribution_as_scipy_does():
+    from scipy.special import psi
+    (k, s), (k_ref, s_ref), grads, f = load("custom_primitive").main(n=5000)
+    assert k == pytest.approx(k_ref, rel=1e-6) and s == pytest.approx(s_ref, rel=1e-6)
+    # the batch gradients against the closed form: d/dlog k and d/dlog s of -log L
+    x = np.random.default_rng(0).gamma(shape=2.5, scale=1.7, size=5000)
+    thetas = np.array([[0.3, 0.2], [1.0, 0.5]])
+    kk, ss = np.exp(thetas[:, 0]), np.exp(thetas[:, 1])
+    n = x.size
+    expect = np.stack([-kk * (np.log(x).sum() - n * np.log(ss) - n * psi(kk)),
+                       -(x.sum() / ss - n * kk)], axis=1)
+    np.testing.assert_allclose(f.batch_grad(thetas), expect, rtol=1e-10)
+
+
+def test_custom_primitive_trigamma_against_scipy():
+    from scipy.special import polygamma
+    trigamma = load("custom_primitive").trigamma
+    x = np.array([1e-3, 0.5, 1.0, 2.5, 9.999, 10.0, 40.0, 1e4])
+    np.testing.assert_allclose([trigamma(v) for v in x], polygamma(1, x), rtol=1e-11)

@@ -29,6 +29,15 @@ def between_integers(n):
 ANY = U(-2.5, 2.5)
 POS = U(0.2, 3.0)
 
+# the user-primitive opcodes are walked with one registered primitive each (its number is
+# the immediate c), so every test over the table covers them too
+X_ATAN = tj.primitive(lambda x: x * math.atan(x), name="reference_x_atan")
+X_ATAN.defderiv(lambda x, o: math.atan(x) + x / (1.0 + x * x))
+X_ATAN.defhess(lambda x, o: 1.0 / (1.0 + x * x) + (1.0 - x * x) / ((1.0 + x * x) * (1.0 + x * x)))
+A_EXP_B = tj.primitive(lambda a, b: a * math.exp(b), name="reference_a_exp_b")
+A_EXP_B.defderiv(lambda a, b, o: math.exp(b), lambda a, b, o: o)
+A_EXP_B.defhess(lambda a, b, o: 0.0, lambda a, b, o: math.exp(b), lambda a, b, o: o)
+
 # name -> (numpy reference f(a, b, d, c), samplers for the operands, immediate)
 REFERENCE = {
     "fill": (lambda a, b, d, c: np.full_like(a, c), [], 1.75),
@@ -96,6 +105,8 @@ REFERENCE = {
     "fmod": (lambda a, b, d, c: np.fmod(a, b), [between_integers, lambda n: rng.choice([-1.0, 1.0], n)
                                                  * rng.uniform(0.9, 1.1, n)], 0.0),
     "where": (lambda a, b, d, c: np.where(a != 0, b, d), [lambda n: (rng.uniform(size=n) < 0.5) * 1.0, ANY, ANY], 0.0),
+    "primitive1": (lambda a, b, d, c: a * np.arctan(a), [ANY], float(X_ATAN.number)),
+    "primitive2": (lambda a, b, d, c: a * np.exp(b), [ANY, ANY], float(A_EXP_B.number)),
 }
 
 ELEMENTWISE = [op for op in OPS if op.elementwise]
