@@ -19,7 +19,9 @@ from .adjoint_plan import plan_and_dirty
 
 from . import _sweeps_cpu as sweeps
 from ._threads import get_num_threads, run_workers
-from ._transpose import points_to_rows, rows_to_points
+from . import _transpose
+from ._transpose import points_to_rows_plain, rows_to_points_plain
+from ._twins import HOT_CALLS
 from ._unlinked import unlinked
 from ._scalars import NO as _NO, YES as _YES, ZERO as _ZERO
 
@@ -35,6 +37,15 @@ forward_chunk = unlinked(sweeps.forward_chunk, types.none)
 reverse_chunk = unlinked(sweeps.reverse_chunk, types.none)
 forward_tangent_chunk = unlinked(sweeps.forward_tangent_chunk, types.none)
 reverse_tangent_chunk = unlinked(sweeps.reverse_tangent_chunk, types.none)
+# the block moves, compiled when a batch first takes them (see _transpose)
+_points_to_rows_blocked = unlinked(_transpose.points_to_rows, types.none)
+_rows_to_points_blocked = unlinked(_transpose.rows_to_points, types.none)
+#: values moved between the caller's layout and the workspace (inputs, seeds, results)
+#: from which a batch takes the block moves: 1e6 values cost ~0.1 ms more by plain loops,
+#: compiling the blocks ~1 s once, so a batch this large or a process that has run
+#: HOT_CALLS batches (a loop over batches) pays that once for its later calls
+BLOCKED_MOVES = 1 << 20
+_batch_calls = [0]
 
 #: workspace budget per worker (values and adjoints), in bytes: about one core's L2 cache.
 #: Measured on a 2-core dev box (1 MB L2 per core): B1 (then 74 slots) 13.9 ms at 512
@@ -83,8 +94,24 @@ def _fill_rows(v, rows, values):
 
 
 @njit(inline="always", **_NO_RUNTIME)
-def _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P):
-    rows_to_points(vals, v, out_pos, p0, P, _NO)
+def points_to_rows(v, rows, X, p0, P, blocked):
+    if blocked:
+        _points_to_rows_blocked(v, rows, X, p0, P)
+    else:
+        points_to_rows_plain(v, rows, X, p0, P)
+
+
+@njit(inline="always", **_NO_RUNTIME)
+def rows_to_points(out, v, rows, p0, P, clear, blocked):
+    if blocked:
+        _rows_to_points_blocked(out, v, rows, p0, P, clear)
+    else:
+        rows_to_points_plain(out, v, rows, p0, P, clear)
+
+
+@njit(inline="always", **_NO_RUNTIME)
+def _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P, blocked):
+    rows_to_points(vals, v, out_pos, p0, P, _NO, blocked)
     # valid starts all True (run); only a failed guard writes it
     for q in range(guard_pos.shape[0]):
         row = v[guard_pos[q]]
@@ -95,7 +122,7 @@ def _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P):
 
 @njit(**_JIT)
 def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_pos, param_pos,
-                param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode, clear_rows):
+                param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode, clear_rows, blocked):
     """The worker's block of chunks of the batch.
 
     mode 0: values; 1: values and the gradient of out_pos[0]; 2: values and u^T J with
@@ -112,9 +139,9 @@ def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_
     for ci in range(worker * n_chunks // n_workers, (worker + 1) * n_chunks // n_workers):
         p0 = ci * chunk
         P = min(chunk, B - p0)
-        points_to_rows(v, in_pos, X, p0, P)
+        points_to_rows(v, in_pos, X, p0, P, blocked)
         forward_chunk(ops, ins, cv, consts, idx, v, tmp, chunk, _ZERO, n_ins)
-        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P)
+        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P, blocked)
         if mode == MODE_VALUES:
             continue
         # the seeds assign their rows (the plan counts on it); several outputs may share one
@@ -131,7 +158,7 @@ def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_
         reverse_chunk(ops, ins, cv, consts, idx, plan, v, g, tmp, chunk, _ZERO, n_ins)
         # the sweep does not consume the inputs' and parameters' rows: read them, then
         # zero the parameters' and the inputs' dirty rows (see adjoint_plan)
-        rows_to_points(grads, g, in_pos, p0, P, _NO)
+        rows_to_points(grads, g, in_pos, p0, P, _NO, blocked)
         for j in range(clear_rows.shape[0]):
             g[clear_rows[j]] = 0.0
         for j in range(param_pos.shape[0]):
@@ -140,7 +167,7 @@ def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_
 
 @njit(**_JIT)
 def _run_chunks_tangent(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_pos, param_pos,
-                        param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode, clear_rows):
+                        param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode, clear_rows, blocked):
     """Values and J v (forward mode), with the rows of ``seeds`` as tangents v."""
     B = X.shape[0]
     n_ins = ops.shape[0]
@@ -153,16 +180,16 @@ def _run_chunks_tangent(worker, n_workers, ops, ins, cv, consts, idx, plan, n_sl
     for ci in range(worker * n_chunks // n_workers, (worker + 1) * n_chunks // n_workers):
         p0 = ci * chunk
         P = min(chunk, B - p0)
-        points_to_rows(v, in_pos, X, p0, P)
-        points_to_rows(dv, in_pos, seeds, p0, P)
+        points_to_rows(v, in_pos, X, p0, P, blocked)
+        points_to_rows(dv, in_pos, seeds, p0, P, blocked)
         forward_tangent_chunk(ops, ins, cv, consts, idx, v, dv, tmp, chunk, _ZERO, n_ins)
-        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P)
-        rows_to_points(grads, dv, out_pos, p0, P, _NO)
+        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P, blocked)
+        rows_to_points(grads, dv, out_pos, p0, P, _NO, blocked)
 
 
 @njit(**_JIT)
 def _run_chunks_hvp(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_pos, param_pos,
-                    param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode, clear_rows):
+                    param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode, clear_rows, blocked):
     """Values and Hessian-vector products H v (forward over reverse), v the rows of seeds."""
     B = X.shape[0]
     n_ins = ops.shape[0]
@@ -177,13 +204,13 @@ def _run_chunks_hvp(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots,
     for ci in range(worker * n_chunks // n_workers, (worker + 1) * n_chunks // n_workers):
         p0 = ci * chunk
         P = min(chunk, B - p0)
-        points_to_rows(v, in_pos, X, p0, P)
-        points_to_rows(dv, in_pos, seeds, p0, P)
+        points_to_rows(v, in_pos, X, p0, P, blocked)
+        points_to_rows(dv, in_pos, seeds, p0, P, blocked)
         forward_tangent_chunk(ops, ins, cv, consts, idx, v, dv, tmp, chunk, _ZERO, n_ins)
-        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P)
+        _store_chunk(v, out_pos, guard_pos, vals, valid, p0, P, blocked)
         g[out_pos[0]] += 1.0
         reverse_tangent_chunk(ops, ins, cv, consts, idx, v, dv, g, dg, tmp, chunk, _ZERO, n_ins)
-        rows_to_points(grads, dg, in_pos, p0, P, _YES)
+        rows_to_points(grads, dg, in_pos, p0, P, _YES, blocked)
         for j in range(in_pos.shape[0]):
             g[in_pos[j]] = 0.0
         for j in range(param_pos.shape[0]):
@@ -259,8 +286,12 @@ def run(arrays, in_pos, param_pos, param_vals, out_pos, guard_pos, X, mode, seed
     reverse = mode in (MODE_GRAD, MODE_VJP)
     plan = _plan_for(arrays, seeded) if reverse else np.zeros(0, np.uint8)
     clear_rows = _rows_to_clear(arrays, seeded, in_pos) if reverse else in_pos
+    _batch_calls[0] += 1
+    moved = B * (len(in_pos) + n_out + (width if mode != MODE_VALUES else 0) + (seeds.shape[1] if seeds.size else 0))
+    blocked = moved >= BLOCKED_MOVES or _batch_calls[0] > HOT_CALLS
     args = (arrays.ops, arrays.ins, arrays.cv, arrays.consts, arrays.idx, plan, arrays.n_slots, in_pos,
-            param_pos, param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode, clear_rows)
+            param_pos, param_vals, out_pos, guard_pos, X, seeds, vals, grads, valid, chunk, mode, clear_rows,
+            blocked)
     run_workers(_DRIVERS.get(mode, _run_chunks), workers, *args)
     return vals, grads, valid
 

@@ -46,9 +46,14 @@ def test_moves_refuse_chunks_outside_the_arrays():
         rows_to_points(X, v, np.array([0, 1]), 0, 4, False)      # 2 rows, 3 columns
 
 
+@pytest.mark.parametrize("blocked", [False, True], ids=["plain moves", "block moves"])
 @pytest.mark.parametrize("n", [2, 4, 7])
 @pytest.mark.parametrize("B", [0, 1, 6, 4099])
-def test_every_batch_mode_at_edge_sizes(n, B):
+def test_every_batch_mode_at_edge_sizes(n, B, blocked, monkeypatch):
+    from tapejit import batch
+    # the engine's choice of moves, forced: every batch by plain loops, or by 4 x 4 blocks
+    monkeypatch.setattr(batch, "BLOCKED_MOVES", 0 if blocked else 1 << 62)
+    monkeypatch.setattr(batch, "HOT_CALLS", 0 if blocked else 1 << 62)
     f = tj.trace(workloads.rosen, np.zeros(n))
     X, V = rng.standard_normal((B, n)), rng.standard_normal((B, n))
     U = rng.standard_normal(B)
