@@ -476,6 +476,16 @@ class Kernel:
         self.n_params = len(f.param_pos)
         self.n_outputs = len(f.out_pos)
 
+    def prepare(self) -> None:
+        """Compile (or load from Numba's cache) both entry points, for the argument types
+        ``run`` passes, without running them (tapejit.tier does this in the background)."""
+        from numba import typeof, types
+        X, params = np.zeros((1, self.n_inputs)), np.zeros(self.n_params)
+        vals, grads, valid = np.zeros((1, self.n_outputs)), np.zeros((1, self.n_inputs)), np.ones(1, np.bool_)
+        workers = (types.int64, types.int64)
+        self.module.values.compile(workers + tuple(typeof(a) for a in (X, params, vals, valid)))
+        self.module.value_and_grad.compile(workers + tuple(typeof(a) for a in (X, params, vals, grads, valid)))
+
     def run(self, X, params, vals, grads, valid, with_gradient: bool, workers: int) -> None:
         # the kernel indexes with constants: every shape is checked here, before it runs
         B = X.shape[0]

@@ -23,6 +23,7 @@ import numpy as np
 from . import _point
 from . import _sweeps_cpu as sweeps
 from . import batch as batch_engine
+from . import tier
 from . import tiling
 from .errors import BranchChangedError, ShapeError, TapejitError, TraceError
 from .opcodes import OP, OPS
@@ -130,6 +131,7 @@ class Function:
         self._single_plain = None
         self._direct = _UNSET
         self.locations = getattr(self, "locations", {})
+        self._tier = tier.Tier()
 
     @staticmethod
     def _as_slice(pos: np.ndarray):
@@ -216,6 +218,7 @@ class Function:
         self._packed = None
         self._single_plain = None
         self._direct = _UNSET
+        self._tier = tier.Tier()
         self._guard_if_primitives()
         if self.__dict__.pop("compiled", False):
             # Numba's cache (keyed by the kernel's source) makes this an import, not a compile
@@ -599,6 +602,22 @@ class Function:
         twin._kernel = Kernel(self)
         return twin
 
+    @property
+    def tier(self) -> str:
+        """Where batch values and gradients run: "interpreter", "compiling" (its kernel
+        compiles in the background), "compiled", or "not compilable" / "failed" (the
+        interpreter for good; ``tier_error`` says why). See tapejit.tier."""
+        return tier.COMPILED if self._kernel is not None else self._tier.state
+
+    @property
+    def tier_error(self) -> Optional[BaseException]:
+        return self._tier.error
+
+    def wait_compiled(self, timeout: Optional[float] = None) -> bool:
+        """Wait for a background compile of this Function's kernel (if one runs); True
+        when the kernel is in use."""
+        return tier.wait(self, timeout)
+
     def jacobian_sparsity(self):
         """Boolean scipy.sparse CSR pattern (n_outputs, n_inputs) of the Jacobian, found by
         propagating index sets through the tape (computed once per Function)."""
@@ -640,9 +659,10 @@ class Function:
             raise TapejitError("an out= gradient buffer needs a function of one input array")
         out = (None if out[0] is None else batch_engine.check_out(out[0], (B, self.n_outputs), "out (values)", X),
                None if out[1] is None else batch_engine.check_out(out[1], (B, self.n_inputs), "out (gradients)", X))
+        kernel = self._kernel            # read once: a background compile may set it (tapejit.tier)
         try:
-            if self._kernel is not None and mode in (batch_engine.MODE_VALUES, batch_engine.MODE_GRAD):
-                vals, derivs, valid = batch_engine.run_compiled(self._kernel, self.arrays, X,
+            if kernel is not None and mode in (batch_engine.MODE_VALUES, batch_engine.MODE_GRAD):
+                vals, derivs, valid = batch_engine.run_compiled(kernel, self.arrays, X,
                                                                 self._flat_params(params), mode, out)
             else:
                 vals, derivs, valid = batch_engine.run(
@@ -652,6 +672,9 @@ class Function:
             from .primitives import name_the_primitives
             name_the_primitives(exc, self.arrays)
             raise
+        else:
+            if kernel is None and mode in (batch_engine.MODE_VALUES, batch_engine.MODE_GRAD):
+                tier.served(self, B)
         self._check_branches(X, params, mode, seeds, vals, derivs, valid, on_branch_change)
         if _state.debug:
             bad = ~np.isfinite(vals).all(axis=1) | (~np.isfinite(derivs).all(axis=1) if mode else False)
@@ -873,18 +896,28 @@ def _collector_paused():
             gc.enable()
 
 
-def trace(fn: Callable, *example_args, params: Sequence = (), optimize: bool = True) -> Function:
+def trace(fn: Callable, *example_args, params: Sequence = (), optimize: bool = True,
+          compile: Optional[bool] = None) -> Function:
     """Record ``fn(*example_args, *params)`` once and return a replayable Function.
 
     ``example_args`` are the differentiable inputs (arrays or floats); ``params`` are
     inputs that can change at replay (``f.grad(x, params=...)``) without re-recording
     and are not differentiated (CppAD's dynamic parameters). The tape is optimized
     (constant folding, identities, common subexpressions, dead code) unless
-    ``optimize=False``."""
+    ``optimize=False``.
+
+    ``compile``: None (the default) compiles the Function's own kernel for batch values
+    and gradients in the background once it runs hot (tapejit.tier; ``f.tier``); True
+    compiles it now, before returning (``f.compile()``); False never does."""
     if not example_args:
         raise TapejitError("trace needs at least one example input")
     with _collector_paused():
-        return _record(fn, example_args, params, optimize)
+        f = _record(fn, example_args, params, optimize)
+    if compile:
+        return f.compile()
+    if compile is False:
+        f._tier.policy = "never"
+    return f
 
 
 def _record(fn: Callable, example_args: tuple, params: Sequence, optimize: bool) -> Function:
