@@ -11,8 +11,8 @@ from . import _numba_cache
 _numba_cache.refresh()
 
 from .errors import (BackwardError, BranchChangedError, CudaUnavailableError, DTypeError, GradientLostError,  # noqa: E402
-                     InvalidTapeError, NonFiniteError, NotCompilableError, PrimitiveError, ShapeError, TapeConsumedError,
-                     TapeFormatError, TapejitError, TraceError)
+                     InvalidTapeError, NonFiniteError, NotCompilableError, PrimitiveError, ShapeError,
+                     TapeConsumedError, TapeFormatError, TapejitError, TraceError)
 from .functions import (abs, absolute, add, all, amax, amin, any, arange, arccos, arcsin, arctan,
                         arctan2, asarray, ceil, clip, concatenate, cos, cosh, divide, dot, e, equal, erf,
                         exp, exp2, expand_dims, expm1, eye, fix, flip, float64, floor, full, full_like, greater,
@@ -62,7 +62,8 @@ __all__ = [
     "maximum", "mean", "meshgrid", "min", "minimize", "minimum", "mod", "modf", "moveaxis", "multiply",
     "multistart", "nan", "ndim", "negative", "newaxis", "nn", "no_grad", "NonFiniteError", "norm", "not_equal",
     "NotCompilableError", "ones", "ones_like", "optim", "OptimizeResult", "outer", "pad", "pi", "polyval",
-    "power", "Primitive", "primitive", "PrimitiveError", "PrimitiveWarning", "prod", "rad2deg", "ravel", "reciprocal", "release_buffers", "relu", "repeat", "reshape", "rint",
+    "power", "Primitive", "primitive", "PrimitiveError", "PrimitiveWarning", "prod", "rad2deg", "ravel",
+    "reciprocal", "release_buffers", "relu", "repeat", "reshape", "rint",
     "roll", "set_num_threads", "shape", "ShapeError", "sigmoid", "sign", "signbit", "sin", "sinc", "sinh",
     "size", "softmax", "softplus", "sort", "split", "sqrt", "square", "squeeze", "stack", "std",
     "stop_gradient", "subtract", "sum", "swapaxes", "take", "take_along_axis", "tan", "tanh",

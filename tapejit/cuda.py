@@ -106,9 +106,10 @@ def cache_dir() -> str:
         return tempfile.gettempdir()
 
 
-def device_module(opcodes, unsigned: bool = True) -> Any:
-    """Device sweeps dispatching on just these opcodes, generated from the table."""
-    key = (frozenset(int(c) for c in opcodes), unsigned)
+def device_module(opcodes, unsigned: bool = True, primitives: tuple = ()) -> Any:
+    """Device sweeps dispatching on just these opcodes, generated from the table;
+    ``primitives``: (arity, number) of the user primitives the tape calls."""
+    key = (frozenset(int(c) for c in opcodes), unsigned, tuple(sorted(primitives)))
     module = _DEVICE_MODULES.get(key)
     if module is None:
         import hashlib
@@ -116,6 +117,11 @@ def device_module(opcodes, unsigned: bool = True) -> Any:
 
         from . import codegen
         source = codegen.render_cuda(only=key[0], unsigned=unsigned)
+        if primitives:
+            by_arity: dict = {}
+            for arity, number in primitives:
+                by_arity.setdefault(arity, []).append(number)
+            source += codegen.render_cuda_primitives(by_arity)
         digest = hashlib.sha256(source.encode()).hexdigest()[:16]
         path = os.path.join(cache_dir(), f"sweeps_cuda_{digest}.py")
         if not os.path.exists(path):
@@ -139,13 +145,13 @@ def local_size(n_slots: int, n_arrays: int = 2, itemsize: int = 8) -> int:
 
 
 def _kernel(tape: "DeviceTape", mode: int, local_slots: int):
-    key = (tape.opcodes, mode, tape.dtype.name, local_slots, UNSIGNED_INDEX)
+    key = (tape.opcodes, tape.primitives, mode, tape.dtype.name, local_slots, UNSIGNED_INDEX)
     kernel = _KERNELS.get(key)
     if kernel is None:
         require()
         from . import _cuda_kernels
-        kernel = _KERNELS[key] = _cuda_kernels.make_kernel(device_module(tape.opcodes, UNSIGNED_INDEX), mode,
-                                                          tape.dtype.name, local_slots)
+        module = device_module(tape.opcodes, UNSIGNED_INDEX, tape.primitives)
+        kernel = _KERNELS[key] = _cuda_kernels.make_kernel(module, mode, tape.dtype.name, local_slots)
     return kernel
 
 
@@ -176,6 +182,8 @@ class DeviceTape:
         self.in_pos, self.param_pos, self.out_pos, self.guards = (
             to(np.asarray(p, np.uint32)) for p in (f.in_pos, f.param_pos, f.out_pos, f.guards))
         self.opcodes = frozenset(int(c) for c in np.unique(a.ops))
+        from .primitives import BY_NUMBER, numbers_used
+        self.primitives = tuple((BY_NUMBER[k].arity, k) for k in numbers_used(a.ops, a.cv))
         self.guarded = f.guards.size > 0
         self.local_ok = True
         # stand-ins for absent seeds, parameters and (unguarded tapes) validity flags, so
@@ -215,8 +223,8 @@ def run(f, X, mode: int, seeds=None, params=None, dtype=np.float64):
     X may be numpy (results come back as numpy) or a device array (results stay on the
     device). Returns (values (B, n_out), derivatives, valid (B,)); valid is None for device
     inputs of a tape without guards."""
-    from .primitives import require_cpu
-    require_cpu(f.arrays.ops, f.arrays.cv)
+    from .primitives import require_gpu_rules
+    require_gpu_rules(f.arrays.ops, f.arrays.cv, mode)
     cuda = require()
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float64), np.dtype(np.float32)):

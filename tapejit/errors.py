@@ -56,5 +56,4 @@ class NotCompilableError(TapejitError, ValueError):
 
 
 class PrimitiveError(TapejitError, RuntimeError):
-    """A user primitive that cannot be registered, raised while recording, or is used where
-    its kernels cannot run (the GPU, a saved tape loaded without it)."""
+    """A user primitive that cannot be registered, or whose kernel raised while recording."""

@@ -699,8 +699,8 @@ class Function:
 
     def _run_cuda(self, Xs, params, mode, on_branch_change, seeds, dtype):
         from . import cuda
-        from .primitives import require_cpu
-        require_cpu(self.arrays.ops, self.arrays.cv)
+        from .primitives import require_gpu_rules
+        require_gpu_rules(self.arrays.ops, self.arrays.cv, mode)
         cuda.require()
         if len(Xs) == 1 and cuda.is_device_array(Xs[0]):
             X = cuda.as_device_array(Xs[0])

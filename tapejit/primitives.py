@@ -15,12 +15,17 @@ included.
 Registering compiles the user's kernels (wrapped to return float64) and nothing else:
 the sweeps call them through ``_primitive_calls.TABLE``. A rule that is not given is a
 kernel that raises ``NotImplementedError`` naming the primitive and the rule, so a mode
-that needs it fails with that message, never with a wrong number. The CUDA target does
-not run primitives: a tape that uses one is refused there with ``PrimitiveError``.
+that needs it fails with that message, never with a wrong number.
+
+On the GPU the rules are compiled by numba-cuda from the user's Python (``device_kernel``)
+into the tape's own device module, where ``prim1(c, a)`` and the others dispatch on the
+number (``codegen.render_cuda_primitives``); a device function cannot raise, so a mode
+whose rule is missing is refused before the launch (``require_gpu_rules``).
 """
 from __future__ import annotations
 
 import inspect
+import math
 import threading
 import warnings
 from typing import Callable, Optional
@@ -109,6 +114,8 @@ class Primitive:
         self.arity = arity
         self.fn = fn
         self.has_deriv = self.has_hess = self._ready = False
+        self._python: dict = {}
+        self._device: dict = {}
         with _lock:
             if len(BY_NUMBER) >= calls.MAX_PRIMITIVES:
                 raise PrimitiveError(f"at most {calls.MAX_PRIMITIVES} primitives per process")
@@ -142,6 +149,9 @@ class Primitive:
             dispatcher, signature = _float_kernel(fn, n_args, f"primitive {self.name!r}'s {rule} rule")
         cres = dispatcher.overloads[signature]
         role = _ROLES[rule]
+        # the plain Python function, which the GPU compiles for itself (tapejit.cuda)
+        self._python[role] = None if fn is None else getattr(fn, "py_func", fn)
+        self._device.pop(role, None)
         # the dispatcher stays referenced (KERNELS): its machine code lives as long as it does
         calls.KERNELS[self.number][role] = dispatcher
         calls.set_entry(self.number, role, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
@@ -184,7 +194,8 @@ class Primitive:
         return out
 
     def __repr__(self) -> str:
-        rules = ["value"] + (["derivative"] if self.has_deriv else []) + (["second derivative"] if self.has_hess else [])
+        rules = ["value"] + (["derivative"] if self.has_deriv else [])
+        rules += ["second derivative"] if self.has_hess else []
         return f"<tapejit primitive {self.name!r} of {self.arity} operand(s): {', '.join(rules)}>"
 
 
@@ -246,13 +257,48 @@ def check_numbers(ops: np.ndarray, cv: np.ndarray) -> None:
                                    f"its instruction reads {n}")
 
 
-def require_cpu(ops: np.ndarray, cv: np.ndarray, what: str = "the CUDA target") -> None:
-    """Refuse a tape with primitives where their kernels cannot run."""
-    used = numbers_used(ops, cv)
-    if used:
-        names = ", ".join(repr(BY_NUMBER[k].name) for k in used)
-        raise PrimitiveError(f"{what} does not run user primitives; this tape uses {names} "
-                             "(run it on the CPU)")
+#: the rules each GPU mode calls (tapejit.cuda's modes: values, grad, vjp, jvp, hvp)
+_GPU_RULES = {0: ("value",), 1: ("value", "first"), 2: ("value", "first"), 3: ("value", "first"),
+              4: ("value", "first", "second")}
+
+
+def require_gpu_rules(ops: np.ndarray, cv: np.ndarray, mode: int) -> None:
+    """Before a GPU launch: every primitive the tape calls has the rules this mode needs
+    (a device kernel cannot raise, so a missing one is refused here, by name)."""
+    for k in numbers_used(ops, cv):
+        p = BY_NUMBER[k]
+        for kind in _GPU_RULES[mode]:
+            rules = {"value": ("value",), "first": _FIRST[p.arity], "second": _SECOND[p.arity]}[kind]
+            for rule in rules:
+                if p._python.get(_ROLES[rule]) is None:
+                    how = "defderiv" if kind == "first" else "defhess"
+                    raise NotImplementedError(f"primitive {p.name!r} has no {rule} rule, which this GPU mode "
+                                              f"needs: give it with {p.name}.{how}(...)")
+
+
+def device_kernel(number: int, role: int):
+    """The primitive's rule compiled for the GPU (a device function; numba-cuda compiles
+    it, from the user's Python, when a kernel calling it first compiles)."""
+    p = BY_NUMBER[number]
+    if role not in p._device:
+        from numba import cuda
+        fn = p._python.get(role)
+        if fn is None:         # never called: require_gpu_rules refuses the modes needing it
+            fn = _nan_rule(p.arity + (0 if role == calls.VALUE else 1))
+        p._device[role] = cuda.jit(device=True)(fn)
+    return p._device[role]
+
+
+def _nan_rule(n_args: int):
+    def rule1(x):
+        return x * math.nan
+
+    def rule2(x, y):
+        return x * math.nan
+
+    def rule3(x, y, z):
+        return x * math.nan
+    return {1: rule1, 2: rule2, 3: rule3}[n_args]
 
 
 def name_the_primitives(exc: BaseException, arrays) -> BaseException:

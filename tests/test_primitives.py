@@ -248,9 +248,15 @@ def test_a_tape_naming_an_unknown_primitive_is_invalid():
         validate(type(bad)(bad.ops, bad.ins, cv, bad.consts, bad.idx, bad.n_slots))
 
 
-def test_the_gpu_refuses_primitives():
-    with pytest.raises(tj.PrimitiveError, match="does not run user primitives.*'softplus_p'"):
-        F_PRIM.batch_grad(np.ones((4, N)), device="cuda")
+def test_the_gpu_refuses_a_mode_whose_rule_is_missing():
+    # checked before anything is launched (a device kernel cannot raise): no GPU needed
+    value_only = tj.primitive(lambda x: x * x, name="square_value_only_gpu")
+    f = tj.trace(lambda v: tj.sum(value_only(v)), np.ones(2))
+    with pytest.raises(NotImplementedError, match="'square_value_only_gpu' has no d rule.*GPU.*defderiv"):
+        f.batch_grad(np.ones((4, 2)), device="cuda")
+    value_only.defderiv(lambda x, o: 2.0 * x)
+    with pytest.raises(NotImplementedError, match="has no d2 rule.*defhess"):
+        f.batch_hvp(np.ones((4, 2)), V=np.ones((4, 2)), device="cuda")
 
 
 def test_registration_errors():

@@ -292,3 +292,21 @@ def test_parameters_reach_every_point(few_threads, memory):
     expected = np.array([2 * A1.T @ (A1 @ w - y1) + 0.1 * np.exp(0.1 * w) for w in W])
     np.testing.assert_allclose(f.batch_grad(W, params=(A1, y1), device="cuda"), expected, rtol=1e-12)
     np.testing.assert_allclose(f.batch_grad(W, device="cuda"), f.batch_grad(W), rtol=1e-12)
+
+
+def test_user_primitives_run_on_the_gpu_as_on_the_cpu():
+    import math
+    softplus_p = tj.primitive(lambda x: math.log1p(math.exp(x)), name="softplus_gpu")
+    softplus_p.defderiv(lambda x, o: 1.0 / (1.0 + math.exp(-x)))
+    softplus_p.defhess(lambda x, o: (1.0 / (1.0 + math.exp(-x))) * (1.0 - 1.0 / (1.0 + math.exp(-x))))
+    hypot_p = tj.primitive(lambda a, b: math.sqrt(a * a + b * b), name="hypot_gpu")
+    hypot_p.defderiv(lambda a, b, o: a / o, lambda a, b, o: b / o)
+    hypot_p.defhess(lambda a, b, o: b * b / (o * o * o), lambda a, b, o: -a * b / (o * o * o),
+                    lambda a, b, o: a * a / (o * o * o))
+    f = tj.trace(lambda x: tj.sum(softplus_p(x) * tj.sin(x)) + tj.sum(hypot_p(x[1:], x[:-1])), np.ones(4))
+    X, V = rng.standard_normal((40, 4)), rng.standard_normal((40, 4))
+    np.testing.assert_allclose(f.batch_grad(X, device="cuda"), f.batch_grad(X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(f.batch_hvp(X, V=V, device="cuda"), f.batch_hvp(X, V=V), rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(f.batch_jvp(X, V=V, device="cuda")[1], f.batch_jvp(X, V=V)[1], rtol=1e-12)
+    np.testing.assert_allclose(f.batch_grad(X, device="cuda", dtype=np.float32), f.batch_grad(X),
+                               rtol=1e-4, atol=1e-5)
