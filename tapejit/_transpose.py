@@ -154,15 +154,23 @@ def rows_to_points(out, v, rows, p0, P, clear):
 # three functions of their own (1.0 s of a first batch_grad's 4.4 s on the 2-core box).
 # The batch engine takes the blocks for large batches and once it runs hot.
 @njit(inline="always", **_JIT)
-def points_to_rows_plain(v, rows, X, p0, P):
-    """points_to_rows, value by value."""
+def _checked_plain(v, rows, points, p0, P):
+    """_checked_sizes for the plain moves (inlined with them): (columns, row width)."""
     n, width = rows.shape[0], v.shape[1]
-    if n != X.shape[1] or p0 < 0 or P < 0 or p0 + P > X.shape[0] or P > width:
+    if n != points.shape[1] or p0 < 0 or P < 0 or p0 + P > points.shape[0] or P > width:
         raise ShapeError("a chunk does not fit the batch or the workspace")
     for j in range(n):
-        r = rows[j]
-        if r < 0 or r >= v.shape[0]:
+        if rows[j] < 0 or rows[j] >= v.shape[0]:
             raise ShapeError("a workspace row is out of range")
+    return n, width
+
+
+@njit(inline="always", **_JIT)
+def points_to_rows_plain(v, rows, X, p0, P):
+    """points_to_rows, value by value."""
+    n, width = _checked_plain(v, rows, X, p0, P)
+    for j in range(n):
+        r = rows[j]
         for p in range(P):
             v[r, p] = X[p0 + p, j]
         for p in range(P, width):
@@ -172,13 +180,9 @@ def points_to_rows_plain(v, rows, X, p0, P):
 @njit(inline="always", **_JIT)
 def rows_to_points_plain(out, v, rows, p0, P, clear):
     """rows_to_points, value by value."""
-    n, width = rows.shape[0], v.shape[1]
-    if n != out.shape[1] or p0 < 0 or P < 0 or p0 + P > out.shape[0] or P > width:
-        raise ShapeError("a chunk does not fit the batch or the workspace")
+    n, width = _checked_plain(v, rows, out, p0, P)
     for j in range(n):
         r = rows[j]
-        if r < 0 or r >= v.shape[0]:
-            raise ShapeError("a workspace row is out of range")
         for p in range(P):
             out[p0 + p, j] = v[r, p]
         if clear:
