@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -435,12 +436,27 @@ _modules: dict[str, object] = {}
 _lock = threading.Lock()
 
 
+def _module_name(source: str) -> str:
+    return f"tapejit_kernel_{hashlib.sha256(source.encode()).hexdigest()[:20]}"
+
+
+def on_disk(source: str) -> bool:
+    """Whether a kernel of this source was written to the cache directory before (by this
+    process or an earlier one): then Numba's cache most likely holds its compiled code."""
+    if _module_name(source)[len("tapejit_kernel_"):] in _modules:
+        return True
+    try:
+        return (cache_dir() / f"{_module_name(source)}.py").exists()
+    except OSError:
+        return False
+
+
 def _load(source: str):
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
     with _lock:
         if digest in _modules:
             return _modules[digest]
-        name = f"tapejit_kernel_{digest}"
+        name = _module_name(source)
         try:
             directory = cache_dir()
             directory.mkdir(parents=True, exist_ok=True)
@@ -469,8 +485,8 @@ class Kernel:
     """The compiled per-point code of one Function: values, and values with the gradient
     of the first output, over the rows of a batch."""
 
-    def __init__(self, f):
-        self.source = render_source(f)
+    def __init__(self, f, source: Optional[str] = None):
+        self.source = source or render_source(f)
         self.module = _load(self.source)
         self.n_inputs = len(f.in_pos)
         self.n_params = len(f.param_pos)

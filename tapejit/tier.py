@@ -8,17 +8,19 @@ ready use it. The caller never waits: until then, and for every other mode, the
 interpreter runs. A tape the kernel cannot take (too large to unroll) stays on the
 interpreter for good; ``f.tier`` says which tier a Function is on.
 
-Why ``HOT_POINTS`` is 2e7 (2-core Zen 4 box): B1's kernel takes ~1.5 s of one core to
-compile and saves ~8.5 ns a point (15.1 ms -> 6.6 ms per 1e6 gradients), so it repays a
-compile after ~1.8e8 points. The rent-or-buy rule would wait for that many; compiling
-on the second core while the interpreter serves costs the caller far less than the
-compile's own time, so tiering starts once the interpreter has spent ~0.3 s on the
-Function (2e7 B1 points), a tenth of the break-even, and its disk cache makes later
-processes pay an import instead (``compile=True`` asks for the kernel at once).
+Why ``HOT_POINTS`` is 2e7 (2-core Zen 4 box): B1's kernel takes ~0.7-1.5 s of one core
+to compile and saves ~8.5 ns a point (15.1 ms -> 6.6 ms per 1e6 gradients), so it repays
+a compile after ~1e8-1.8e8 points. The rent-or-buy rule would wait for that many; but the
+compile runs beside the caller, whose calls only slow down meanwhile (B1: 31-37 ms a call
+during the compile, 16-20 ms before), so tiering starts once the interpreter has spent
+~0.3 s on the Function (2e7 B1 points), a tenth of the break-even. A kernel that an
+earlier process compiled (its source is in the kernel cache directory, Numba's cache has
+its code) is only an import: that is looked for after a hundredth of ``HOT_POINTS``.
+``compile=True`` asks for the kernel at once.
 
 A thread rather than a process: Numba's compiler is Python and holds the GIL, but the
 interpreter's sweeps release it, so a batch-heavy caller and the compile share two
-cores well; a process would pay its own import of tapejit and Numba (1-2 s) first.
+cores; a process would pay its own import of tapejit and Numba (1-2 s) first.
 """
 from __future__ import annotations
 
@@ -28,11 +30,12 @@ import threading
 import time
 from typing import Optional
 
-import numpy as np
-
 #: points served by batch values/gradients after which a Function's kernel is compiled
 DEFAULT_HOT_POINTS = 20_000_000
 HOT_POINTS = DEFAULT_HOT_POINTS
+#: a Function whose kernel an earlier process compiled (its source is in the kernel cache
+#: directory) loads it after this fraction of HOT_POINTS: an import of ~0.1 s, not a compile
+CACHED_FRACTION = 100
 
 INTERPRETER, COMPILING, COMPILED, NOT_COMPILABLE, FAILED = (
     "interpreter", "compiling", "compiled", "not compilable", "failed")
@@ -53,39 +56,56 @@ class Tier:
         self.started: Optional[float] = None
         #: seconds from the start of the compile to the kernel's first use being possible
         self.seconds: Optional[float] = None
+        #: the kernel's source, rendered once (None: not yet)
+        self.source: Optional[str] = None
+        self.probed = False             # looked for the kernel on disk
 
 
 def served(f, points: int) -> None:
-    """Count points the interpreter served for f; start the compile when f is hot."""
+    """Count points the interpreter served for f; start the compile when f is hot, or
+    much earlier when its kernel is on disk already (a load, not a compile)."""
     tier = f._tier
     if tier.policy != "auto" or tier.state != INTERPRETER:
         return
     tier.points += points
     if tier.points >= HOT_POINTS:
         start(f)
+    elif tier.points >= HOT_POINTS // CACHED_FRACTION and not tier.probed:
+        tier.probed = True
+        start(f, only_if_on_disk=True)
 
 
-def start(f) -> None:
-    """Compile f's kernel in a background thread (once)."""
+def start(f, only_if_on_disk: bool = False) -> None:
+    """Compile f's kernel in a background thread (once); ``only_if_on_disk``: only if an
+    earlier process compiled it (rendering the source to find out runs in the thread too:
+    a large tape takes a few hundred ms)."""
     tier = f._tier
     with _lock:
-        if tier.state != INTERPRETER:
+        if tier.state != INTERPRETER or (tier.thread is not None and tier.thread.is_alive()):
             return
-        tier.state = COMPILING
+        if not only_if_on_disk:
+            tier.state = COMPILING
         tier.started = time.perf_counter()
-        thread = threading.Thread(target=_compile, args=(f,), name="tapejit-compile", daemon=True)
+        thread = threading.Thread(target=_compile, args=(f, only_if_on_disk), name="tapejit-compile",
+                                  daemon=True)
         tier.thread = thread
         _running.add(thread)
     thread.start()
 
 
-def _compile(f) -> None:
-    from .compiled import Kernel
+def _compile(f, only_if_on_disk: bool) -> None:
+    from .compiled import Kernel, on_disk, render_source
     from .errors import NotCompilableError
     tier = f._tier
     _share_the_gil(+1)
     try:
-        kernel = Kernel(f)
+        if tier.source is None:
+            tier.source = render_source(f)
+        if only_if_on_disk:
+            if not on_disk(tier.source):
+                return                   # compiled when hot, from the source rendered here
+            tier.state = COMPILING
+        kernel = Kernel(f, tier.source)
         kernel.prepare()
     except NotCompilableError as err:
         tier.error, tier.state = err, NOT_COMPILABLE
@@ -103,7 +123,8 @@ def _compile(f) -> None:
 _compiling = [0, None]
 #: the GIL switch interval while a compile runs: Numba's compiler holds the GIL, and at
 #: Python's default 5 ms a caller coming back from a sweep (which releases it) waited up
-#: to that long for it at every call
+#: to that long for it at every call (B1 during a compile: 40 ms a call at 5 ms, 31-37 ms
+#: at 0.5 ms, 16-20 ms without a compile)
 SWITCH_INTERVAL = 0.0005
 
 

@@ -16,6 +16,8 @@ rng = np.random.default_rng(5)
 def hot_after(monkeypatch):
     def set_points(points):
         monkeypatch.setattr(tier, "HOT_POINTS", points)
+        # no early look for a kernel on disk (an earlier test may have compiled it)
+        monkeypatch.setattr(tier, "CACHED_FRACTION", 1)
     return set_points
 
 
@@ -87,3 +89,17 @@ def test_a_tape_too_large_for_a_kernel_stays_on_the_interpreter(hot_after):
     assert f.tier == "not compilable" and isinstance(f.tier_error, tj.NotCompilableError)
     np.testing.assert_array_equal(f.batch_grad(X), first)       # the interpreter goes on
     np.testing.assert_allclose(first, np.sin(X) + X * np.cos(X), rtol=1e-13, atol=1e-15)
+
+
+def test_a_kernel_compiled_before_loads_long_before_the_function_is_hot(monkeypatch):
+    tj.trace(workloads.rosen, np.zeros(6), compile=True)       # its kernel, now on disk
+    monkeypatch.setattr(tier, "HOT_POINTS", 10 ** 9)
+    f = tj.trace(workloads.rosen, np.zeros(6))
+    X = rng.standard_normal((20_000, 6))
+    f.batch_grad(X)                    # 2e4 points: the look for it on disk waits for 1e7
+    assert f.tier == "interpreter" and not f._tier.probed
+    monkeypatch.setattr(tier, "CACHED_FRACTION", 10 ** 5)      # now 1e4 points are enough
+    f.batch_grad(X)
+    assert f.wait_compiled(timeout=120) and f.tier == "compiled"
+    assert f._tier.points < tier.HOT_POINTS
+    np.testing.assert_allclose(f.batch_grad(X)[5], rosen_der(X[5]), rtol=1e-12, atol=1e-10)
