@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import gc
 import threading
+import time
 from collections import Counter
 from contextlib import contextmanager
 from types import MethodType
@@ -660,6 +661,7 @@ class Function:
         out = (None if out[0] is None else batch_engine.check_out(out[0], (B, self.n_outputs), "out (values)", X),
                None if out[1] is None else batch_engine.check_out(out[1], (B, self.n_inputs), "out (gradients)", X))
         kernel = self._kernel            # read once: a background compile may set it (tapejit.tier)
+        started = time.perf_counter()
         try:
             if kernel is not None and mode in (batch_engine.MODE_VALUES, batch_engine.MODE_GRAD):
                 vals, derivs, valid = batch_engine.run_compiled(kernel, self.arrays, X,
@@ -673,8 +675,8 @@ class Function:
             name_the_primitives(exc, self.arrays)
             raise
         else:
-            if kernel is None and mode in (batch_engine.MODE_VALUES, batch_engine.MODE_GRAD):
-                tier.served(self, B)
+            if mode in (batch_engine.MODE_VALUES, batch_engine.MODE_GRAD):
+                tier.served(self, B, mode, time.perf_counter() - started, kernel)
         self._check_branches(X, params, mode, seeds, vals, derivs, valid, on_branch_change)
         if _state.debug:
             bad = ~np.isfinite(vals).all(axis=1) | (~np.isfinite(derivs).all(axis=1) if mode else False)

@@ -40,6 +40,13 @@ HOT_POINTS = DEFAULT_HOT_POINTS
 #: directory) loads it after this fraction of HOT_POINTS: an import of ~0.1 s, not a compile
 CACHED_FRACTION = 100
 
+#: batches of at least this many points are timed (smaller ones are mostly overhead)
+TIMED_POINTS = 1000
+#: kernel calls of a mode timed before the faster tier is chosen, and how much slower
+#: than the interpreter's best the kernel's best may be (timing noise on a shared box)
+TRIALS = 3
+MARGIN = 1.1
+
 INTERPRETER, COMPILING, COMPILED, NOT_COMPILABLE, FAILED = (
     "interpreter", "compiling", "compiled", "not compilable", "failed")
 
@@ -62,13 +69,25 @@ class Tier:
         #: the kernel's source, rendered once (None: not yet)
         self.source: Optional[str] = None
         self.probed = False             # looked for the kernel on disk
+        #: the best seconds a point of each mode took on each tier (batches of TIMED_POINTS+)
+        self.interpreter_time: dict = {}
+        self.kernel_time: dict = {}
+        self.trials: dict = {}
 
 
-def served(f, points: int) -> None:
-    """Count points the interpreter served for f; start the compile when f is hot, or
-    much earlier when its kernel is on disk already (a load, not a compile)."""
+def served(f, points: int, mode: int = 1, seconds: float = 0.0, kernel=None) -> None:
+    """After a batch of values (mode 0) or gradients (1) of f: count the points the
+    interpreter served and start the compile when f is hot, or much earlier when its
+    kernel is on disk already (a load, not a compile); or, on the kernel, keep it only if it
+    is faster than the interpreter was."""
     tier = f._tier
-    if tier.policy != "auto" or tier.state != INTERPRETER:
+    if points >= TIMED_POINTS and seconds > 0.0:
+        per_point = seconds / points
+        best = tier.kernel_time if kernel is not None else tier.interpreter_time
+        best[mode] = min(best.get(mode, per_point), per_point)
+        if kernel is not None:
+            _keep_the_faster(f, mode)
+    if kernel is not None or tier.policy != "auto" or tier.state != INTERPRETER:
         return
     tier.points += points
     if tier.points >= HOT_POINTS:
@@ -76,6 +95,25 @@ def served(f, points: int) -> None:
     elif tier.points >= HOT_POINTS // CACHED_FRACTION and not tier.probed:
         tier.probed = True
         start(f, only_if_on_disk=True)
+
+
+def _keep_the_faster(f, mode: int) -> None:
+    """A kernel is straight-line scalar code per point, where the interpreter runs each
+    instruction as a SIMD loop over a chunk: on tapes of transcendental functions it can
+    be the slower one (B3: 78-83 ms against 21 ms). After TRIALS kernel calls of a mode
+    the interpreter has timed too, the slower tier goes: a kernel slower by more than
+    MARGIN is dropped for good (state "interpreter", tier_error says why)."""
+    tier = f._tier
+    tier.trials[mode] = tier.trials.get(mode, 0) + 1
+    if tier.state != COMPILED or mode not in tier.interpreter_time or tier.trials[mode] < TRIALS:
+        return                           # f.compile()'s kernels (asked for) are never dropped
+    kernel_ns, interpreter_ns = 1e9 * tier.kernel_time[mode], 1e9 * tier.interpreter_time[mode]
+    if kernel_ns > MARGIN * interpreter_ns:
+        f._kernel = None
+        tier.state = INTERPRETER
+        tier.policy = "never"
+        tier.error = RuntimeError(f"the kernel took {kernel_ns:.1f} ns a point against the interpreter's "
+                                  f"{interpreter_ns:.1f} ns: dropped")
 
 
 def start(f, only_if_on_disk: bool = False) -> None:

@@ -103,3 +103,35 @@ def test_a_kernel_compiled_before_loads_long_before_the_function_is_hot(monkeypa
     assert f.wait_compiled(timeout=120) and f.tier == "compiled"
     assert f._tier.points < tier.HOT_POINTS
     np.testing.assert_allclose(f.batch_grad(X)[5], rosen_der(X[5]), rtol=1e-12, atol=1e-10)
+
+
+def test_a_kernel_slower_than_the_interpreter_is_dropped(hot_after):
+    # the choice, fed with made-up timings (tests never judge wall-clock time): a kernel
+    # is scalar code per point, which loses to the SIMD interpreter on transcendental tapes
+    hot_after(1000)
+    f = tj.trace(lambda x: tj.sum(tj.sin(x) * tj.log1p(x * x)), np.zeros(4))
+    X = rng.standard_normal((2000, 4))
+    interpreted = f.batch_grad(X)
+    assert f.wait_compiled(timeout=120)
+    kernel = f._kernel
+    f._tier.interpreter_time[1] = 10e-9
+    for _ in range(tier.TRIALS - 1):
+        tier.served(f, 2000, 1, 2000 * 30e-9, kernel)
+    assert f.tier == "compiled"                    # not enough kernel calls yet
+    tier.served(f, 2000, 1, 2000 * 30e-9, kernel)
+    assert f.tier == "interpreter" and "dropped" in str(f.tier_error)
+    for _ in range(3):
+        np.testing.assert_array_equal(f.batch_grad(X), interpreted)
+    assert f.tier == "interpreter"                 # for good
+
+
+def test_a_faster_kernel_stays(hot_after):
+    hot_after(1000)
+    f = tj.trace(workloads.rosen, np.zeros(4))
+    X = rng.standard_normal((2000, 4))
+    f.batch_grad(X)
+    assert f.wait_compiled(timeout=120)
+    f._tier.interpreter_time[1] = 30e-9
+    for _ in range(2 * tier.TRIALS):
+        tier.served(f, 2000, 1, 2000 * 10e-9, f._kernel)
+    assert f.tier == "compiled"
