@@ -148,43 +148,31 @@ def rows_to_points(out, v, rows, p0, P, clear):
                 v[r, p] = 0.0
 
 
-# Plain loops, inlined into the batch drivers: a strided load or store per value, slower
-# than the 4 x 4 blocks by about 0.1 ns a value (B1's 1e7 values in: 1.1 ms), but they
-# cost the drivers' compilation a few lines, where the block moves and their check are
-# three functions of their own (1.0 s of a first batch_grad's 4.4 s on the 2-core box).
-# The batch engine takes the blocks for large batches and once it runs hot.
-@njit(inline="always", **_JIT)
-def _checked_plain(v, rows, points, p0, P):
-    """_checked_sizes for the plain moves (inlined with them): (columns, row width)."""
+# Plain loops, one function for both directions: a strided load or store per value,
+# slower than the 4 x 4 blocks by about 0.1 ns a value (B1's 1e7 values in: 1.1 ms), but
+# one small function to compile (0.2 s) where the block moves and their check are three
+# (1.0 s of a first batch_grad's compilation on the 2-core box). Inlined in the drivers,
+# their four call sites made the drivers' own compile 0.8-1 s longer. The batch engine
+# takes the blocks for large batches and once it runs hot.
+@njit(**_JIT)
+def move_plain(v, rows, points, p0, P, into_rows, clear):
+    """into_rows: points_to_rows(v, rows, points, p0, P); otherwise
+    rows_to_points(points, v, rows, p0, P, clear); value by value."""
     n, width = rows.shape[0], v.shape[1]
     if n != points.shape[1] or p0 < 0 or P < 0 or p0 + P > points.shape[0] or P > width:
         raise ShapeError("a chunk does not fit the batch or the workspace")
     for j in range(n):
-        if rows[j] < 0 or rows[j] >= v.shape[0]:
+        r = rows[j]
+        if r < 0 or r >= v.shape[0]:
             raise ShapeError("a workspace row is out of range")
-    return n, width
-
-
-@njit(inline="always", **_JIT)
-def points_to_rows_plain(v, rows, X, p0, P):
-    """points_to_rows, value by value."""
-    n, width = _checked_plain(v, rows, X, p0, P)
-    for j in range(n):
-        r = rows[j]
-        for p in range(P):
-            v[r, p] = X[p0 + p, j]
-        for p in range(P, width):
-            v[r, p] = 0.0
-
-
-@njit(inline="always", **_JIT)
-def rows_to_points_plain(out, v, rows, p0, P, clear):
-    """rows_to_points, value by value."""
-    n, width = _checked_plain(v, rows, out, p0, P)
-    for j in range(n):
-        r = rows[j]
-        for p in range(P):
-            out[p0 + p, j] = v[r, p]
-        if clear:
-            for p in range(width):
+        if into_rows:
+            for p in range(P):
+                v[r, p] = points[p0 + p, j]
+            for p in range(P, width):
                 v[r, p] = 0.0
+        else:
+            for p in range(P):
+                points[p0 + p, j] = v[r, p]
+            if clear:
+                for p in range(width):
+                    v[r, p] = 0.0

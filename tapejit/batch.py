@@ -20,7 +20,6 @@ from .adjoint_plan import plan_and_dirty
 from . import _sweeps_cpu as sweeps
 from ._threads import get_num_threads, run_workers
 from . import _transpose
-from ._transpose import points_to_rows_plain, rows_to_points_plain
 from ._twins import HOT_CALLS
 from ._unlinked import unlinked
 from ._scalars import NO as _NO, YES as _YES, ZERO as _ZERO
@@ -40,6 +39,7 @@ reverse_tangent_chunk = unlinked(sweeps.reverse_tangent_chunk, types.none)
 # the block moves, compiled when a batch first takes them (see _transpose)
 _points_to_rows_blocked = unlinked(_transpose.points_to_rows, types.none)
 _rows_to_points_blocked = unlinked(_transpose.rows_to_points, types.none)
+_move_plain = unlinked(_transpose.move_plain, types.none)
 #: values moved between the caller's layout and the workspace (inputs, seeds, results)
 #: from which a batch takes the block moves: 1e6 values cost ~0.1 ms more by plain loops,
 #: compiling the blocks ~1 s once, so a batch this large or a process that has run
@@ -98,7 +98,7 @@ def points_to_rows(v, rows, X, p0, P, blocked):
     if blocked:
         _points_to_rows_blocked(v, rows, X, p0, P)
     else:
-        points_to_rows_plain(v, rows, X, p0, P)
+        _move_plain(v, rows, X, p0, P, _YES, _NO)
 
 
 @njit(inline="always", **_NO_RUNTIME)
@@ -106,7 +106,7 @@ def rows_to_points(out, v, rows, p0, P, clear, blocked):
     if blocked:
         _rows_to_points_blocked(out, v, rows, p0, P, clear)
     else:
-        rows_to_points_plain(out, v, rows, p0, P, clear)
+        _move_plain(v, rows, out, p0, P, False, clear)
 
 
 @njit(inline="always", **_NO_RUNTIME)
