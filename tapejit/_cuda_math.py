@@ -7,6 +7,7 @@ so that the simulator computes what the GPU computes."""
 import math
 import os
 
+from ._primitive_calls import RULES
 from .opcodes import MATH_NAMES, PRIMITIVE_NAMES
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
@@ -51,7 +52,6 @@ def _no_primitive(n_args: int):
     return stub
 
 
-_PRIMITIVE_ARGS = {"prim1": 2, "prim1_d": 3, "prim1_d2": 3, "prim2": 3}
-globals().update({name: _no_primitive(_PRIMITIVE_ARGS.get(name, 4)) for name in PRIMITIVE_NAMES})
+globals().update({name: _no_primitive(1 + len(RULES[name][1])) for name in PRIMITIVE_NAMES})
 
 __all__ = list(MATH_NAMES + PRIMITIVE_NAMES)

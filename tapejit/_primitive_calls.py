@@ -24,6 +24,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .opcodes import PRIMITIVE_NAMES
+
 #: at most this many primitives in one process (each takes ROLES pointers: 48 KiB in all)
 MAX_PRIMITIVES = 1024
 #: the kernels of one primitive, by role. Unary: value(x), d(x, out), d2(x, out).
@@ -33,6 +35,18 @@ MAX_PRIMITIVES = 1024
 ROLES = 6
 VALUE, D_A, D_B, D_AA, D_AB, D_BB = range(ROLES)
 D2 = D_B            # the unary second derivative takes the slot binary ops use for db
+
+#: the opcode table's primitive names (opcodes.PRIMITIVE_NAMES): the role each calls, and
+#: its arguments after the number c (a, b the operands, o the output). The CPU names
+#: below, their Python versions, the GPU's dispatchers (codegen.render_cuda_primitives)
+#: and its stubs (_cuda_math) all follow this.
+RULES = {
+    "prim1": (VALUE, ("a",)), "prim1_d": (D_A, ("a", "o")), "prim1_d2": (D2, ("a", "o")),
+    "prim2": (VALUE, ("a", "b")), "prim2_da": (D_A, ("a", "b", "o")), "prim2_db": (D_B, ("a", "b", "o")),
+    "prim2_daa": (D_AA, ("a", "b", "o")), "prim2_dab": (D_AB, ("a", "b", "o")),
+    "prim2_dbb": (D_BB, ("a", "b", "o")),
+}
+assert tuple(RULES) == PRIMITIVE_NAMES, "opcodes.PRIMITIVE_NAMES and RULES name the same functions"
 
 _SYMBOL = "tapejit_primitive_table"
 TABLE = (ctypes.c_void_p * (MAX_PRIMITIVES * ROLES))()
@@ -144,8 +158,4 @@ def _python(role: int):
 
 
 #: Python versions of the names above, for the table's expressions evaluated in Python
-PYTHON_NAMES = {
-    "prim1": _python(VALUE), "prim1_d": _python(D_A), "prim1_d2": _python(D2),
-    "prim2": _python(VALUE), "prim2_da": _python(D_A), "prim2_db": _python(D_B),
-    "prim2_daa": _python(D_AA), "prim2_dab": _python(D_AB), "prim2_dbb": _python(D_BB),
-}
+PYTHON_NAMES = {name: _python(role) for name, (role, _) in RULES.items()}

@@ -106,7 +106,7 @@ def rows_to_points(out, v, rows, p0, P, clear, blocked):
     if blocked:
         _rows_to_points_blocked(out, v, rows, p0, P, clear)
     else:
-        _move_plain(v, rows, out, p0, P, False, clear)
+        _move_plain(v, rows, out, p0, P, _NO, clear)
 
 
 @njit(inline="always", **_NO_RUNTIME)

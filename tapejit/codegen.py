@@ -867,14 +867,6 @@ def _elementwise_kernels() -> list[str]:
     return lines
 
 
-#: (kernel name, role in tapejit._primitive_calls, operand arguments) of the primitive names
-_PRIMITIVE_ROLES = {
-    "prim1": ("VALUE", "a"), "prim1_d": ("D_A", "a, o"), "prim1_d2": ("D2", "a, o"),
-    "prim2": ("VALUE", "a, b"), "prim2_da": ("D_A", "a, b, o"), "prim2_db": ("D_B", "a, b, o"),
-    "prim2_daa": ("D_AA", "a, b, o"), "prim2_dab": ("D_AB", "a, b, o"), "prim2_dbb": ("D_BB", "a, b, o"),
-}
-
-
 def render_cuda_primitives(numbers: dict) -> str:
     """Device functions for the primitive names of one tape's CUDA module: each dispatches
     on the primitive number c to the user's rule compiled for the GPU. ``numbers``: arity ->
@@ -882,11 +874,12 @@ def render_cuda_primitives(numbers: dict) -> str:
     from . import _primitive_calls as calls
     lines = ["", "", "# the user primitives of this tape (tapejit.primitives), by their number c",
              "from tapejit.primitives import device_kernel as _device_kernel", "from math import nan as _nan"]
-    for name, (role, args) in _PRIMITIVE_ROLES.items():
-        arity = 1 if name.startswith("prim1") else 2
+    for name, (role, arguments) in calls.RULES.items():
+        arity = len([x for x in arguments if x != "o"])
+        args = ", ".join(arguments)
         cases = sorted(numbers.get(arity, ()))
         for k in cases:
-            lines.append(f"_{name}_{k} = _device_kernel({k}, {getattr(calls, role)})")
+            lines.append(f"_{name}_{k} = _device_kernel({k}, {role})")
         lines += ["", "", "@cuda.jit(device=True)", f"def {name}(c, {args}):"]
         for k in cases:
             lines += [f"    if c == {float(k)!r}:", f"        return _{name}_{k}({args})"]

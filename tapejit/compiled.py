@@ -443,20 +443,20 @@ def _module_name(source: str) -> str:
 def on_disk(source: str) -> bool:
     """Whether a kernel of this source was written to the cache directory before (by this
     process or an earlier one): then Numba's cache most likely holds its compiled code."""
-    if _module_name(source)[len("tapejit_kernel_"):] in _modules:
+    name = _module_name(source)
+    if name in _modules:
         return True
     try:
-        return (cache_dir() / f"{_module_name(source)}.py").exists()
+        return (cache_dir() / f"{name}.py").exists()
     except OSError:
         return False
 
 
 def _load(source: str):
-    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
+    name = _module_name(source)
     with _lock:
-        if digest in _modules:
-            return _modules[digest]
-        name = _module_name(source)
+        if name in _modules:
+            return _modules[name]
         try:
             directory = cache_dir()
             directory.mkdir(parents=True, exist_ok=True)
@@ -477,7 +477,7 @@ def _load(source: str):
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         sys.modules[name] = module
-        _modules[digest] = module
+        _modules[name] = module
         return module
 
 

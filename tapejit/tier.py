@@ -5,11 +5,12 @@ gradients count the points they serve; once a Function has served ``HOT_POINTS``
 background thread renders and compiles its kernel (``tapejit.compiled``: the tape
 unrolled into straight-line code per point), and the calls that start after it is
 ready use it. The caller never waits: until then, and for every other mode, the
-interpreter runs. Results are the interpreter's bit for bit where the kernel runs the same
-operations (Rosenbrock, every polynomial tape); transcendental functions call the C
+interpreter runs. Results are the interpreter's bit for bit where the kernel runs the
+same operations (Rosenbrock, every polynomial tape); transcendental functions call the C
 library in the kernel and tapejit._vmath in the interpreter, which may round the last bit
-differently (both within 1-2 ulp of the correctly rounded value). A tape the kernel cannot take (too large to unroll) stays on the
-interpreter for good; ``f.tier`` says which tier a Function is on.
+differently (both within 1-2 ulp of the correctly rounded value). A tape the kernel cannot
+take (too large to unroll) stays on the interpreter for good; ``f.tier`` says which tier a
+Function is on.
 
 Why ``HOT_POINTS`` is 2e7 (2-core Zen 4 box): B1's kernel takes ~0.7-1.5 s of one core
 to compile and saves ~8.5 ns a point (15.1 ms -> 6.6 ms per 1e6 gradients), so it repays
