@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import tapejit as tj  # noqa: E402
 from tapejit import cuda as tjcuda  # noqa: E402
-from tapejit import workloads  # noqa: E402
+from tapejit.bench import workloads  # noqa: E402
 
 W_OPS = 1000
 SIZES = {"B1": [1_000_000, 10_000_000], "B2": [200_000, 2_000_000], f"W{W_OPS}": [10_000, 100_000]}

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from gpu_check import apply, kernel_time, sample, settings  # noqa: E402
 
 import tapejit as tj  # noqa: E402
-from tapejit import workloads  # noqa: E402
+from tapejit.bench import workloads  # noqa: E402
 
 
 def main():

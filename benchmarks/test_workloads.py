@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from tapejit import bench
+from tapejit.bench import harness as bench
 
 FULL = os.environ.get("TAPEJIT_BENCH_FULL") == "1"
 IMPLEMENTATIONS = {
@@ -32,7 +32,7 @@ IMPLEMENTATIONS = {
            "numpy closed form (scipy.sparse)"],
     "J1": ["tapejit first f.jacobian(sparse=True)", "tapejit f.jacobian(sparse=True), cached",
            "5 batched jvps (f.batch_jvp) + scatter"],
-    "D1": ["tapejit local engine (2 threads)", "tapejit.dask, 2 workers"],
+    "D1": ["tapejit local engine (2 threads)", "tapejit.apps.dask, 2 workers"],
     "O1": ["tapejit (tj.minimize lbfgs)", "scipy L-BFGS-B (rosen, rosen_der)"],
     "O2": ["tapejit (tj.multistart lbfgs)", "scipy L-BFGS-B loop (200 starts)"],
 }

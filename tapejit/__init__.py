@@ -6,38 +6,39 @@
     y.backward()
     x.grad.item()            # 7.0
 """
-from . import _numba_cache
+from ._runtime import numba_cache as _numba_cache
 
 _numba_cache.refresh()
 
 from .errors import (BackwardError, BranchChangedError, CudaUnavailableError, DTypeError, GradientLostError,  # noqa: E402
                      InvalidTapeError, NonFiniteError, NotCompilableError, PrimitiveError, ShapeError,
                      TapeConsumedError, TapeFormatError, TapejitError, TraceError)
-from .functions import (abs, absolute, add, all, amax, amin, any, arange, arccos, arcsin, arctan,
-                        arctan2, asarray, ceil, clip, concatenate, cos, cosh, divide, dot, e, equal, erf,
-                        exp, exp2, expand_dims, expm1, eye, fix, flip, float64, floor, full, full_like, greater,
-                        greater_equal, hstack, inf, inner, isfinite, isnan, less, less_equal,
-                        linspace, log, log1p, log2, log10, log_softmax, logical_not, logsumexp, matmul,
-                        max, maximum, mean, min, minimum, moveaxis, multiply, nan, ndim, negative,
-                        newaxis, norm, not_equal, ones, ones_like, outer, pi, power, ravel, relu,
-                        reshape, rint, shape, sigmoid, sign, sin, sinh, size, softmax, softplus, sqrt,
-                        square, squeeze, stack, std, stop_gradient, subtract, sum, swapaxes, tan,
-                        tanh, transpose, true_divide, trunc, var, vdot, vstack, where, zeros, zeros_like)
-from .composite import (allclose, arccosh, arcsinh, arctanh, argmax, argmin, argsort, around,  # noqa: E402
-                        atleast_1d, atleast_2d, broadcast_to, cbrt, copysign, cumprod, cumsum, deg2rad,
-                        diag, diff, einsum, floor_divide, fmax, fmin, fmod, heaviside, hypot, interp,
-                        isinf, kron, linalg, logaddexp, logaddexp2, logical_and, logical_or, logical_xor,
-                        meshgrid, mod, modf, pad, polyval, prod, rad2deg, reciprocal, repeat, roll, signbit,
-                        sinc, sort, split, take, take_along_axis, tensordot, tile,
-                        tril, triu, vecdot)
-from ._recycle import release_buffers
-from ._threads import get_num_threads, set_num_threads
-from .function import Function, grad, trace, value_and_grad
-from .debug import debug_nans
-from .io import load
-from .optimize import OptimizeResult, minimize, multistart
-from .primitives import Primitive, PrimitiveWarning, primitive
-from .tensor import Tensor, as_tensor, is_grad_enabled, no_grad, tensor
+from .frontend.numpy_api import (abs, absolute, add, all, amax, amin, any, arange, arccos, arcsin, arctan,
+                                 arctan2, asarray, ceil, clip, concatenate, cos, cosh, divide, dot, e, equal,
+                                 erf, exp, exp2, expand_dims, expm1, eye, fix, flip, float64, floor, full,
+                                 full_like, greater, greater_equal, hstack, inf, inner, isfinite, isnan, less,
+                                 less_equal, linspace, log, log1p, log2, log10, log_softmax, logical_not,
+                                 logsumexp, matmul, max, maximum, mean, min, minimum, moveaxis, multiply, nan,
+                                 ndim, negative, newaxis, norm, not_equal, ones, ones_like, outer, pi, power,
+                                 ravel, relu, reshape, rint, shape, sigmoid, sign, sin, sinh, size, softmax,
+                                 softplus, sqrt, square, squeeze, stack, std, stop_gradient, subtract, sum,
+                                 swapaxes, tan, tanh, transpose, true_divide, trunc, var, vdot, vstack, where,
+                                 zeros, zeros_like)
+from .frontend.composite import (allclose, arccosh, arcsinh, arctanh, argmax, argmin, argsort,  # noqa: E402
+                                 around, atleast_1d, atleast_2d, broadcast_to, cbrt, copysign, cumprod, cumsum,
+                                 deg2rad, diag, diff, einsum, floor_divide, fmax, fmin, fmod, heaviside, hypot,
+                                 interp, isinf, kron, linalg, logaddexp, logaddexp2, logical_and, logical_or,
+                                 logical_xor, meshgrid, mod, modf, pad, polyval, prod, rad2deg, reciprocal,
+                                 repeat, roll, signbit, sinc, sort, split, take, take_along_axis, tensordot,
+                                 tile, tril, triu, vecdot)
+from ._runtime.recycle import release_buffers
+from ._runtime.threads import get_num_threads, set_num_threads
+from .frontend.function import Function, grad, trace, value_and_grad
+from .frontend.debug import debug_nans
+from .tape.io import load
+from .apps.minimize import OptimizeResult, minimize, multistart
+from .ops.primitives import Primitive, PrimitiveWarning, primitive
+from .frontend.tensor import Tensor, as_tensor, is_grad_enabled, no_grad, tensor
 
 from . import cuda  # noqa: E402  (imports nothing from numba-cuda until used)
 from . import nn, optim  # noqa: E402
@@ -77,5 +78,5 @@ def __getattr__(name):
     # tj.dask imports Dask on first use only: it is an optional extra
     if name == "dask":
         import importlib
-        return importlib.import_module(".dask", __name__)
+        return importlib.import_module(".apps.dask", __name__)
     raise AttributeError(f"module 'tapejit' has no attribute {name!r}")

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from . import bench
+from .bench import harness as bench
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -9,8 +9,8 @@ collect_ignore = [] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ["cuda
 
 # No Function changes tier in the middle of a test that did not ask for it: a kernel can
 # round a transcendental function's last bit differently from the interpreter (libm's
-# against tapejit._vmath's), and tests compare replays exactly. tests/test_tier.py sets
+# against tapejit.cpu._vmath's), and tests compare replays exactly. tests/test_tier.py sets
 # the policy it tests.
-from tapejit import tier  # noqa: E402
+from tapejit.cpu import tier  # noqa: E402
 
 tier.HOT_POINTS = float("inf")

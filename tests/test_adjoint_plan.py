@@ -8,12 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tapejit as tj
-from tapejit import batch, workloads
-from tapejit.adjoint_plan import adjoint_plan
-from tapejit.codegen import ZERO_AFTER_READ
-from tapejit.function import Function
-from tapejit.opcodes import OP
-from tapejit.tape import Tape
+from tapejit.cpu import batch
+from tapejit.bench import workloads
+from tapejit.analysis.adjoint_plan import adjoint_plan
+from tapejit.codegen.render import ZERO_AFTER_READ
+from tapejit.frontend.function import Function
+from tapejit.ops.table import OP
+from tapejit.tape.tape import Tape
 
 UNARY = [tj.sin, tj.exp, tj.square, tj.softplus, lambda x: -x, lambda x: 2.5 * x, lambda x: 1.0 - x]
 # runs of four taken from values of five, sharing slots in every way: the same run,
@@ -66,7 +67,7 @@ def test_batch_gradients_equal_the_textbook_sweep_on_random_programs(program, se
     expected = textbook_batch_grads(f, X, 53)
     for chunk in (4, 8, 53):
         np.testing.assert_array_equal(batch_grads(f, X, chunk), expected)
-    # and the engine against single points (the C library's exp there, tapejit._vmath's in
+    # and the engine against single points (the C library's exp there, tapejit.cpu._vmath's in
     # the chunks, within 2 ulp): random programs that chain exp into sin of 1e13 amplify that
     # into 1e-4 of the value (seen), so only well-conditioned ones are compared
     single = np.array([f.grad(x) for x in X])
@@ -80,7 +81,7 @@ def test_rosenbrock_assigns_and_zeroes_only_what_it_must():
     # after fusion: minus_square, square_rsub_c, add_scaled_square, sum. In reverse order
     # the sum (each term read once) and the fused terms are first contributions and assign;
     # minus_square adds to x[:-1] and x[1:], whose adjoints square_rsub_c started (but x[9])
-    names = [tj.opcodes.OPS[o].name for o in f.arrays.ops]
+    names = [tj.ops.table.OPS[o].name for o in f.arrays.ops]
     assigns = {names[i] for i in np.flatnonzero(plan & 7)}
     assert assigns == {"sum", "add_scaled_square", "square_rsub_c"}
     # so no row is accumulated into before an assignment: none is zeroed after use
@@ -121,7 +122,7 @@ def test_a_sum_assigns_only_when_first_to_each_slot_once(name):
     fn, assigns = SUMS[name]
     f = tj.trace(fn, np.linspace(0.1, 0.9, 6))
     plan = adjoint_plan(f.arrays, f.out_pos)
-    sums = np.flatnonzero(f.arrays.ops == tj.opcodes.OP.sum)
+    sums = np.flatnonzero(f.arrays.ops == tj.ops.table.OP.sum)
     assert bool(plan[sums[-1]] & 1) == assigns
     X = np.random.default_rng(4).standard_normal((37, 6))
     expected = textbook_batch_grads(f, X, 4)

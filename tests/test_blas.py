@@ -1,4 +1,4 @@
-"""Matrix products through BLAS (tapejit._blas, the matmul row's ``blas`` field) and
+"""Matrix products through BLAS (tapejit.cpu._blas, the matmul row's ``blas`` field) and
 broadcasts recorded as rank-1 products: values against numpy, gradients against central
 differences, forward mode and Hessian-vector products against differences of gradients,
 on both sides of the size from which BLAS takes over, with constant operands on either side."""
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import tapejit as tj
-from tapejit import _blas
-from tapejit.opcodes import OP
+from tapejit.cpu import _blas
+from tapejit.ops.table import OP
 from helpers import numeric_grad
 
 RNG = np.random.default_rng(11)

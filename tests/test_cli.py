@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from tapejit import bench, cli
+from tapejit import cli
+from tapejit.bench import harness as bench
 
 pytestmark = pytest.mark.integration
 

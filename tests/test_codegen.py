@@ -1,12 +1,12 @@
 """The generated sweeps are derived from the opcode table and must be current."""
 import re
 
-from tapejit import codegen
-from tapejit.opcodes import OPS
+from tapejit.codegen import render as codegen
+from tapejit.ops.table import OPS
 
 
 def test_generated_files_match_the_table():
-    assert codegen.write(check=True), "run `python -m tapejit.codegen` after editing tapejit/opcodes.py"
+    assert codegen.write(check=True), "run `python -m tapejit.codegen` after editing tapejit/ops/table.py"
 
 
 def _chain_names(text: str, sweep: str) -> set:

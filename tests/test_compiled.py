@@ -1,4 +1,4 @@
-"""Function.compile(): the per-function kernels of tapejit.compiled, against closed forms,
+"""Function.compile(): the per-function kernels of tapejit.cpu.compiled, against closed forms,
 scipy, central differences and the interpreter, over the whole elementwise opcode table and
 the structural opcodes, with guards, parameters and bad input."""
 import os
@@ -12,9 +12,10 @@ from scipy.optimize import rosen, rosen_der
 from scipy.special import softmax as scipy_softmax
 
 import tapejit as tj
-from tapejit import compiled, workloads
-from tapejit.opcodes import OPCODE, OPS
-from tapejit.tensor import _elementwise
+from tapejit.cpu import compiled
+from tapejit.bench import workloads
+from tapejit.ops.table import OPCODE, OPS
+from tapejit.frontend.tensor import _elementwise
 
 from test_opcodes import REFERENCE
 
@@ -329,7 +330,7 @@ def test_random_programs_compile_to_what_the_interpreter_computes():
     X = draw.standard_normal((40, 5)) * 0.5
     v0, g0 = f.batch_value_and_grad(X)
     v1, g1 = fc.batch_value_and_grad(X)
-    # the interpreter's exp and log are tapejit._vmath's, the kernel's the C library's
+    # the interpreter's exp and log are tapejit.cpu._vmath's, the kernel's the C library's
     # (each within 1-2 ulp): close, not equal
     np.testing.assert_allclose(v1, v0, rtol=1e-12)
     np.testing.assert_allclose(g1, g0, rtol=1e-10, atol=1e-12)

@@ -1,4 +1,4 @@
-"""tapejit.dask on a real LocalCluster (2 worker processes) and on Dask's local scheduler."""
+"""tapejit.apps.dask on a real LocalCluster (2 worker processes) and on Dask's local scheduler."""
 import os
 import signal
 import sys
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tapejit as tj
-from tapejit import workloads
+from tapejit.bench import workloads
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +42,8 @@ def client():
 
 
 def shipped(client):
-    return client.run(lambda: sys.modules["tapejit.function"].unpickled_count
-                      if "tapejit.function" in sys.modules else 0)
+    return client.run(lambda: sys.modules["tapejit.frontend.function"].unpickled_count
+                      if "tapejit.frontend.function" in sys.modules else 0)
 
 
 def test_cluster_results_equal_the_local_engine_and_keep_the_chunks(client):
@@ -124,7 +124,7 @@ def test_bad_input_is_a_clear_error():
 
 
 def test_missing_dask_says_how_to_install_it(monkeypatch):
-    import tapejit.dask as tjd
+    import tapejit.apps.dask as tjd
     monkeypatch.setitem(sys.modules, "dask", None)
     monkeypatch.setitem(sys.modules, "dask.array", None)
     with pytest.raises(ImportError, match=r"tapejit\[dask\]"):

@@ -5,9 +5,10 @@ from scipy.optimize import rosen_der, rosen_hess, rosen_hess_prod
 
 import tapejit as tj
 from helpers import numeric_grad, numeric_jacobian
-from tapejit import symbolic, workloads
-from tapejit.opcodes import OPCODE, OPS
-from tapejit.tensor import _elementwise
+from tapejit.ops import symbolic
+from tapejit.bench import workloads
+from tapejit.ops.table import OPCODE, OPS
+from tapejit.frontend.tensor import _elementwise
 from test_opcodes import REFERENCE
 
 rng = np.random.default_rng(11)
@@ -114,7 +115,7 @@ def test_second_order_sweep_of_structural_opcodes(name):
 @pytest.mark.parametrize("op", ELEMENTWISE, ids=lambda op: op.name)
 def test_symbolic_derivatives_of_the_partials(op):
     """symbolic.diff of every partial expression against central differences."""
-    from tapejit.tensor import _compile_value, _NP_NAMES
+    from tapejit.frontend.tensor import _compile_value, _NP_NAMES
     _, samplers, c = REFERENCE[op.name]
     point = {name: float(s(1)[0]) for name, s in zip("abd", samplers)}
     point.setdefault("b", 0.0)
@@ -160,7 +161,7 @@ def test_grad_of_dense_hessian_shapes_and_errors():
 def test_long_vectors_take_the_tiled_second_order_path(monkeypatch):
     """n = 20,003: the tape runs tile by tile (with a short last tile) in the Hessian-vector
     product and forward mode; the results match scipy and central differences."""
-    from tapejit import tiling
+    from tapejit.cpu import tiling
     monkeypatch.setattr(tiling, "MIDDLE_MIN_LENGTH", tiling.MIN_LENGTH)   # mixed()'s stretches too
     n = 20_003
     # its own generator: the shared one's state depends on which tests ran before (pytest

@@ -1,4 +1,4 @@
-"""The C recorder (tapejit._eager) against the Python recording path it stands in for."""
+"""The C recorder (tapejit.frontend._eager) against the Python recording path it stands in for."""
 import math
 import os
 import pickle
@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 
 import tapejit as tj
-from tapejit import codegen, codegen_c
-from tapejit.opcodes import FIELDS, OPS, fields_used, uses_immediate
+from tapejit.codegen import render as codegen
+from tapejit.codegen import c_header as codegen_c
+from tapejit.ops.table import FIELDS, OPS, fields_used, uses_immediate
 
-T = sys.modules["tapejit.tensor"]
+T = sys.modules["tapejit.frontend.tensor"]
 ROOT = Path(__file__).resolve().parent.parent
 PURE = {**os.environ, "TAPEJIT_PURE_PYTHON": "1", "PYTHONPATH": str(ROOT)}
 
 
 def test_the_value_header_matches_the_table():
-    assert codegen_c.write(check=True), "run `python -m tapejit.codegen_c` after editing tapejit/opcodes.py"
+    assert codegen_c.write(check=True), "run `python -m tapejit.codegen.c_header` after editing tapejit/ops/table.py"
 
 
 def test_every_two_operand_elementwise_opcode_has_a_c_value():
@@ -32,7 +33,7 @@ def test_every_two_operand_elementwise_opcode_has_a_c_value():
 
 def test_the_c_recorder_is_compiled_and_owns_the_operators():
     # `pip install -e .` compiles it; a failed build would silently cost 3x per operation
-    assert T._eager is not None, "tapejit._eager is not built: pip install -e . needs a C compiler"
+    assert T._eager is not None, "tapejit.frontend._eager is not built: pip install -e . needs a C compiler"
     for name in T._C_OPERATORS:
         assert name not in T.Tensor.__dict__, name      # the C base class's number slots serve them
     assert isinstance(tj.sin, T._eager.Unary)

@@ -106,7 +106,7 @@ def test_params_change_without_retracing():
 
 
 def test_one_point_calls_accept_any_input_layout_and_leave_no_adjoints_behind():
-    """value_and_grad runs as one compiled call (tapejit._point): inputs in any layout or
+    """value_and_grad runs as one compiled call (tapejit.cpu.point): inputs in any layout or
     dtype, short and long runs, and repeated calls that each start from clean adjoints."""
     x = rng.standard_normal(12)
     for n in (12, 300):
@@ -315,7 +315,7 @@ def test_bad_out_buffers_are_refused_before_any_work(bad, message):
 def test_one_worker_two_workers_and_out_buffers_agree():
     # two workers, each with a block of chunks, the last chunk partial (20,011 points):
     # results are bit-equal to one worker's, with fresh arrays or the caller's
-    from tapejit._threads import limit_threads
+    from tapejit._runtime.threads import limit_threads
     f = tj.trace(rosen_tj, np.zeros(7))
     X = rng.uniform(-2, 2, (20_011, 7))
     with limit_threads(1):

@@ -1,4 +1,4 @@
-"""In-place updates with PyTorch's rules (tapejit.inplace): the training idioms change the
+"""In-place updates with PyTorch's rules (tapejit.frontend.inplace): the training idioms change the
 parameter itself, a stale tape is refused at backward(), and recorded in-place updates
 differentiate (against central differences)."""
 import numpy as np

@@ -1,4 +1,4 @@
-"""Opcode kernels compiled on first use (tapejit._kernels): a sweep compiles what its tape
+"""Opcode kernels compiled on first use (tapejit.cpu._kernels): a sweep compiles what its tape
 uses, finds each kernel through its table, and passes a kernel's exception on."""
 import json
 import os
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from numba import njit
 
-from tapejit import _kernels
-from tapejit._kernels import context, float64_at, kernel_caller
-from tapejit.opcodes import OP, OPS
+from tapejit.cpu import _kernels
+from tapejit.cpu._kernels import context, float64_at, kernel_caller
+from tapejit.ops.table import OP, OPS
 
 
 # --- a sweep of this module, built from the same pieces as the generated ones ----------
@@ -99,7 +99,7 @@ _FIRST_USE = textwrap.dedent("""
 
     event.register("numba:compile", Listener())
     import tapejit as tj
-    from tapejit import _kernels
+    from tapejit.cpu import _kernels
     x = tj.tensor(2.0, requires_grad=True)
     y = x**2 + 3*x + 1
     y.backward()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import tapejit as tj
-from tapejit import functions as fn
-from tapejit._numpy_protocol import NumpyUnsupportedError
+from tapejit.frontend import numpy_api as fn
+from tapejit.frontend._numpy_protocol import NumpyUnsupportedError
 
 from helpers import numeric_grad
 

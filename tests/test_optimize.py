@@ -8,7 +8,7 @@ from scipy.optimize import minimize as scipy_minimize
 from scipy.optimize import rosen, rosen_der
 
 import tapejit as tj
-from tapejit import workloads
+from tapejit.bench import workloads
 
 rng = np.random.default_rng(19)
 
@@ -64,7 +64,7 @@ def test_bad_input_and_clean_stops():
     # the objective becomes NaN past x = 2: the run stops cleanly with the reason
     res = tj.minimize(lambda x: tj.sum(-x + tj.sqrt(2.0 - x) * 0.0 + tj.log(2.5 - x) * 0), np.zeros(2),
                       method="gd", maxiter=10_000)
-    assert not res.success and res.status in (tj.optimize.NONFINITE, tj.optimize.LINESEARCH, tj.optimize.MAXITER)
+    assert not res.success and res.status in (tj.apps.minimize.NONFINITE, tj.apps.minimize.LINESEARCH, tj.apps.minimize.MAXITER)
     assert "stopped" in res.message
     res = tj.minimize(workloads.rosen, np.zeros(3), maxiter=3, ftol=0.0, gtol=0.0)
     assert res.nit == 3 and res.message.endswith("maximum number of iterations reached")
@@ -130,7 +130,7 @@ def test_the_compiled_loops_load_from_the_cache_in_a_fresh_process():
         tj.minimize(f, np.zeros(6), method=method, maxiter=3)       # compiled here, cached
     script = (
         "import numpy as np, tapejit as tj\n"
-        "from tapejit import optimize as o\n"
+        "from tapejit.apps import minimize as o\n"
         "f = tj.trace(lambda x: tj.sum(100 * (x[1:] - x[:-1]**2)**2 + (1 - x[:-1])**2), np.zeros(6))\n"
         "for method in ('lbfgs', 'adam', 'newton-cg'):\n"
         "    tj.minimize(f, np.zeros(6), method=method, maxiter=3)\n"

@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tapejit as tj
-from tapejit import passes, workloads
-from tapejit.opcodes import OP
+from tapejit.passes import program as passes
+from tapejit.bench import workloads
+from tapejit.ops.table import OP
 
 UNARY = [tj.sin, tj.exp, tj.tanh, tj.square, tj.softplus, tj.sigmoid, tj.abs, lambda x: -x,
          lambda x: x * 1.0, lambda x: x / 1.0, lambda x: x ** 1, lambda x: x - 0.0, lambda x: x * 2.5,
@@ -63,7 +64,7 @@ def test_optimize_keeps_results_on_random_programs(program, seed):
 @settings(max_examples=20, deadline=None)
 @given(program=st.lists(step, min_size=1, max_size=20), seed=st.integers(0, 1000))
 def test_each_pass_keeps_results(program, seed):
-    from tapejit.function import Function
+    from tapejit.frontend.function import Function
     f = tj.trace(build(program), np.ones(4), optimize=False)
     x = np.random.default_rng(seed).standard_normal(4)
     for single in (passes.fold_constants, passes.simplify, passes.eliminate_common, passes.one_operand,
@@ -81,8 +82,8 @@ def test_each_pass_keeps_results(program, seed):
 @settings(max_examples=20, deadline=None)
 @given(program=st.lists(step, min_size=1, max_size=25), seed=st.integers(0, 1000))
 def test_compacted_forward_tape_gives_the_same_values(program, seed):
-    from tapejit import _sweeps_cpu as sweeps
-    from tapejit.tape import validate
+    from tapejit.cpu import _sweeps as sweeps
+    from tapejit.tape.tape import validate
     f = tj.trace(build(program), np.ones(4), optimize=False)
     arrays, new_of = passes.compact_slots(f)
     validate(arrays, ssa=False)
@@ -100,7 +101,7 @@ def test_common_subexpressions_shrink_the_tape():
     f = tj.trace(fn, np.ones(5), optimize=False)
     g = f.optimize()
     assert len(g) < len(f)
-    assert sum(g.arrays.ops == tj.opcodes.OPCODE["sin"]) == 1
+    assert sum(g.arrays.ops == tj.ops.table.OPCODE["sin"]) == 1
     same(f, g, np.linspace(-1, 1, 5))
 
 
@@ -112,27 +113,27 @@ def test_constants_fold_and_dead_code_goes():
         return tj.sum(x * c) + tj.sum(k)
     f = tj.trace(fn, np.ones(3), optimize=False)
     g = f.optimize()
-    assert tj.opcodes.OPCODE["cos"] not in g.arrays.ops
+    assert tj.ops.table.OPCODE["cos"] not in g.arrays.ops
     same(f, g, np.array([0.1, 0.2, 0.3]))
 
 
 def test_identities_only_where_ieee_allows():
     f = tj.trace(lambda x: tj.sum((x + 0.0) * 0.0 + x * 1.0), np.ones(2), optimize=False)
     g = f.optimize()
-    ops = [tj.opcodes.OPS[o].name for o in g.arrays.ops]
+    ops = [tj.ops.table.OPS[o].name for o in g.arrays.ops]
     assert "add_c" in ops and ops.count("mul_c") == 1      # x+0.0 and x*0 stay; x*1 goes
     x = np.array([-0.0, np.inf])
     np.testing.assert_array_equal(np.isnan([f(x)]), np.isnan([g(x)]))
 
 
 def test_a_product_or_sum_of_a_run_with_itself_becomes_one_operand():
-    from tapejit.function import Function
+    from tapejit.frontend.function import Function
     # the pass alone: x * x and x + x give the same bits as square and 2 * x; each adjoint
     # contribution too (g * x + g * x is g * (2 * x) exactly), but it joins the others to
     # x's adjoint as one term instead of two, so sums of them may round differently
     f = tj.trace(lambda x: tj.sum(tj.sin(x * x) * (x + x) * x[::-1]), np.ones(4), optimize=False)
     prog = passes.one_operand(passes.Program.from_function(f))
-    ops = [tj.opcodes.OPS[o].name for o in prog.ops]
+    ops = [tj.ops.table.OPS[o].name for o in prog.ops]
     assert ops.count("square") == 1 and ops.count("mul_c") == 1 and ops.count("mul") == 2
     g = Function(prog.arrays(), f.inputs, [], [], f.output, f.guards)
     for x in (np.array([0.3, -1.2, 2.0, -0.0]), np.array([1e200, -1e-300, np.inf, np.nan])):
@@ -144,7 +145,7 @@ def test_a_product_or_sum_of_a_run_with_itself_becomes_one_operand():
     np.testing.assert_allclose(np.array([g.grad(x) for x in X]), expected, rtol=1e-14, atol=1e-14)
     # in the whole optimizer it runs after CSE: sin(x) * sin(x) is one run by then
     h = tj.trace(lambda x: tj.sum(tj.sin(x) * tj.sin(x) + (tj.exp(x) + tj.exp(x))), np.ones(4))
-    ops = [tj.opcodes.OPS[o].name for o in h.arrays.ops]
+    ops = [tj.ops.table.OPS[o].name for o in h.arrays.ops]
     assert "mul" not in ops and "mul_c" in ops
     np.testing.assert_allclose(h.batch_grad(X), 2 * np.sin(X) * np.cos(X) + 2 * np.exp(X), rtol=1e-13)
 
@@ -208,7 +209,7 @@ def test_scalar_graphs_keep_results_once_sums_fuse(program, seed):
     f = tj.trace(fn, rng.standard_normal(6), optimize=False)
     g = f.optimize()
     assert len(g) <= len(f)
-    names = [tj.opcodes.OPS[o].name for o in g.arrays.ops]
+    names = [tj.ops.table.OPS[o].name for o in g.arrays.ops]
     X = rng.standard_normal((5, 6))
     for x in X[:2]:
         same(f, g, x)
@@ -233,7 +234,7 @@ def test_python_sum_of_scalars_becomes_one_gather_sum():
     x = np.array([0.3, -1.2, 0.7, 2.0])
     f = tj.trace(fn, x, optimize=False)
     g = f.optimize()
-    names = [tj.opcodes.OPS[o].name for o in g.arrays.ops]
+    names = [tj.ops.table.OPS[o].name for o in g.arrays.ops]
     assert names.count("gather_sum") == 2 and names.count("add_c") == 0
     assert names.count("add") == 3                              # u, u + x2, and the final sum
     s, t, u = x[0] + x[1] * x[2] + x[3], 2.5 + x[1] + x[2], x[0] + x[1]
@@ -249,7 +250,7 @@ def test_w_graph_tape_is_one_instruction_per_operation():
     n_ops = 400
     x = workloads.w_inputs()
     f = tj.trace(workloads.w_graph(n_ops), x)
-    names = [tj.opcodes.OPS[o].name for o in f.arrays.ops]
+    names = [tj.ops.table.OPS[o].name for o in f.arrays.ops]
     # softplus, sum() of four nodes, product, softmax of the four last nodes: the stack
     # of those neighbours is no copy once the partial sums are gone
     assert len(f) == n_ops + 1
@@ -264,10 +265,10 @@ def test_w_graph_tape_is_one_instruction_per_operation():
 
 def test_malformed_gather_sum_is_refused():
     from tapejit.errors import InvalidTapeError
-    from tapejit.tape import validate
+    from tapejit.tape.tape import validate
     f = tj.trace(lambda x: sum([x[0], x[1], x[2]]), np.ones(3))
     arrays = f.arrays
-    i = int(np.flatnonzero(arrays.ops == tj.opcodes.OPCODE["gather_sum"])[0])
+    i = int(np.flatnonzero(arrays.ops == tj.ops.table.OPCODE["gather_sum"])[0])
 
     def broken(field, value, pool=None):
         ins = arrays.ins.copy()
@@ -290,7 +291,7 @@ def test_malformed_gather_sum_is_refused():
 
 
 def _names(f):
-    return [tj.opcodes.OPS[o].name for o in f.arrays.ops]
+    return [tj.ops.table.OPS[o].name for o in f.arrays.ops]
 
 
 def test_rosenbrock_squares_fuse_and_keep_their_bits():
@@ -429,7 +430,7 @@ def test_chained_identities_alias_through_to_their_source():
     x = np.array([0.25, -3.0, 1.5])
     f = tj.trace(fn, x, optimize=False)
     g = f.optimize()
-    names = [tj.opcodes.OPS[o].name for o in g.arrays.ops]
+    names = [tj.ops.table.OPS[o].name for o in g.arrays.ops]
     assert not {"div_c", "pow_c", "add_c"} & set(names) and names.count("mul_c") == 1     # the 3.0
     same(f, g, x)
     assert g(x) == np.sum(x * x) + 3.0 * np.sum(x)

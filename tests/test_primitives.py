@@ -11,7 +11,10 @@ import scipy.special as sp
 from numba.extending import get_cython_function_address
 
 import tapejit as tj
-from tapejit import _kernels, _sweeps_cpu, codegen, primitives
+from tapejit.cpu import _kernels
+from tapejit.cpu import _sweeps as _sweeps_cpu
+from tapejit.codegen import render as codegen
+from tapejit.ops import primitives
 
 RNG = np.random.default_rng(7)
 
@@ -240,7 +243,7 @@ def test_saved_tapes_name_their_primitives(tmp_path, monkeypatch):
 
 
 def test_a_tape_naming_an_unknown_primitive_is_invalid():
-    from tapejit.tape import validate
+    from tapejit.tape.tape import validate
     bad = F_PRIM.arrays
     cv = bad.cv.copy()
     cv[np.isin(bad.ops, primitives.PRIMITIVE_OPS)] = 10 ** 6

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import tapejit as tj
-from tapejit import _recycle
-from tapejit.workloads import rosen
+from tapejit._runtime import recycle as _recycle
+from tapejit.bench.workloads import rosen
 
 B = 120_000          # gradients of 10 inputs: 9.6 MB, above _recycle.MIN_BYTES
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 import tapejit as tj
-from tapejit import io as tjio
-from tapejit import workloads
-from tapejit.opcodes import OPCODE
-from tapejit.tape import INDEX_LIMIT
+from tapejit.tape import io as tjio
+from tapejit.bench import workloads
+from tapejit.ops.table import OPCODE
+from tapejit.tape.tape import INDEX_LIMIT
 
 rng = np.random.default_rng(17)
 
@@ -181,7 +181,7 @@ def test_opcode_forward_reference_and_sizes(saved, tmp_path):
     with pytest.raises(tj.TapeFormatError, match="opcode"):
         tj.load(rewrite(saved, tmp_path / "o.npz", ops=bad_ops))
     forward = ins.copy()
-    elementwise = [i for i in range(ins.shape[1]) if tj.opcodes.OPS[ops[i]].elementwise and tj.opcodes.OPS[ops[i]].arity]
+    elementwise = [i for i in range(ins.shape[1]) if tj.ops.table.OPS[ops[i]].elementwise and tj.ops.table.OPS[ops[i]].arity]
     i = elementwise[0]
     forward[2, i] = forward[0, i]                           # reads its own output
     with pytest.raises(tj.TapeFormatError, match="topological"):
@@ -352,8 +352,8 @@ def test_ten_million_instructions_record_and_replay():
 
 
 def test_int32_limits_raise_overflow_error():
-    from tapejit.tape import Tape
+    from tapejit.tape.tape import Tape
     t = Tape()
     t.n_slots = INDEX_LIMIT - 10
     with pytest.raises(OverflowError):
-        t.emit(tj.opcodes.OP.input, 100)
+        t.emit(tj.ops.table.OP.input, 100)

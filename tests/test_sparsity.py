@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from scipy.optimize import rosen_hess
 
 import tapejit as tj
-from tapejit import sparsity, workloads
+from tapejit.analysis import sparsity
+from tapejit.bench import workloads
 
 rng = np.random.default_rng(13)
 

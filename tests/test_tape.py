@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import tapejit as tj
-from tapejit.opcodes import OP, OPCODE
-from tapejit.tape import INDEX_LIMIT, Tape, TapeArrays, validate
+from tapejit.ops.table import OP, OPCODE
+from tapejit.tape.tape import INDEX_LIMIT, Tape, TapeArrays, validate
 
 
 def small_tape():
@@ -27,7 +27,7 @@ def test_growth_by_doubling_keeps_everything():
     validate(arrays)
     v = np.zeros(arrays.n_slots)
     v[:4] = [1.0, 2.0, 3.0, 4.0]
-    from tapejit import _sweeps_cpu as sweeps
+    from tapejit.cpu import _sweeps as sweeps
     sweeps.forward_vector(*arrays.sweep_args, v, 0, len(arrays))
     assert v[-1] == 1 * 2 + 2 * 3 + 3 * 4
 
@@ -110,7 +110,7 @@ def test_every_field_set_to_extremes_is_rejected_or_harmless():
                     continue
                 # accepted: then the field is one this opcode does not read; replay stays in bounds
                 v = np.zeros(bad.n_slots)
-                from tapejit import _sweeps_cpu as sweeps
+                from tapejit.cpu import _sweeps as sweeps
                 sweeps.forward_vector(*bad.sweep_args, v, 0, len(bad))
 
 

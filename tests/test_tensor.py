@@ -269,7 +269,7 @@ def test_recording_is_per_thread():
 
 
 def test_abandoned_recordings_do_not_grow_the_tape():
-    from tapejit.tensor import _state
+    from tapejit.frontend.tensor import _state
     x = tj.tensor(np.ones(3), requires_grad=True)
     for _ in range(3000):
         y = tj.sum(x * 2.0)          # recorded, never differentiated, then dropped
@@ -285,7 +285,7 @@ def test_numpy_named_functions_take_python_numbers():
 
 def test_a_loop_holding_the_last_tensors_reuses_two_tapes(monkeypatch):
     # at each iteration's first operation the previous x and y still hold the tape before
-    module = sys.modules["tapejit.tensor"]
+    module = sys.modules["tapejit.frontend.tensor"]
     made = []
 
     class CountedTape(module.Tape):

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tapejit._threads import run_workers
+from tapejit._runtime.threads import run_workers
 
 
 def test_every_worker_runs_once_and_the_caller_runs_worker_zero():

@@ -1,4 +1,4 @@
-"""Tiering (tapejit.tier): a hot Function's kernel compiles in the background and takes
+"""Tiering (tapejit.cpu.tier): a hot Function's kernel compiles in the background and takes
 over batch values and gradients with the interpreter's results, bit for bit where the
 operations are the same; compile=False never tiers, compile=True compiles at once, and a
 tape the kernel cannot take stays on the interpreter without troubling the caller."""
@@ -7,7 +7,8 @@ import pytest
 from scipy.optimize import rosen, rosen_der
 
 import tapejit as tj
-from tapejit import tier, workloads
+from tapejit.cpu import tier
+from tapejit.bench import workloads
 
 rng = np.random.default_rng(5)
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import tapejit as tj
-from tapejit import tiling
+from tapejit.cpu import tiling
 
 N = 2 * tiling.MIN_LENGTH + 1234      # not a multiple of the tile: a tail tile runs too
 rng = np.random.default_rng(5)

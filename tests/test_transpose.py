@@ -5,8 +5,8 @@ import pytest
 from scipy.optimize import rosen_der, rosen_hess_prod
 
 import tapejit as tj
-from tapejit import workloads
-from tapejit._transpose import points_to_rows, rows_to_points
+from tapejit.bench import workloads
+from tapejit.cpu._transpose import points_to_rows, rows_to_points
 from tapejit.errors import ShapeError
 
 rng = np.random.default_rng(5)
@@ -50,7 +50,7 @@ def test_moves_refuse_chunks_outside_the_arrays():
 @pytest.mark.parametrize("n", [2, 4, 7])
 @pytest.mark.parametrize("B", [0, 1, 6, 4099])
 def test_every_batch_mode_at_edge_sizes(n, B, blocked, monkeypatch):
-    from tapejit import batch
+    from tapejit.cpu import batch
     # the engine's choice of moves, forced: every batch by plain loops, or by 4 x 4 blocks
     monkeypatch.setattr(batch, "BLOCKED_MOVES", 0 if blocked else 1 << 62)
     monkeypatch.setattr(batch, "HOT_CALLS", 0 if blocked else 1 << 62)

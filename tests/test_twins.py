@@ -1,7 +1,7 @@
 """The Python twins of the jitted passes give what the jitted passes give.
 
 Small tapes run the optimizer passes, the adjoint plan and the sparsity analysis as
-Python (tapejit/_twins.py) so that a first trace compiles no pass. Here every tape is
+Python (tapejit/_runtime/twins.py) so that a first trace compiles no pass. Here every tape is
 traced, planned and analysed twice, once per side, and the results must be identical.
 """
 import os
@@ -14,8 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tapejit as tj
-from tapejit import _twins, passes, sparsity, workloads
-from tapejit.adjoint_plan import plan_and_dirty
+from tapejit._runtime import twins as _twins
+from tapejit.passes import program as passes
+from tapejit.analysis import sparsity
+from tapejit.bench import workloads
+from tapejit.analysis.adjoint_plan import plan_and_dirty
 
 from test_passes import build, step
 
@@ -103,7 +106,10 @@ def test_a_first_small_trace_compiles_no_pass():
     script = """
 import numpy as np
 import tapejit as tj
-from tapejit import passes, adjoint_plan, sparsity, _transpose
+from tapejit.passes import program as passes
+from tapejit.analysis import adjoint_plan
+from tapejit.analysis import sparsity
+from tapejit.cpu import _transpose
 from numba.core.dispatcher import Dispatcher
 def rosen(x):
     return tj.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)

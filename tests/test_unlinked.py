@@ -1,4 +1,4 @@
-"""Calls through tapejit._unlinked: same results as a plain call, exceptions propagate, no
+"""Calls through tapejit._runtime.unlinked: same results as a plain call, exceptions propagate, no
 copy of the callee in the caller, and a caller loaded from the disk cache finds its callee."""
 import os
 import subprocess
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numba import njit, types
 
-from tapejit._unlinked import unlinked
+from tapejit._runtime.unlinked import unlinked
 
 
 @njit
@@ -90,7 +90,7 @@ def test_a_wrongly_declared_return_type_raises_instead_of_calling(capfd):
 MODULE = """
 import numpy as np
 from numba import njit
-from tapejit._unlinked import unlinked
+from tapejit._runtime.unlinked import unlinked
 
 @njit(cache=True)
 def callee(a, k):

@@ -1,4 +1,4 @@
-"""tapejit._vmath against numpy (the C library): ulp error over the whole double range,
+"""tapejit.cpu._vmath against numpy (the C library): ulp error over the whole double range,
 and C99's special values bit for bit."""
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ from numba import njit
 
 from scipy.special import erf as scipy_erf
 
-from tapejit import _vmath
+from tapejit.cpu import _vmath
 
 # the largest error, in ulps of numpy's result, that each function may have
 BOUNDS = {"exp": 1.0, "expm1": 2.0, "log": 1.0, "log1p": 1.0, "tanh": 2.0, "atan": 1.0, "erf": 2.0,
@@ -88,7 +88,7 @@ def test_special_values_as_c99(name):
 
 def test_the_sweeps_use_them():
     # the generated CPU sweeps import these names from _vmath, not from math
-    from tapejit import _sweeps_cpu
+    from tapejit.cpu import _sweeps as _sweeps_cpu
     for name in list(BOUNDS) + ["atan2"]:
         assert getattr(_sweeps_cpu, name) is getattr(_vmath, name)
 
@@ -110,7 +110,8 @@ def test_log1p_unit_over_its_interval():
 
 
 def test_softplus_sweeps_use_log1p_unit_and_stay_accurate():
-    from tapejit import _sweeps_cpu, codegen
+    from tapejit.cpu import _sweeps as _sweeps_cpu
+    from tapejit.codegen import render as codegen
     assert _sweeps_cpu.log1p_unit is _vmath.log1p_unit
     assert "log1p_unit(exp(-abs(x_a)))" in codegen.render_cpu()
     # softplus of a batch (the chunk sweep's vector loop) against log(1 + e^a) in long double
@@ -278,7 +279,7 @@ def test_a_run_with_one_large_argument_takes_the_full_reduction(big):
 
 
 def test_the_sweeps_check_arguments_before_the_medium_forms():
-    from tapejit import _sweeps_cpu
+    from tapejit.cpu import _sweeps as _sweeps_cpu
     import inspect
     source = inspect.getsource(_sweeps_cpu.forward_chunk__sin) + inspect.getsource(_sweeps_cpu.reverse_vector__sin)
     assert "sin_medium(x_a)" in source and "cos_medium(x_a)" in source and "TRIG_MEDIUM" in source

@@ -7,7 +7,8 @@ A module's parameters are the tensors that require grad assigned to its attribut
 (tapejit has no Parameter subclass: ``tj.nn.Parameter(data)`` is
 ``tj.tensor(data, requires_grad=True)``).
 """
-from . import functional, init
+from . import functional
+from . import init
 from .modules import (ELU, GELU, BCEWithLogitsLoss, CrossEntropyLoss, Dropout, Flatten, Identity, L1Loss,
                       LeakyReLU, Linear, LogSoftmax, Module, ModuleList, MSELoss, Parameter, ReLU,
                       Sequential, Sigmoid, Softmax, Softplus, Tanh)

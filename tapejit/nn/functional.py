@@ -6,9 +6,9 @@ from typing import Optional
 
 import numpy as np
 
-from .. import functions as F
+from ..frontend import numpy_api as F
 from ..errors import ShapeError, TapejitError
-from ..tensor import ArrayLike, Tensor, _state, as_tensor
+from ..frontend.tensor import ArrayLike, Tensor, _state, as_tensor
 from . import init
 
 _REDUCTIONS = ("mean", "sum", "none")

@@ -8,8 +8,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..inplace import write_value
-from ..tensor import Tensor, no_grad
+from ..frontend.inplace import write_value
+from ..frontend.tensor import Tensor, no_grad
 
 _rng = [np.random.default_rng()]
 

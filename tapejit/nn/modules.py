@@ -9,8 +9,8 @@ from typing import Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from ..errors import ShapeError, TapejitError
-from ..inplace import replace_value
-from ..tensor import ArrayLike, Tensor, no_grad, tensor
+from ..frontend.inplace import replace_value
+from ..frontend.tensor import ArrayLike, Tensor, no_grad, tensor
 from . import functional as F
 from . import init
 

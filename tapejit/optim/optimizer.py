@@ -7,8 +7,8 @@ from typing import Callable, Iterable, Optional, Union
 import numpy as np
 
 from ..errors import TapejitError
-from ..inplace import write_value
-from ..tensor import Tensor, no_grad
+from ..frontend.inplace import write_value
+from ..frontend.tensor import Tensor, no_grad
 
 
 class Optimizer:

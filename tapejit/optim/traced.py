@@ -8,7 +8,7 @@ The loss function is traced with the model's parameters as the Function's inputs
 batch as its parameters (``params=``), so a new batch of the same shapes replays the
 tape with no Python per operation; a batch of new shapes is traced once more. The
 parameters keep their identity: while the trace runs each one stands for its traced
-input (tapejit.inplace.become), and gets its own fields back afterwards.
+input (tapejit.frontend.inplace.become), and gets its own fields back afterwards.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from typing import Callable, Iterable, Union
 import numpy as np
 
 from ..errors import TapejitError
-from ..inplace import become
-from ..tensor import Tensor
+from ..frontend.inplace import become
+from ..frontend.tensor import Tensor
 from .optimizer import Optimizer
 
 _FIELDS = ("_value", "_tape", "_base", "_strides", "_shape", "_bool", "_rg")
@@ -35,7 +35,7 @@ class TracedStep:
         self.functions: dict = {}        # batch shapes -> Function
 
     def _record(self, batch: list):
-        from ..function import trace
+        from ..frontend.function import trace
         params = self.parameters
 
         def traced(*tensors):

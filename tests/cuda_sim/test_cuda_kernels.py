@@ -9,7 +9,7 @@ from test_adjoint_plan import build, step
 
 import tapejit as tj
 from tapejit import cuda as tjcuda
-from tapejit import workloads
+from tapejit.bench import workloads
 
 rng = np.random.default_rng(7)
 M = rng.standard_normal((3, 5))
@@ -199,7 +199,7 @@ def test_hessian_vector_products_equal_cpu(memory, n):
 
 def test_fused_scalar_sums_hvp_equal_cpu(memory):
     f = tj.trace(_scalar_sums, np.ones(6) * 0.5)
-    assert tj.opcodes.OPCODE["gather_sum"] in f.arrays.ops
+    assert tj.ops.table.OPCODE["gather_sum"] in f.arrays.ops
     X = rng.standard_normal((11, 6))
     V = rng.standard_normal((11, 6))
     np.testing.assert_allclose(f.batch_hvp(X, V=V, device="cuda"), f.batch_hvp(X, V=V), rtol=1e-12, atol=1e-12)
@@ -209,7 +209,7 @@ def test_fused_scalar_sums_hvp_equal_cpu(memory):
 
 @pytest.mark.parametrize("recycled", [False, True], ids=["fresh results", "recycled results"])
 def test_numpy_batches_cross_in_slices(monkeypatch, recycled):
-    from tapejit import _recycle
+    from tapejit._runtime import recycle as _recycle
     if recycled:   # every result from the pool of recycled buffers (as large ones are)
         monkeypatch.setattr(_recycle, "MIN_BYTES", 0)
     f = tj.trace(workloads.rosen, np.zeros(4))

@@ -1,0 +1,1 @@
+"""Applications on top of Functions: minimizers (``minimize``) and Dask batches (``dask``)."""

@@ -1,0 +1,1 @@
+"""The benchmark harness behind ``tapejit bench`` (``harness``) and its workloads."""

@@ -1,0 +1,333 @@
+"""User primitives: elementwise functions whose value and derivatives are the user's
+Numba kernels, recorded as one instruction and replayed in every CPU mode and engine.
+
+    @tj.primitive
+    def gammaln(x):
+        return math.lgamma(x)
+    gammaln.defderiv(lambda x, out: digamma(x))      # d out / d x, given x and out
+    gammaln.defhess(lambda x, out: trigamma(x))      # d2 out / dx2, for hvp and Hessians
+
+A primitive of two operands takes one rule per operand (``defderiv(da, db)``, each
+``(a, b, out)``) and three second derivatives (``defhess(daa, dab, dbb)``). Second
+derivatives are totals: what d/dx of the first derivative is, out's dependence on x
+included.
+
+Registering compiles the user's kernels (wrapped to return float64) and nothing else:
+the sweeps call them through ``_primitive_calls.TABLE``. A rule that is not given is a
+kernel that raises ``NotImplementedError`` naming the primitive and the rule, so a mode
+that needs it fails with that message, never with a wrong number.
+
+On the GPU the rules are compiled by numba-cuda from the user's Python (``device_kernel``)
+into the tape's own device module, where ``prim1(c, a)`` and the others dispatch on the
+number (``codegen.render_cuda_primitives``); a device function cannot raise, so a mode
+whose rule is missing is refused before the launch (``require_gpu_rules``).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import threading
+import warnings
+from typing import Callable, Optional
+
+import numpy as np
+from numba import float64, njit
+
+from ..cpu import _primitive_calls as calls
+from ..errors import InvalidTapeError, PrimitiveError, TapejitError
+from .table import OP
+
+_lock = threading.Lock()
+#: registered primitives by number (the immediate of their instructions)
+BY_NUMBER: list["Primitive"] = []
+#: the latest primitive registered under each name (what loading a saved tape finds)
+BY_NAME: dict[str, "Primitive"] = {}
+PRIMITIVE_OPS = (OP.primitive1, OP.primitive2)
+
+_FIRST = {1: ("d",), 2: ("da", "db")}
+_SECOND = {1: ("d2",), 2: ("daa", "dab", "dbb")}
+_ROLES = {"value": calls.VALUE, "d": calls.D_A, "d2": calls.D2, "da": calls.D_A, "db": calls.D_B,
+          "daa": calls.D_AA, "dab": calls.D_AB, "dbb": calls.D_BB}
+
+
+class PrimitiveWarning(RuntimeWarning):
+    """A primitive's kernel returned NaN for inputs that are not NaN."""
+
+
+def _float_kernel(fn, n_args: int, what: str):
+    """fn compiled for n_args float64 arguments, returning float64 (wrapped, so that a user
+    kernel returning an int or a float32 still fits the table's calling convention)."""
+    # IEEE arithmetic, as in the sweeps: the batch engine's padding points and a/0 give
+    # inf or nan, never ZeroDivisionError (a user's own dispatcher keeps its options)
+    user = fn if hasattr(fn, "py_func") else njit(error_model="numpy")(fn)
+    if n_args == 1:
+        def kernel(x):
+            return float(user(x))
+    elif n_args == 2:
+        def kernel(x, y):
+            return float(user(x, y))
+    else:
+        def kernel(x, y, z):
+            return float(user(x, y, z))
+    dispatcher = njit(error_model="numpy")(kernel)
+    signature = (float64,) * n_args
+    try:
+        dispatcher.compile(signature)
+    except Exception as exc:      # Numba's typing errors are long: keep them, say whose they are
+        raise PrimitiveError(f"{what} does not compile with Numba for {n_args} float64 argument(s): "
+                             f"{type(exc).__name__}: {exc}") from exc
+    return dispatcher, signature
+
+
+def _missing_kernel(name: str, rule: str, how: str, n_args: int):
+    """A kernel that raises NotImplementedError naming the rule that was not given."""
+    message = f"primitive {name!r} has no {rule} rule: give it with {name}.{how}(...)"
+    if n_args == 2:
+        def kernel(x, y):
+            if x == x or x != x:        # always: a kernel that only raised would return none
+                raise NotImplementedError(message)
+            return 0.0
+    else:
+        def kernel(x, y, z):
+            if x == x or x != x:
+                raise NotImplementedError(message)
+            return 0.0
+    dispatcher = njit(kernel)
+    signature = (float64,) * n_args
+    dispatcher.compile(signature)
+    return dispatcher, signature
+
+
+class Primitive:
+    """An elementwise function of one or two operands with user kernels (see the module)."""
+
+    def __init__(self, fn: Callable, name: Optional[str] = None):
+        self.name = name or getattr(fn, "__name__", "primitive")
+        py_func = getattr(fn, "py_func", fn)
+        try:
+            arity = len(inspect.signature(py_func).parameters)
+        except (TypeError, ValueError) as exc:
+            raise PrimitiveError(f"primitive {self.name!r}: cannot read the number of its arguments") from exc
+        if arity not in (1, 2):
+            raise PrimitiveError(f"primitive {self.name!r} takes {arity} arguments; primitives take 1 or 2 "
+                                 "(scalars; the call broadcasts them over arrays)")
+        self.arity = arity
+        self.fn = fn
+        self.has_deriv = self.has_hess = self._ready = False
+        self._python: dict = {}
+        self._device: dict = {}
+        with _lock:
+            if len(BY_NUMBER) >= calls.MAX_PRIMITIVES:
+                raise PrimitiveError(f"at most {calls.MAX_PRIMITIVES} primitives per process")
+            self.number = len(BY_NUMBER)
+            calls.KERNELS.append([None] * calls.ROLES)
+            self._set("value", fn, arity)
+            BY_NUMBER.append(self)
+            BY_NAME[self.name] = self
+        self.__name__ = self.name
+        self.__doc__ = getattr(fn, "__doc__", None)
+
+    def ready(self) -> "Primitive":
+        """Fill the rules not given with kernels that raise naming them: once, before the
+        first instruction is recorded (most users give the rules right after the
+        decorator, and compiling a stand-in first would be wasted)."""
+        if not self._ready:
+            with _lock:
+                for rule in _FIRST[self.arity]:
+                    if calls.KERNELS[self.number][_ROLES[rule]] is None:
+                        self._set(rule, None, self.arity + 1, "first-derivative", "defderiv")
+                for rule in _SECOND[self.arity]:
+                    if calls.KERNELS[self.number][_ROLES[rule]] is None:
+                        self._set(rule, None, self.arity + 1, "second-derivative", "defhess")
+                self._ready = True
+        return self
+
+    def _set(self, rule: str, fn, n_args: int, kind: str = "", how: str = "") -> None:
+        if fn is None:
+            dispatcher, signature = _missing_kernel(self.name, f"{kind} ({rule})", how, n_args)
+        else:
+            dispatcher, signature = _float_kernel(fn, n_args, f"primitive {self.name!r}'s {rule} rule")
+        cres = dispatcher.overloads[signature]
+        role = _ROLES[rule]
+        # the plain Python function, which the GPU compiles for itself (tapejit.cuda)
+        self._python[role] = None if fn is None else getattr(fn, "py_func", fn)
+        self._device.pop(role, None)
+        # the dispatcher stays referenced (KERNELS): its machine code lives as long as it does
+        calls.KERNELS[self.number][role] = dispatcher
+        calls.set_entry(self.number, role, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
+
+    def defderiv(self, *rules: Callable) -> "Primitive":
+        """The partial derivative(s): one function per operand, each given the operands and
+        the output, ``(x, out)`` or ``(a, b, out)``."""
+        self._define(_FIRST[self.arity], rules, "defderiv")
+        self.has_deriv = True
+        return self
+
+    def defhess(self, *rules: Callable) -> "Primitive":
+        """The second derivatives, as totals, each given the operands and the output: ``d2``
+        for one operand; ``daa, dab, dbb`` for two."""
+        self._define(_SECOND[self.arity], rules, "defhess")
+        self.has_hess = True
+        return self
+
+    def _define(self, names: tuple, rules: tuple, how: str) -> None:
+        if len(rules) != len(names):
+            raise PrimitiveError(f"primitive {self.name!r} has {self.arity} operand(s): {how} takes "
+                                 f"{len(names)} rule(s) ({', '.join(names)})")
+        for rule, fn in zip(names, rules):
+            self._set(rule, fn, self.arity + 1)
+
+    def __call__(self, *args):
+        if len(args) != self.arity:
+            raise TypeError(f"primitive {self.name!r} takes {self.arity} argument(s), got {len(args)}")
+        from ..frontend.tensor import _elementwise
+        if not self._ready:
+            self.ready()
+        code = OP.primitive1 if self.arity == 1 else OP.primitive2
+        try:
+            out = _elementwise(code, args, float(self.number))
+        except TapejitError:
+            raise
+        except Exception as exc:
+            raise PrimitiveError(f"primitive {self.name!r} raised {type(exc).__name__}: {exc}") from exc
+        _warn_nan(self, args, out)
+        return out
+
+    def __repr__(self) -> str:
+        rules = ["value"] + (["derivative"] if self.has_deriv else [])
+        rules += ["second derivative"] if self.has_hess else []
+        return f"<tapejit primitive {self.name!r} of {self.arity} operand(s): {', '.join(rules)}>"
+
+
+def _warn_nan(p: Primitive, args, out) -> None:
+    """numpy's habit: a NaN from inputs that are not NaN is reported (here by name)."""
+    value = np.asarray(getattr(out, "_value", out), dtype=np.float64)
+    if not np.isnan(value).any():
+        return
+    inputs = [np.asarray(getattr(a, "_value", a), dtype=np.float64) for a in args]
+    nan_in = np.zeros(value.shape, bool)
+    for x in inputs:
+        nan_in = nan_in | np.broadcast_to(np.isnan(x), value.shape)
+    fresh = np.isnan(value) & ~nan_in
+    if fresh.any():
+        at = np.unravel_index(int(np.flatnonzero(fresh)[0]), value.shape) if value.shape else ()
+        where = ", ".join(repr(float(np.broadcast_to(x, value.shape)[at])) for x in inputs)
+        warnings.warn(f"primitive {p.name!r} returned nan at ({where}), an input that is not nan",
+                      PrimitiveWarning, stacklevel=3)
+
+
+def primitive(fn: Optional[Callable] = None, *, name: Optional[str] = None):
+    """Register an elementwise primitive from Numba-compilable scalar code (a decorator,
+    with or without ``name=``); its derivatives come with ``defderiv`` and ``defhess``."""
+    if fn is None:
+        return lambda f: Primitive(f, name)
+    return Primitive(fn, name)
+
+
+# --------------------------------------------------------------------------------------
+# what tapes say about primitives: checks before a replay, names in saved files
+# --------------------------------------------------------------------------------------
+def numbers_used(ops: np.ndarray, cv: np.ndarray) -> list[int]:
+    """The primitive numbers a tape's instructions call (sorted)."""
+    mask = np.isin(ops, PRIMITIVE_OPS)
+    return sorted({int(c) for c in cv[mask]}) if mask.any() else []
+
+
+def names_of(numbers) -> dict[str, str]:
+    """{number: name} for a saved file's header."""
+    return {str(k): BY_NUMBER[k].name for k in numbers}
+
+
+def check_numbers(ops: np.ndarray, cv: np.ndarray) -> None:
+    """Every primitive instruction names a registered primitive of its arity
+    (tape.validate calls this: the sweeps would raise, not misread, but a tape that cannot
+    run is refused before it starts)."""
+    mask = np.isin(ops, PRIMITIVE_OPS)
+    if not mask.any():
+        return
+    c = cv[mask]
+    bad = ~((c >= 0) & (c < len(BY_NUMBER)) & (c == np.floor(c)))
+    if bad.any():
+        raise InvalidTapeError(f"a primitive instruction names primitive number {c[bad][0]!r}, "
+                               f"which is not registered in this process")
+    arity = np.where(ops[mask] == OP.primitive1, 1, 2)
+    for k, n in zip(c.astype(np.int64), arity):
+        if BY_NUMBER[k].arity != n:
+            raise InvalidTapeError(f"primitive {BY_NUMBER[k].name!r} takes {BY_NUMBER[k].arity} operand(s), "
+                                   f"its instruction reads {n}")
+
+
+#: the rules each GPU mode calls (tapejit.cuda's modes: values, grad, vjp, jvp, hvp)
+_GPU_RULES = {0: ("value",), 1: ("value", "first"), 2: ("value", "first"), 3: ("value", "first"),
+              4: ("value", "first", "second")}
+
+
+def require_gpu_rules(ops: np.ndarray, cv: np.ndarray, mode: int) -> None:
+    """Before a GPU launch: every primitive the tape calls has the rules this mode needs
+    (a device kernel cannot raise, so a missing one is refused here, by name)."""
+    for k in numbers_used(ops, cv):
+        p = BY_NUMBER[k]
+        for kind in _GPU_RULES[mode]:
+            rules = {"value": ("value",), "first": _FIRST[p.arity], "second": _SECOND[p.arity]}[kind]
+            for rule in rules:
+                if p._python.get(_ROLES[rule]) is None:
+                    how = "defderiv" if kind == "first" else "defhess"
+                    raise NotImplementedError(f"primitive {p.name!r} has no {rule} rule, which this GPU mode "
+                                              f"needs: give it with {p.name}.{how}(...)")
+
+
+def device_kernel(number: int, role: int):
+    """The primitive's rule compiled for the GPU (a device function; numba-cuda compiles
+    it, from the user's Python, when a kernel calling it first compiles)."""
+    p = BY_NUMBER[number]
+    if role not in p._device:
+        from numba import cuda
+        fn = p._python.get(role)
+        if fn is None:         # never called: require_gpu_rules refuses the modes needing it
+            fn = _nan_rule(p.arity + (0 if role == calls.VALUE else 1))
+        p._device[role] = cuda.jit(device=True)(fn)
+    return p._device[role]
+
+
+def _nan_rule(n_args: int):
+    def rule1(x):
+        return x * math.nan
+
+    def rule2(x, y):
+        return x * math.nan
+
+    def rule3(x, y, z):
+        return x * math.nan
+    return {1: rule1, 2: rule2, 3: rule3}[n_args]
+
+
+def name_the_primitives(exc: BaseException, arrays) -> BaseException:
+    """exc, raised by a replay, with a note naming the tape's primitives when it has any
+    (an exception from a user kernel carries the user's message, not the primitive's name)."""
+    used = numbers_used(arrays.ops, arrays.cv)
+    if used and not isinstance(exc, TapejitError):
+        names = ", ".join(repr(BY_NUMBER[k].name) for k in used)
+        exc.add_note(f"(raised while replaying a tape that calls the user primitive(s) {names})")
+    return exc
+
+
+def renumbered(ops: np.ndarray, cv: np.ndarray, saved: dict) -> np.ndarray:
+    """cv of a loaded tape with its primitives' numbers made this process's, from the
+    file's {number: name}; a name not registered here raises (nothing from the file runs)."""
+    mask = np.isin(ops, PRIMITIVE_OPS)
+    if not mask.any():
+        return cv
+    mapping = {}
+    for key, name in saved.items():
+        if name not in BY_NAME:
+            raise KeyError(name)
+        mapping[float(key)] = float(BY_NAME[name].number)
+    out = cv.copy()
+    for i in np.flatnonzero(mask):
+        if float(cv[i]) not in mapping:
+            raise ValueError(f"instruction {i} calls primitive number {cv[i]!r}, which the file does not name")
+        out[i] = mapping[float(cv[i])]
+    return out
+
+
+__all__ = ["Primitive", "PrimitiveWarning", "primitive"]

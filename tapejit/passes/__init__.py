@@ -1,0 +1,1 @@
+"""Tape-to-tape rewrites (``program``): constant folding, common subexpressions, fusion, dead code."""
