@@ -16,8 +16,12 @@ from numba.core.dispatcher import Dispatcher
 
 import tapejit
 
-SKIPPED = {"__main__", "_sweeps_cuda", "_cuda_kernels", "_cuda_math", "cuda"}   # CUDA kernels: their own types
-MODULES = sorted(path.stem for path in Path(tapejit.__file__).parent.glob("*.py") if path.stem not in SKIPPED)
+PACKAGE = Path(tapejit.__file__).parent
+SKIPPED = {"cuda"}   # CUDA kernels: their own types
+MODULES = sorted(".".join(path.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
+                 for path in PACKAGE.rglob("*.py")
+                 if "__pycache__" not in path.parts and path.stem != "__main__"
+                 and path.relative_to(PACKAGE).parts[0] not in SKIPPED)
 
 
 def _literal_arguments(module, source: str):
@@ -52,7 +56,7 @@ def _literal_arguments(module, source: str):
 
 @pytest.mark.parametrize("name", MODULES)
 def test_no_literal_arguments_between_compiled_functions(name):
-    module = importlib.import_module(f"tapejit.{name}")
+    module = importlib.import_module(f"tapejit.{name}" if name != "__init__" else "tapejit")
     with open(module.__file__) as f:
         assert _literal_arguments(module, f.read()) == []
 

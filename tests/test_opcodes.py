@@ -288,3 +288,32 @@ def test_opcode_codes_are_pinned():
     assert new == list(range(len(PINNED_CODES), len(OPCODE)))
     # the table's rows are grouped by kind, not by code: OPS is sorted by the pinned codes
     assert [op.name for op in OPS] == sorted(OPCODE, key=OPCODE.get)
+
+
+def test_what_an_instruction_reads_comes_from_its_table_row():
+    """validate()'s bounds, the passes' dependences, read counts and remapping, the adjoint
+    plan, the tiling plan's read ranges and the twins' work estimate follow the table's
+    reads/gathers/spans/pool/checks: none names a structural opcode, so a new one touches
+    its row and nothing of theirs."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    from tapejit.analysis import adjoint_plan
+    from tapejit.cpu import tiling
+    from tapejit.passes import program
+    from tapejit.tape import reads, tape
+    from tapejit._runtime import twins
+    structural = [op.name for op in OPS if not op.elementwise and op.name != "input"]
+    sources = {m.__name__: Path(m.__file__).read_text() for m in (tape, reads, adjoint_plan, twins)}
+    for fn in (program.depends_forward, program._count_reads, program.needed_backward, program.read_counts,
+               program._remap_runs, program.reads, program._gather_reads, tiling._read_ranges):
+        sources[fn.__name__] = inspect.getsource(getattr(fn, "py_func", fn))
+    for where, text in sources.items():
+        named = [name for name in structural if re.search(rf"\bOP\.{name}\b|\bop_{name}\b|\"{name}\"", text)]
+        assert named == [], f"{where} names {named}"
+    # and the table states them for every structural opcode that reads slots
+    for op in OPS:
+        if not op.elementwise and op.arity:
+            assert op.reads or op.gathers, op.name
+            assert bool(op.spans) == bool(op.reads), op.name

@@ -26,7 +26,7 @@ from numba import njit
 
 from ..codegen import render as codegen
 from ..ops.table import OPS, OP
-from ..passes.program import _read_range, gathered
+from ..tape._reads import MAX_OPERANDS, index_reads, operand_reads
 from .._runtime.scalars import ZERO as _ZERO
 from .._runtime.twins import jit_or_python, tape_work
 
@@ -58,8 +58,7 @@ def _overlaps(base, stride, count, other_base, other_stride, other_count):
 
 
 @njit(**_JIT)
-def _plan(ops, ins, idx, n_slots, seeded, elementwise, arity, assignable, contributes, op_input, op_gather, op_sum,
-          op_amax, op_affine, op_matmul, op_softmax, op_gather_sum, zero_bit):
+def _plan(ops, ins, idx, n_slots, seeded, elementwise, arity, assignable, contributes, op_input, zero_bit):
     plan = np.zeros(ops.shape[0], np.uint8)
     written = np.zeros(n_slots, np.bool_)
     seen = np.zeros(n_slots, np.int64)      # i + 1: read by instruction i (repeats cannot assign)
@@ -101,24 +100,21 @@ def _plan(ops, ins, idx, n_slots, seeded, elementwise, arity, assignable, contri
                     if not written[s]:
                         written[s] = True
                         dirty[s] = not can_assign
-        elif op == op_gather or op == op_gather_sum:
-            a, b, sb = ins[2, i], ins[4, i], ins[5, i]
+        else:
+            a, sa, b, sb = ins[2, i], ins[3, i], ins[4, i], ins[5, i]
             for k in range(n):
-                base, first, count = gathered(op, a, b, sb, k, op_gather)
+                base, first, count = index_reads(op, a, b, sb, k)
                 for q in range(first, first + count):
                     s = base + idx[q]
                     if not written[s]:
                         written[s] = True
                         dirty[s] = True
-        else:
-            a, sa, b, sb = ins[2, i], ins[3, i], ins[4, i], ins[5, i]
             # a reduction whose reverse can assign (a sum: opcodes.OpDef.reverse_assigns) does
             # when it reads each slot of operand a once and none has an adjoint yet
             can_assign = (assignable[op] & 1) != 0
             if can_assign:
                 for k in range(n):
-                    base, stride, count = _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum,
-                                                      op_amax, op_affine, op_matmul, op_softmax, k, _ZERO)
+                    base, stride, count = operand_reads(op, n, a, sa, b, sb, k, _ZERO)
                     for q in range(count):
                         s = base + q * stride
                         if written[s] or seen[s] == i + 1:
@@ -127,9 +123,8 @@ def _plan(ops, ins, idx, n_slots, seeded, elementwise, arity, assignable, contri
             if can_assign:
                 plan[i] |= 1
             for k in range(n):
-                for which in range(2):
-                    base, stride, count = _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum,
-                                                      op_amax, op_affine, op_matmul, op_softmax, k, which)
+                for which in range(MAX_OPERANDS):
+                    base, stride, count = operand_reads(op, n, a, sa, b, sb, k, which)
                     for q in range(count):
                         s = base + q * stride
                         if not written[s]:
@@ -158,5 +153,4 @@ def plan_and_dirty(arrays, seeded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     elementwise, arity, assignable, contributes = _TABLES
     plan = jit_or_python(_plan, tape_work(arrays.ops, arrays.ins))
     return plan(arrays.ops, arrays.ins, arrays.idx, arrays.n_slots, np.asarray(seeded, np.int64), elementwise,
-                 arity, assignable, contributes, OP.input, OP.gather, OP.sum, OP.amax, OP.affine, OP.matmul, OP.softmax,
-                 OP.gather_sum, codegen.ZERO_AFTER_READ)
+                 arity, assignable, contributes, OP.input, codegen.ZERO_AFTER_READ)

@@ -23,6 +23,7 @@ from numba import njit, types
 from . import _sweeps as sweeps
 from ..ops.table import OP, OPS
 from .._runtime.threads import get_num_threads, run_workers
+from ..tape.reads import ranges as read_ranges
 from ..tape.tape import TapeArrays
 from .._runtime.scalars import NO as _NO, ONE as _ONE, ZERO as _ZERO
 from .._runtime.unlinked import unlinked
@@ -77,30 +78,8 @@ class Stretch:
 
 
 def _read_ranges(arrays: TapeArrays, i: int):
-    """Inclusive slot ranges instruction i reads (conservative)."""
-    op = arrays.ops[i]
-    out, n, a, sa, b, sb, d, sd = (int(x) for x in arrays.ins[:, i])
-    if n == 0:
-        return []
-    if _ELEMENTWISE[op]:
-        ranges = []
-        for base, stride in ((a, sa), (b, sb), (d, sd))[: _ARITY[op]]:
-            end = base + (n - 1) * stride
-            ranges.append((min(base, end), max(base, end)))
-        return ranges
-    if op == OP.input or op == OP.const:
-        return []
-    if op == OP.gather:
-        seg = arrays.idx[b: b + n]
-        return [(a + int(seg.min()), a + int(seg.max()))]
-    if op == OP.gather_sum:
-        seg = arrays.idx[b: b + n * sb]
-        return [(int(seg.min()), int(seg.max()))]
-    # reductions, products, softmax: everything from a (and b) up to the output
-    ranges = [(min(a, out - 1), out - 1)]
-    if op == OP.matmul:
-        ranges.append((b, out - 1))
-    return ranges
+    """Inclusive slot ranges instruction i reads."""
+    return read_ranges(arrays.ops, arrays.ins, arrays.idx, i)
 
 
 def plan(arrays: TapeArrays, keep: np.ndarray, tile: int | None = None):

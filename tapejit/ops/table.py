@@ -77,6 +77,24 @@ class OpDef:
     #: ``at(V, o)`` is the address of slot o. Any call's nonzero status (no BLAS) falls
     #: back to the loops, which every other target runs always.
     blas: dict = field(default_factory=dict)
+    # What a structural instruction reads, as expressions over its fields (and k, the output
+    # element), for every consumer that must know without running it: validate()'s bounds,
+    # the passes' dependences, read counts and slot remapping, the adjoint plan, the tiling
+    # plan. tapejit.codegen renders the per-element facts into tapejit/tape/_reads.py.
+    #: per slot operand: (field holding its base, first slot, stride, count) that output
+    #: element k reads
+    reads: tuple = ()
+    #: an index-pool operand: (base slot, first entry, entry count) that output element k
+    #: reads as base + idx[entry], and the entries the instruction uses in all
+    gathers: tuple = ()           # (base, first, count, entries)
+    #: per slot operand, everything the instruction reads: (base, ((stride, count), ...),
+    #: when, what): slots base + sum(stride * t) for t in [0, count), where ``when`` holds
+    spans: tuple = ()
+    #: the constant pool it reads: (first entry, count)
+    pool: tuple = ()
+    #: (bad, message): what validate() refuses, as numpy expressions over the fields'
+    #: integer arrays, with pos(x) = max(x, 1)
+    checks: tuple = ()
 
     @property
     def elementwise(self) -> bool:
@@ -233,6 +251,7 @@ for k in range(n):
 """,
         doc="constants from the pool",
         differentiable=False,
+        pool=("b", "n"),
     ),
     OpDef(
         name="gather",
@@ -260,6 +279,7 @@ for k in range(n):
     H[s] += H[o + k]
 """,
         doc="out[k] = V[a + idx[b + k]]: indexing, transpose, broadcast, concatenate",
+        gathers=("a", "b + k", "1", "n"),
     ),
     OpDef(
         name="sum",
@@ -308,6 +328,10 @@ for r in range(n // inner):
             H[a + (r * b + i) * sa + j] += H[o + r * inner + j]
 """,
         doc="sum over the middle axis of an (outer, m, inner) block",
+        reads=(("a", "a + (k // sb) * b * sa + k % sb", "sa", "b"),),
+        spans=(("a", (("b * sa", "n // pos(sb)"), ("sa", "b"), ("1", "sb")), "b > 0", "reduction input"),),
+        checks=(("sb < 1", "inner size must be at least 1"), ("b < 0", "negative reduced length"),
+                ("(sb >= 1) & (n % pos(sb) != 0)", "output count is not a multiple of the inner size")),
     ),
     OpDef(
         name="amax",
@@ -355,6 +379,11 @@ for r in range(n // inner):
             S0 = S0 + S1
 """,
         doc="maximum over the middle axis; the derivative goes to the first maximal element",
+        reads=(("a", "a + (k // sb) * b * sa + k % sb", "sa", "b"),),
+        spans=(("a", (("b * sa", "n // pos(sb)"), ("sa", "b"), ("1", "sb")), "b > 0", "reduction input"),),
+        checks=(("sb < 1", "inner size must be at least 1"), ("b < 0", "negative reduced length"),
+                ("(sb >= 1) & (n % pos(sb) != 0)", "output count is not a multiple of the inner size"),
+                ("(b < 1) & (n > 0)", "maximum of an empty axis")),
     ),
     OpDef(
         name="affine",
@@ -368,6 +397,10 @@ for r in range(n // inner):
         tangent=_affine_rows("T"),
         hvp=_affine_adjoints("G", "H"),
         doc="out = M @ V[a::sa] with a constant (n, m) matrix M (data-heavy objectives)",
+        reads=(("a", "a", "sa", "sb"),),
+        spans=(("a", (("sa", "sb"),), "sb > 0", "affine input"),),
+        pool=("b", "n * sb"),
+        checks=(("sb < 0", "negative column count"),),
     ),
     OpDef(
         name="matmul",
@@ -430,6 +463,11 @@ if c != 2.0:
                 "and (c == 2.0 or (gemm_tn(at(G, b), at(V, a), at(G, o), n // sb, sa, sb) == 0 "
                 "and gemm_tn(at(H, b), at(V, a), at(H, o), n // sb, sa, sb) == 0 "
                 "and gemm_tn(at(H, b), at(T, a), at(G, o), n // sb, sa, sb) == 0))"),
+        reads=(("a", "a + (k // sb) * sa", "1", "sa"), ("b", "b + k % sb", "sb", "sa")),
+        spans=(("a", (("1", "n // pos(sb) * sa"),), "sa > 0", "left factor"),
+               ("b", (("1", "sa * sb"),), "sa > 0", "right factor")),
+        checks=(("(sa < 0) | (sb < 1)", "bad inner or column count"),
+                ("(sb >= 1) & (n % pos(sb) != 0)", "output count is not a multiple of the column count")),
     ),
     OpDef(
         name="softmax",
@@ -475,6 +513,10 @@ for r in range(n // sb):
         H[a + r * sb + j] += T[o + r * sb + j] * (G[o + r * sb + j] - S0) + V[o + r * sb + j] * (H[o + r * sb + j] - S1)
 """,
         doc="softmax along rows; a primitive because its derivative is cheaper than its parts'",
+        reads=(("a", "a + (k // sb) * sb", "1", "sb"),),
+        spans=(("a", (("1", "n"),), "n > 0", "softmax input"),),
+        checks=(("sb < 1", "row length must be at least 1"),
+                ("(sb >= 1) & (n % pos(sb) != 0)", "length is not a multiple of the row length")),
     ),
     OpDef(
         name="gather_sum",
@@ -508,6 +550,8 @@ for r in range(n):
 """,
         doc="((t0 + c) + t1) + ... + t(sb-1) over gathered slots, left to right: a chain of scalar "
             "additions fused by the optimizer (Python's sum() of tensors), bit for bit",
+        gathers=("0", "b + k * sb", "sb", "n * sb"),
+        checks=(("sb < 1", "term count must be at least 1"),),
     ),
 ]
 

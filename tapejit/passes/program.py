@@ -34,7 +34,9 @@ import numpy as np
 from numba import njit
 
 from ..cpu import _sweeps as sweeps
-from ..ops.table import OP, OPS
+from ..ops.table import FIELDS, OP, OPS
+from ..tape._reads import MAX_OPERANDS, index_reads, operand_base, operand_reads
+from ..tape.reads import GATHERS, gathered_blocks, runs as read_runs
 from ..tape.tape import TapeArrays, validate
 from .._runtime.scalars import ONE as _ONE, ZERO as _ZERO
 from .._runtime.twins import jit_or_python, tape_work
@@ -47,8 +49,8 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 _NO_RUNTIME = dict(_JIT, _nrt=False)
 _ELEMENTWISE = np.array([op.elementwise for op in OPS])
 _ARITY = np.array([op.arity if op.elementwise else 0 for op in OPS])
-_READS_B = {OP.matmul}
-_RANGE_READERS = {OP.sum, OP.amax, OP.affine, OP.matmul, OP.softmax}
+#: structural opcodes that read runs of slots: where in ``ins[2:]`` each operand's base is
+_RUN_BASES = {code: tuple(FIELDS.index(r[0]) - 2 for r in op.reads) for code, op in enumerate(OPS) if op.reads}
 
 
 @dataclasses.dataclass
@@ -88,26 +90,7 @@ class Program:
 
 def reads(prog: Program, i: int):
     """(base, stride, count) of every run instruction i reads, gathers as explicit slots."""
-    op = prog.ops[i]
-    out, n, a, sa, b, sb, d, sd = (int(x) for x in prog.ins[:, i])
-    if _ELEMENTWISE[op]:
-        return [(base, stride, n) for base, stride in ((a, sa), (b, sb), (d, sd))[: _ARITY[op]]]
-    if op == OP.gather:
-        return [(int(a + k), 0, 1) for k in prog.idx[b: b + n]]
-    if op == OP.gather_sum:
-        return [(int(k), 0, 1) for k in prog.idx[b: b + n * sb]]
-    if op in (OP.sum, OP.amax):
-        outer = n // sb if sb else 0
-        span = ((outer - 1) * b + (b - 1)) * sa + sb if n and b else 0
-        return [(a, 1, span)] if span > 0 else []
-    if op == OP.affine:
-        return [(a, sa, sb)]
-    if op == OP.matmul:
-        p = n // sb if sb else 0
-        return [(a, 1, p * sa), (b, 1, sa * sb)]
-    if op == OP.softmax:
-        return [(a, 1, n)]
-    return []
+    return read_runs(prog.ops, prog.ins, prog.idx, i)
 
 
 def _slots_of(base, stride, count):
@@ -118,15 +101,14 @@ def _slots_of(base, stride, count):
 # slot remapping shared by the passes that replace an instruction by an earlier run
 # ------------------------------------------------------------------------------------------
 @njit(**_NO_RUNTIME)
-def _remap_runs(ops, ins, slot_map, start, skip, elementwise, arity, op_gather, op_sum, op_amax, op_affine,
-                op_matmul, op_softmax, op_gather_sum):
+def _remap_runs(ops, ins, slot_map, start, skip, elementwise, arity):
     """Rewrite the operands of instructions start.. (not skipped) through slot_map, gathers
     excepted: each operand's slots must move by one shift, so that it stays a run. Returns
     the first instruction where one does not, or -1."""
     n_slots = slot_map.shape[0]
     for i in range(start, ops.shape[0]):
         op = ops[i]
-        if skip[i] or op == op_gather or op == op_gather_sum:
+        if skip[i]:
             continue
         n, a, sa, b, sb = ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i]
         if elementwise[op]:
@@ -140,21 +122,22 @@ def _remap_runs(ops, ins, slot_map, start, skip, elementwise, arity, op_gather, 
                     if slot_map[s] - s != shift:
                         return i
                 ins[2 + 2 * x, i] = base + shift
-        elif op == op_sum or op == op_amax or op == op_affine or op == op_matmul or op == op_softmax:
-            for which in range(2 if op == op_matmul else 1):
-                field = 2 if which == 0 else 4
-                base = ins[field, i]
-                if base < 0 or base >= n_slots:
-                    continue
-                shift = slot_map[base] - base
-                for k in range(n):
-                    first, stride, count = _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum,
-                                                       op_amax, op_affine, op_matmul, op_softmax, k, which)
-                    for q in range(count):
-                        s = first + q * stride
-                        if slot_map[s] - s != shift:
-                            return i
-                ins[field, i] = base + shift
+            continue
+        for which in range(MAX_OPERANDS):
+            field = operand_base(op, which)
+            if field < 0:
+                continue
+            base = ins[field, i]
+            if base < 0 or base >= n_slots:
+                continue
+            shift = slot_map[base] - base
+            for k in range(n):
+                first, stride, count = operand_reads(op, n, a, sa, b, sb, k, which)
+                for q in range(count):
+                    s = first + q * stride
+                    if slot_map[s] - s != shift:
+                        return i
+            ins[field, i] = base + shift
     return -1
 
 
@@ -166,7 +149,7 @@ def _remap_all(prog: Program, slot_map: np.ndarray, start: int = 0, skip=None) -
     bad = _small(prog, _remap_runs)(prog.ops, prog.ins, slot_map, start, skip, *_codes())
     if bad >= 0:
         raise AssertionError(f"instruction {bad}: a remapped operand is no longer a run")
-    gathers = np.flatnonzero(((prog.ops == OP.gather) | (prog.ops == OP.gather_sum)) & ~skip)
+    gathers = np.flatnonzero(GATHERS[prog.ops] & ~skip)
     gathers = gathers[gathers >= start]
     if not gathers.size:
         return
@@ -226,44 +209,7 @@ def _drop(prog: Program, removed: np.ndarray) -> Program:
 
 
 @njit(**_NO_RUNTIME)
-def gathered(op, a, b, sb, k, op_gather):
-    """(base slot, first index-pool entry, entry count) that output element k of a
-    gather (one entry, relative to a) or a gather_sum (sb entries, absolute) reads."""
-    if op == op_gather:
-        return a, b + k, 1
-    return 0, b + k * sb, sb
-
-
-@njit(**_NO_RUNTIME)
-def _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum, op_amax, op_affine,
-                op_matmul, op_softmax, k, which):
-    """For output element k: (first slot, stride, count) of operand `which` it reads;
-    count 0 when there is no such operand. Gathers are handled by the callers."""
-    if elementwise[op]:
-        return (0, 0, 0)
-    if op == op_sum or op == op_amax:
-        if which > 0:
-            return (0, 0, 0)
-        r, j = k // sb, k % sb
-        return (a + r * b * sa + j, sa, b)
-    if op == op_affine:
-        return (a, sa, sb) if which == 0 else (0, 0, 0)
-    if op == op_matmul:
-        r, j = k // sb, k % sb
-        if which == 0:
-            return (a + r * sa, 1, sa)
-        if which == 1:
-            return (b + j, sb, sa)
-        return (0, 0, 0)
-    if op == op_softmax:
-        r = k // sb
-        return (a + r * sb, 1, sb) if which == 0 else (0, 0, 0)
-    return (0, 0, 0)
-
-
-@njit(**_NO_RUNTIME)
-def depends_forward(ops, ins, idx, dep, elementwise, arity, op_gather, op_sum, op_amax, op_affine,
-                    op_matmul, op_softmax, op_gather_sum):
+def depends_forward(ops, ins, idx, dep, elementwise, arity):
     """dep[slot] |= any operand element it reads has dep set (dep holds the seeds)."""
     for i in range(ops.shape[0]):
         op = ops[i]
@@ -278,15 +224,13 @@ def depends_forward(ops, ins, idx, dep, elementwise, arity, op_gather, op_sum, o
                     hit = True
                 if m > 2 and dep[d + k * sd]:
                     hit = True
-            elif op == op_gather or op == op_gather_sum:
-                base, first, count = gathered(op, a, b, sb, k, op_gather)
+            else:
+                base, first, count = index_reads(op, a, b, sb, k)
                 for q in range(first, first + count):
                     if dep[base + idx[q]]:
                         hit = True
-            else:
-                for which in range(2):
-                    base, stride, count = _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum,
-                                                      op_amax, op_affine, op_matmul, op_softmax, k, which)
+                for which in range(MAX_OPERANDS):
+                    base, stride, count = operand_reads(op, n, a, sa, b, sb, k, which)
                     for q in range(count):
                         if dep[base + q * stride]:
                             hit = True
@@ -296,8 +240,7 @@ def depends_forward(ops, ins, idx, dep, elementwise, arity, op_gather, op_sum, o
 
 
 @njit(**_NO_RUNTIME)
-def _count_reads(ops, ins, idx, i, k, counts, elementwise, arity, op_gather, op_sum, op_amax, op_affine,
-                 op_matmul, op_softmax, op_gather_sum):
+def _count_reads(ops, ins, idx, i, k, counts, elementwise, arity):
     """counts[slot] += 1 for every slot that output element k of instruction i reads."""
     op = ops[i]
     n, a, sa, b, sb, d, sd = ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i]
@@ -309,21 +252,18 @@ def _count_reads(ops, ins, idx, i, k, counts, elementwise, arity, op_gather, op_
             counts[b + k * sb] += 1
         if m > 2:
             counts[d + k * sd] += 1
-    elif op == op_gather or op == op_gather_sum:
-        base, first, count = gathered(op, a, b, sb, k, op_gather)
-        for q in range(first, first + count):
-            counts[base + idx[q]] += 1
-    else:
-        for which in range(2):
-            base, stride, count = _read_range(op, n, a, sa, b, sb, elementwise, arity, op_gather, op_sum,
-                                              op_amax, op_affine, op_matmul, op_softmax, k, which)
-            for q in range(count):
-                counts[base + q * stride] += 1
+        return
+    base, first, count = index_reads(op, a, b, sb, k)
+    for q in range(first, first + count):
+        counts[base + idx[q]] += 1
+    for which in range(MAX_OPERANDS):
+        base, stride, count = operand_reads(op, n, a, sa, b, sb, k, which)
+        for q in range(count):
+            counts[base + q * stride] += 1
 
 
 @njit(**_JIT)
-def needed_backward(ops, ins, idx, needed, is_input_op, elementwise, arity, op_gather, op_sum, op_amax,
-                    op_affine, op_matmul, op_softmax, op_gather_sum):
+def needed_backward(ops, ins, idx, needed, is_input_op, elementwise, arity):
     """Mark what the needed slots read, in reverse (``needed``: a count per slot, nonzero
     where needed); returns which instructions live."""
     live = np.zeros(ops.shape[0], np.bool_)
@@ -335,8 +275,7 @@ def needed_backward(ops, ins, idx, needed, is_input_op, elementwise, arity, op_g
         for k in range(n):
             if needed[o + k]:
                 live[i] = True
-                _count_reads(ops, ins, idx, i, k, needed, elementwise, arity, op_gather, op_sum, op_amax,
-                             op_affine, op_matmul, op_softmax, op_gather_sum)
+                _count_reads(ops, ins, idx, i, k, needed, elementwise, arity)
     return live
 
 
@@ -346,8 +285,7 @@ def _small(prog: Program, fn):
 
 
 def _codes():
-    return (_ELEMENTWISE, _ARITY.astype(np.int64), OP.gather, OP.sum, OP.amax, OP.affine, OP.matmul, OP.softmax,
-            OP.gather_sum)
+    return (_ELEMENTWISE, _ARITY.astype(np.int64))
 
 
 # ------------------------------------------------------------------------------------------
@@ -427,7 +365,7 @@ def _fields_read(prog: Program, i: int, op: int, row: list, slot_map, gathered: 
     """What structural instruction i (opcode op, integer fields row) reads, its slots seen
     through slot_map (None while nothing is remapped); ``gathered``: the slots each gather
     reads (_gathered_slots)."""
-    if op == OP.gather or op == OP.gather_sum:
+    if GATHERS[op]:
         slots = gathered[i]
         if slot_map is not None:
             slots = slot_map[np.asarray(slots, np.int64)].tolist()
@@ -437,9 +375,9 @@ def _fields_read(prog: Program, i: int, op: int, row: list, slot_map, gathered: 
     if op == OP.input:
         return ("input", row[0])          # never equal to another
     fields = row[2:]
-    if slot_map is not None and op in _RANGE_READERS:
+    if slot_map is not None and op in _RUN_BASES:
         # an empty range may name a base past the last slot
-        for at in (0, 2) if op in _READS_B else (0,):
+        for at in _RUN_BASES[op]:
             if 0 <= fields[at] < len(slot_map):
                 fields[at] = int(slot_map[fields[at]])
     if op == OP.affine:                        # b: the constant block, compared by value
@@ -449,20 +387,14 @@ def _fields_read(prog: Program, i: int, op: int, row: list, slot_map, gathered: 
 
 
 def _gather_reads(prog: Program, gathers: np.ndarray):
-    """The absolute slots that the gathers and gathered sums ``gathers`` read, one block
+    """The absolute slots that the gathering instructions ``gathers`` read, one block
     after another, and where each one's block starts."""
-    f = prog.ins[:, gathers]
-    summed = prog.ops[gathers] == OP.gather_sum
-    entries = np.where(summed, f[1] * f[5], f[1]).astype(np.int64)
-    before = np.cumsum(entries) - entries
-    at = np.repeat(f[4] - before, entries) + np.arange(int(entries.sum()))
-    base = np.where(summed, 0, f[2])                   # gather_sum: absolute slots
-    return np.repeat(base, entries) + prog.idx[at], before
+    return gathered_blocks(prog.ops, prog.ins, prog.idx, gathers)
 
 
 def _gathered_slots(prog: Program, rows: np.ndarray) -> dict:
     """For each gather or gather_sum among ``rows``: the list of slots it reads."""
-    rows = rows[(prog.ops[rows] == OP.gather) | (prog.ops[rows] == OP.gather_sum)]
+    rows = rows[GATHERS[prog.ops[rows]]]
     if not rows.size:
         return {}
     slots, before = _gather_reads(prog, rows)
@@ -590,7 +522,7 @@ def _structural_keys(prog: Program, rows: np.ndarray) -> np.ndarray:
     # columns: opcode, n, immediate, a, sa, b, sb, d, sd, hash of what is read beyond them
     table = np.column_stack([ops.astype(np.int64), prog.ins[1, rows], prog.cv[rows].view(np.int64),
                              prog.ins[2:, rows].T, np.zeros(rows.size, np.int64)]).astype(np.int64)
-    gathers = (ops == OP.gather) | (ops == OP.gather_sum)
+    gathers = GATHERS[ops]
     if gathers.any():
         slots, before = _gather_reads(prog, rows[gathers])
         lengths = np.diff(np.append(before, len(slots)))
@@ -703,13 +635,11 @@ def eliminate_dead(prog: Program) -> Program:
 
 
 @njit(**_NO_RUNTIME)
-def read_counts(ops, ins, idx, counts, elementwise, arity, op_gather, op_sum, op_amax, op_affine, op_matmul,
-                op_softmax, op_gather_sum):
+def read_counts(ops, ins, idx, counts, elementwise, arity):
     """counts[slot] += how many times an instruction reads it (each element of a run)."""
     for i in range(ops.shape[0]):
         for k in range(ins[1, i]):
-            _count_reads(ops, ins, idx, i, k, counts, elementwise, arity, op_gather, op_sum, op_amax, op_affine,
-                         op_matmul, op_softmax, op_gather_sum)
+            _count_reads(ops, ins, idx, i, k, counts, elementwise, arity)
 
 
 @njit(**_JIT)

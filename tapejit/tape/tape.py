@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import InvalidTapeError
 from ..ops.table import FIELDS, N_OPS, OP, OPS, fields_used, uses_immediate
+from .reads import evaluate, span_bounds, structural_spans
 
 INDEX_LIMIT = 2**31 - 1
 _N_FIELDS = len(FIELDS)
@@ -284,15 +285,29 @@ class TapeArrays:
 # ------------------------------------------------------------------------------------------
 # validation
 # ------------------------------------------------------------------------------------------
-def _affine_range(base, terms):
-    """Smallest and largest of base + sum(coef * t) for integer t in [0, count)."""
-    lo = base.copy()
-    hi = base.copy()
-    for coef, count in terms:
-        span = coef * np.maximum(count - 1, 0)
-        lo += np.minimum(span, 0)
-        hi += np.maximum(span, 0)
-    return lo, hi
+def _check_gathered(t: TapeArrays, mask, f: dict, op, limit, fail) -> None:
+    """A gathering opcode's index-pool entries lie in the pool, and the slots they name
+    (base + idx[entry]) before each instruction's output."""
+    base_expr, first_expr, _, entries_expr = op.gathers
+    first = evaluate(first_expr, dict(f, k=0))
+    entries = evaluate(entries_expr, f)
+    fail(mask & ((first < 0) | (first + entries > len(t.idx))), "index range outside the index pool")
+    reading = np.flatnonzero(mask & (entries > 0))
+    if not reading.size:
+        return
+    # smallest and largest offset of each: reduceat over [start, stop) pairs of the pool
+    starts = first[reading].astype(np.int64)
+    pieces = np.stack([starts, starts + entries[reading]], axis=1).reshape(-1)
+    pool = np.append(t.idx, 0).astype(np.int64)     # every boundary must be < len(pool)
+    base = np.broadcast_to(evaluate(base_expr, f), first.shape)[reading]
+    lo = base + np.minimum.reduceat(pool, pieces)[::2]
+    hi = base + np.maximum.reduceat(pool, pieces)[::2]
+    bad = np.flatnonzero((lo < 0) | (hi >= limit[reading]))
+    if bad.size:
+        k = bad[0]
+        i = reading[k]
+        slot = lo[k] if lo[k] < 0 else hi[k]
+        raise InvalidTapeError(f"instruction {i} ({op.name}): reads slot {slot} outside [0, {limit[i]})")
 
 
 def validate(t: TapeArrays, ssa: bool = True, canonical: bool = False) -> None:
@@ -373,70 +388,25 @@ def validate(t: TapeArrays, ssa: bool = True, canonical: bool = False) -> None:
         else:
             fail(live & (hi >= limit), f"{what} reads past the slot count")
 
-    codes = np.arange(N_OPS)
     arity = np.array([op.arity if op.elementwise else -1 for op in OPS])
     elementwise_arity = arity[ops]
     for operand, (base, stride) in zip("abd", (("a", "sa"), ("b", "sb"), ("d", "sd"))):
         mask = elementwise_arity >= "abd".index(operand) + 1
-        lo, hi = _affine_range(f[base], [(f[stride], n)])
+        lo, hi = span_bounds(f[base], [(f[stride], n)])
         reads(mask, lo, hi, f"operand {operand}")
 
-    def is_op(name):
-        return ops == getattr(OP, name)
-
-    m = is_op("const")
-    fail(m & ((f["b"] < 0) | (f["b"] + n > len(t.consts))), "constant range outside the pool")
-
-    # gathers read n index-pool entries, gathered sums n * sb
-    m = is_op("gather_sum")
-    fail(m & (f["sb"] < 1), "term count must be at least 1")
-    gathered = is_op("gather") | m
-    entries = np.where(m, n * f["sb"], n)
-    fail(gathered & ((f["b"] < 0) | (f["b"] + entries > len(t.idx))), "index range outside the index pool")
-    reading = np.flatnonzero(gathered & (entries > 0))
-    if reading.size:
-        # smallest and largest offset of each: reduceat over [start, stop) pairs of the pool
-        starts = f["b"][reading].astype(np.int64)
-        pieces = np.stack([starts, starts + entries[reading]], axis=1).reshape(-1)
-        pool = np.append(t.idx, 0).astype(np.int64)     # every boundary must be < len(pool)
-        base = np.where(m, 0, f["a"])[reading]          # gather_sum's entries are absolute slots
-        lo = base + np.minimum.reduceat(pool, pieces)[::2]
-        hi = base + np.maximum.reduceat(pool, pieces)[::2]
-        bad = np.flatnonzero((lo < 0) | (hi >= limit[reading]))
-        if bad.size:
-            k = bad[0]
-            i = reading[k]
-            slot = lo[k] if lo[k] < 0 else hi[k]
-            raise InvalidTapeError(f"instruction {i} ({OPS[ops[i]].name}): reads slot {slot} outside "
-                                   f"[0, {limit[i]})")
-
-    m = is_op("sum") | is_op("amax")
-    inner, length = f["sb"], f["b"]
-    fail(m & (inner < 1), "inner size must be at least 1")
-    fail(m & (length < 0), "negative reduced length")
-    fail(m & (inner >= 1) & (n % np.maximum(inner, 1) != 0), "output count is not a multiple of the inner size")
-    fail(is_op("amax") & (length < 1) & (n > 0), "maximum of an empty axis")
-    outer = n // np.maximum(inner, 1)
-    lo, hi = _affine_range(f["a"], [(length * f["sa"], outer), (f["sa"], length), (np.ones_like(n), inner)])
-    reads(m & (length > 0), lo, hi, "reduction input")
-
-    m = is_op("affine")
-    cols = f["sb"]
-    fail(m & (cols < 0), "negative column count")
-    fail(m & ((f["b"] < 0) | (f["b"] + n * cols > len(t.consts))), "matrix outside the constant pool")
-    lo, hi = _affine_range(f["a"], [(f["sa"], cols)])
-    reads(m & (cols > 0), lo, hi, "affine input")
-
-    m = is_op("matmul")
-    q, r = f["sa"], f["sb"]
-    fail(m & ((q < 0) | (r < 1)), "bad inner or column count")
-    fail(m & (r >= 1) & (n % np.maximum(r, 1) != 0), "output count is not a multiple of the column count")
-    p = n // np.maximum(r, 1)
-    reads(m & (q > 0), f["a"], f["a"] + p * q - 1, "left factor")
-    reads(m & (q > 0), f["b"], f["b"] + q * r - 1, "right factor")
-
-    m = is_op("softmax")
-    fail(m & (f["sb"] < 1), "row length must be at least 1")
-    fail(m & (f["sb"] >= 1) & (n % np.maximum(f["sb"], 1) != 0), "length is not a multiple of the row length")
-    reads(m, f["a"], f["a"] + n - 1, "softmax input")
-    del codes
+    # structural opcodes: what their table rows say they read (tapejit.tape.reads)
+    present = np.zeros(N_OPS, bool)
+    present[ops] = True
+    for code in np.flatnonzero(present):
+        op = OPS[code]
+        m = ops == code
+        for bad, message in op.checks:
+            fail(m & evaluate(bad, f), message)
+        if op.pool:
+            first, count = evaluate(op.pool[0], f), evaluate(op.pool[1], f)
+            fail(m & ((first < 0) | (first + count > len(t.consts))), "constant range outside the pool")
+        for live, lo, hi, what in structural_spans(code, f):
+            reads(m & live, lo, hi, what)
+        if op.gathers:
+            _check_gathered(t, m, f, op, limit, fail)
