@@ -33,9 +33,8 @@ from .frontend.composite import (allclose, arccosh, arcsinh, arctanh, argmax, ar
                                  tile, tril, triu, vecdot)
 from ._runtime.recycle import release_buffers
 from ._runtime.threads import get_num_threads, set_num_threads
-from .frontend.function import Function, grad, trace, value_and_grad
+from .frontend.function import Function, grad, load, trace, value_and_grad
 from .frontend.debug import debug_nans
-from .tape.io import load
 from .apps.minimize import OptimizeResult, minimize, multistart
 from .ops.primitives import Primitive, PrimitiveWarning, primitive
 from .frontend.tensor import Tensor, as_tensor, is_grad_enabled, no_grad, tensor

@@ -26,9 +26,10 @@ from ..cpu import _sweeps as sweeps
 from ..cpu import batch as batch_engine
 from ..cpu import tier
 from ..cpu import tiling
-from ..errors import BranchChangedError, ShapeError, TapejitError, TraceError
+from ..errors import BranchChangedError, InvalidTapeError, ShapeError, TapeFormatError, TapejitError, TraceError
 from ..ops.table import OP, OPS
 from ..ops.primitives import PRIMITIVE_OPS
+from ..tape import io as tape_io
 from ..tape.tape import Tape, TapeArrays, validate
 from .tensor import (Tensor, _as_float_array, _state, _cstrides, _gather, _on_tape, _positions,
                      _refresh_active, _size, _state, _uniform_step)
@@ -195,8 +196,7 @@ class Function:
     # -- saving and pickling: arrays and layout only ------------------------------------
     def save(self, path) -> None:
         """Write this Function to a versioned, checksummed .npz file (``tj.load`` reads it)."""
-        from ..tape import io
-        io.save(self, path)
+        tape_io.save(self, path)
 
     _STATE = ("arrays", "inputs", "params", "param_values", "output", "guards", "in_pos", "param_pos",
               "out_pos", "_in", "_params", "locations")
@@ -584,7 +584,13 @@ class Function:
         """A smaller equivalent Function: constant folding, algebraic identities that IEEE
         allows, common subexpressions and dead code (tapejit.passes.program)."""
         from ..passes import program as passes
-        return passes.optimize(self)
+        pieces = passes.optimize(self)
+        locations = pieces.pop("locations")
+        g = Function(**pieces, fn=self.fn)
+        g.unoptimized_size = (len(self), self.n_slots)
+        if locations:
+            g.locations = locations
+        return g
 
     def compile(self) -> "Function":
         """This Function with its own compiled kernel for batch values and gradients.
@@ -982,3 +988,15 @@ def grad(fn: Callable) -> Callable:
 def value_and_grad(fn: Callable) -> Callable:
     """``value_and_grad(fn)(x)`` -> (value, gradient), traced once per input shape."""
     return _Traced(fn, with_value=True)
+
+
+def load(path, max_slots: int = tape_io.MAX_SLOTS) -> Function:
+    """Read a Function written by ``Function.save``. Any malformed file, or one from another
+    opcode table, raises TapeFormatError naming the problem; nothing in it is executed."""
+    pieces = tape_io.read(path, max_slots)
+    try:
+        return Function(**pieces)
+    except InvalidTapeError as err:
+        raise TapeFormatError(f"invalid tape: {err}") from None
+    except Exception as err:        # the layout does not fit the tape
+        raise TapeFormatError(f"inconsistent layout: {err}") from None

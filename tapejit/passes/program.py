@@ -876,25 +876,23 @@ def flag_constant_factors(prog: Program, differentiable: np.ndarray) -> Program:
     return prog
 
 
-def optimize(f):
-    """A smaller Function with the same results: constant folding, identities, CSE, DCE."""
-    from ..frontend.function import Function
+def optimize(f) -> dict:
+    """A smaller tape with the same results as Function ``f``'s: constant folding,
+    identities, CSE, DCE. Returns the pieces of the new Function (its constructor's
+    arguments, and the optimized tape's debug locations); tapejit.frontend.function builds it."""
     prog = optimize_program(Program.from_function(f))
     new_of = prog.slot_map
     kept_inputs = new_of[f.in_pos]
     prog = flag_constant_factors(prog, kept_inputs[kept_inputs >= 0])
-    inputs = [(int(new_of[b]), s) for b, s in f.inputs]
-    params = [(int(new_of[b]), s) for b, s in f.params]
     output = (int(new_of[f.output[0]]), f.output[1])
-    guards = new_of[f.guards]
-    g = Function(prog.arrays(), inputs, params, f.param_values, output, guards, fn=f.fn)
-    g.unoptimized_size = (len(f), f.n_slots)
-    if f.locations:                      # kept under debug_nans only
-        g.locations = {i: f.locations[int(k)] for i, k in enumerate(prog.origin) if int(k) in f.locations}
-    if not np.array_equal(g.out_pos, new_of[f.out_pos]):
+    if not np.array_equal(new_of[f.out_pos], output[0] + np.arange(len(f.out_pos))):
         raise AssertionError("the optimized output is not one run")
-    return g
-
+    pieces = dict(arrays=prog.arrays(), inputs=[(int(new_of[b]), s) for b, s in f.inputs],
+                  params=[(int(new_of[b]), s) for b, s in f.params], param_values=f.param_values,
+                  output=output, guards=new_of[f.guards], locations={})
+    if f.locations:                      # kept under debug_nans only
+        pieces["locations"] = {i: f.locations[int(k)] for i, k in enumerate(prog.origin) if int(k) in f.locations}
+    return pieces
 
 # ------------------------------------------------------------------------------------------
 # liveness compaction (values only)

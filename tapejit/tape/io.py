@@ -86,9 +86,9 @@ def _shape(value, what) -> tuple:
     return tuple(value)
 
 
-def load(path, max_slots: int = MAX_SLOTS):
-    """Read a Function saved by ``save``; raises TapeFormatError on any malformed file."""
-    from ..frontend.function import Function
+def read(path, max_slots: int = MAX_SLOTS) -> dict:
+    """The pieces of a Function saved by ``save`` (its constructor's arguments: ``tj.load``
+    builds it); raises TapeFormatError on any malformed file."""
     try:
         size = os.path.getsize(path)
         with zipfile.ZipFile(path) as archive:
@@ -155,11 +155,10 @@ def load(path, max_slots: int = MAX_SLOTS):
     arrays = TapeArrays(members["ops"], members["ins"], cv, members["consts"], members["idx"], n_slots)
     try:
         validate(arrays, canonical=True)
-        return Function(arrays, inputs, params, param_values, output, members["guards"])
     except InvalidTapeError as err:
         _fail(f"invalid tape: {err}")
-    except Exception as err:        # the layout does not fit the tape
-        _fail(f"inconsistent layout: {err}")
+    return dict(arrays=arrays, inputs=inputs, params=params, param_values=param_values, output=output,
+                guards=members["guards"])
 
 
 def _primitive_numbers(declared, ops: np.ndarray, cv: np.ndarray) -> np.ndarray:
