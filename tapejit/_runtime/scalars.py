@@ -3,7 +3,7 @@
 Numba types a literal argument (``0``, ``False``, ``2**62``, a module-level int) as
 Literal[int](0) and compiles the callee once more for that type: for a sweep, a full extra
 compile (about 40 s on 2 cores). Compiled code passes these numpy scalars instead, which
-are typed plainly (int64, bool); tests/test_literal_arguments.py keeps the rule.
+are typed plainly (int64, bool); tests/_runtime/test_literal_arguments.py keeps the rule.
 """
 import numpy as np
 

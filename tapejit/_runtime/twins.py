@@ -7,7 +7,7 @@ a tape of a few dozen slots take well under a millisecond. ``jit_or_python(fn, w
 chooses: the jitted function once it is compiled in this process, when the work is large
 or when its twin has run often, otherwise its Python twin. A twin is the function's own
 code with a namespace in which every jitted callee is a twin too, so nothing a twin calls
-compiles. Results are the same either way (tests/test_twins.py runs both on the same
+compiles. Results are the same either way (tests/_runtime/test_twins.py runs both on the same
 tapes).
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The optional C extension ``tapejit.frontend._eager`` records scalar operations without running
 Python bytecode. It computes each result with the table's own value expression,
 translated here into C (``_eager_values.h``, committed next to the extension's source;
-``tests/test_eager_c.py`` fails when it is stale). Regenerate with
+``tests/codegen/test_eager_c.py`` fails when it is stale). Regenerate with
 ``python -m tapejit.codegen.c_header``.
 
 C arithmetic and libm give IEEE results where Python's ``math`` raises (log(0) = -inf,

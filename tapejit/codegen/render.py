@@ -10,7 +10,7 @@ this module renders them from ``tapejit.ops.table`` into plain Python source:
 - ``tapejit/cuda/_sweeps.py``: the same sweeps for one CUDA thread (``v[slot, t]``).
 
 The generated files are committed so that they can be read, diffed and cached by Numba
-(its cache needs a real source file); ``tests/test_codegen.py`` fails when they are stale.
+(its cache needs a real source file); ``tests/codegen/test_codegen.py`` fails when they are stale.
 Regenerate with ``python -m tapejit.codegen``.
 """
 from __future__ import annotations

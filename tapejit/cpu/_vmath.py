@@ -12,7 +12,7 @@ depend on the argument come out of select trees, not tables (see ``_piece_select
 so that every operation has a vector form. Those that call helpers are inlined by Numba
 (``inline="always"``): left to LLVM's inliner, a large one stays a call and its loop scalar.
 
-Accuracy (tests/test_vmath.py, random sweeps of the whole double range, numpy's worst
+Accuracy (tests/cpu/test_vmath.py, random sweeps of the whole double range, numpy's worst
 cases checked against mpmath at 120 bits): exp, log, log1p, atan within 1 ulp of numpy;
 expm1 within 2 (its remainder's rounding, doubled when k = 1); tanh within 2 of numpy and 1
 of mpmath; erf within 2 of scipy and of mpmath; sin, cos, tan, asin, acos, sinh, cosh and
@@ -35,7 +35,7 @@ from ._select import select
 
 # "contract" lets LLVM fuse each a * b + c into one FMA: the Cody-Waite steps and the
 # polynomials get no less accurate (one rounding, not two), and exp runs 1.27x faster,
-# the softplus partial 1.22x (tests/test_vmath.py keeps the same ulp bounds). It applies
+# the softplus partial 1.22x (tests/cpu/test_vmath.py keeps the same ulp bounds). It applies
 # to these functions' own instructions only, also once inlined into the sweeps.
 _INLINE = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 
@@ -403,7 +403,7 @@ def cosh(x):
 # --------------------------------------------------------------------------------------
 def _bits_of_inverse_two_pi(count: int) -> int:
     """floor(2^count / (2 pi)): the first `count` bits of 1/(2 pi), from Machin's formula
-    in integer arithmetic (64 guard bits; tests/test_vmath.py checks them against mpmath)."""
+    in integer arithmetic (64 guard bits; tests/cpu/test_vmath.py checks them against mpmath)."""
     guard = count + 64
     one = 1 << guard
 

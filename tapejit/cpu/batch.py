@@ -18,6 +18,7 @@ from .._runtime import recycle as _recycle
 from ..analysis.adjoint_plan import plan_and_dirty
 
 from . import _sweeps as sweeps
+from .._runtime.modes import MODE_GRAD, MODE_HVP, MODE_JVP, MODE_VALUES, MODE_VJP
 from .._runtime.threads import get_num_threads, run_workers
 from . import _transpose
 from .._runtime.twins import HOT_CALLS
@@ -41,10 +42,12 @@ _points_to_rows_blocked = unlinked(_transpose.points_to_rows, types.none)
 _rows_to_points_blocked = unlinked(_transpose.rows_to_points, types.none)
 _move_plain = unlinked(_transpose.move_plain, types.none)
 #: values moved between the caller's layout and the workspace (inputs, seeds, results)
-#: from which a batch takes the block moves: 1e6 values cost ~0.1 ms more by plain loops,
-#: compiling the blocks ~1 s once, so a batch this large or a process that has run
-#: HOT_CALLS batches (a loop over batches) pays that once for its later calls
-BLOCKED_MOVES = 1 << 20
+#: from which a batch takes the block moves, which compile in ~1 s once: a batch this
+#: large or a process that has run HOT_CALLS batches (a loop over batches) pays that for
+#: its later calls. At 2^20 the plain loops cost J1's cached sparse Jacobian (5 x 1e5
+#: values each way) 13% and B2 (20,000 points) 8% on the 2-core Zen 4 box; the README's
+#: first batch_grad (1,000 x 10 points, 21,000 values) stays below 2^16 and compiles none
+BLOCKED_MOVES = 1 << 16
 _batch_calls = [0]
 
 #: workspace budget per worker (values and adjoints), in bytes: about one core's L2 cache.
@@ -57,7 +60,6 @@ WORKSPACE_BYTES = 1 << 20
 #: nanosecond of work) a batch runs on the calling thread: a pool hand-off costs tens of us
 SERIAL_WORK = 200_000
 
-MODE_VALUES, MODE_GRAD, MODE_VJP, MODE_JVP, MODE_HVP = 0, 1, 2, 3, 4
 
 
 #: fewest points per chunk: each instruction costs ~20 ns of dispatch per chunk, which a

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._runtime import recycle as _recycle
+from .._runtime.modes import MODE_GRAD, MODE_HVP, MODE_JVP, MODE_VALUES, MODE_VJP
 from ..errors import CudaUnavailableError, ShapeError
 
 #: tapes whose per-thread arrays fit in this many bytes keep them in local memory (the
@@ -38,7 +39,6 @@ HOST_SLICE_BYTES = 1 << 30
 #: slot indices cast to uint32 in the device sweeps (see codegen.Target)
 UNSIGNED_INDEX = True
 
-MODE_VALUES, MODE_GRAD, MODE_VJP, MODE_JVP, MODE_HVP = 0, 1, 2, 3, 4
 _INSTALL = "install it with `pip install tapejit[cuda]` (the numba-cuda package)"
 
 

@@ -8,7 +8,7 @@ so that numba-cuda's simulator can swap in its own when tests run without a GPU.
 """
 from numba import cuda, float32, float64, uint32
 
-from . import MODE_GRAD, MODE_HVP, MODE_JVP, MODE_VALUES
+from .._runtime.modes import MODE_GRAD, MODE_HVP, MODE_JVP, MODE_VALUES
 
 
 def make_kernel(dev, mode: int, dtype: str, local_size: int):

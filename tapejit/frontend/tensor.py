@@ -28,6 +28,7 @@ from ..cpu import tiling
 from ..errors import (BackwardError, DTypeError, GradientLostError, ShapeError, TapeConsumedError, TapejitError,
                       TraceError)
 from ..cpu._primitive_calls import PYTHON_NAMES as PRIMITIVE_PYTHON_NAMES
+from ..ops import primitives
 from ..ops.table import MATH_NAMES, OP, OPS
 from ..tape.tape import Tape, TapeArrays
 
@@ -1449,3 +1450,6 @@ def _use_the_c_recorder() -> None:
 
 if _eager is not None:
     _use_the_c_recorder()
+
+
+primitives.record_elementwise = _elementwise

@@ -43,6 +43,10 @@ BY_NUMBER: list["Primitive"] = []
 #: the latest primitive registered under each name (what loading a saved tape finds)
 BY_NAME: dict[str, "Primitive"] = {}
 PRIMITIVE_OPS = (OP.primitive1, OP.primitive2)
+#: records one elementwise instruction: (opcode, operands, immediate) -> Tensor. The front
+#: end (tapejit.frontend.tensor, which records every operation) installs it when imported,
+#: so that the table's package imports nothing above it
+record_elementwise: Optional[Callable] = None
 
 _FIRST = {1: ("d",), 2: ("da", "db")}
 _SECOND = {1: ("d2",), 2: ("daa", "dab", "dbb")}
@@ -180,12 +184,11 @@ class Primitive:
     def __call__(self, *args):
         if len(args) != self.arity:
             raise TypeError(f"primitive {self.name!r} takes {self.arity} argument(s), got {len(args)}")
-        from ..frontend.tensor import _elementwise
         if not self._ready:
             self.ready()
         code = OP.primitive1 if self.arity == 1 else OP.primitive2
         try:
-            out = _elementwise(code, args, float(self.number))
+            out = record_elementwise(code, args, float(self.number))
         except TapejitError:
             raise
         except Exception as exc:

@@ -611,7 +611,7 @@ PRIMITIVES = [
 
 #: every opcode's code, pinned: saved tapes store these numbers (and tapejit.tape.io records
 #: each code's name beside them, so that a file from another table is refused). A new opcode
-#: takes the next free code; a code never changes or returns (tests/test_opcodes.py keeps the
+#: takes the next free code; a code never changes or returns (tests/ops/test_opcodes.py keeps the
 #: released ones). The rows above are grouped by kind; OPS is in code order.
 CODES: dict[str, int] = {
     "fill": 0, "copy": 1, "stop_gradient": 2, "add": 3, "sub": 4, "mul": 5, "div": 6, "pow": 7, "arctan2": 8,

@@ -27,7 +27,7 @@ from .tape import INDEX_LIMIT, TapeArrays, validate
 MAGIC = "tapejit-function"
 #: version 2 added the header's "opcodes" (code of each opcode name the tape uses)
 VERSION = 2
-#: version 1 files name no opcodes: their codes are the pinned ones (tests/test_opcodes.py)
+#: version 1 files name no opcodes: their codes are the pinned ones (tests/ops/test_opcodes.py)
 READABLE_VERSIONS = (1, 2)
 #: default largest slot count a loaded tape may declare (2**27 slots: 1 GiB of values)
 MAX_SLOTS = 2**27

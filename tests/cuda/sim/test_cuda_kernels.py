@@ -1,6 +1,6 @@
 """The CUDA kernels against the CPU engine, on numba-cuda's simulator.
 
-Run by tests/test_cuda_simulator.py in a separate process with NUMBA_ENABLE_CUDASIM=1."""
+Run by tests/cuda/test_cuda_simulator.py in a separate process with NUMBA_ENABLE_CUDASIM=1."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -263,7 +263,7 @@ def test_other_launch_errors_are_not_swallowed(monkeypatch):
 @settings(max_examples=12, deadline=None)
 @given(program=st.lists(step, min_size=1, max_size=8), seed=st.integers(0, 1000), local=st.booleans())
 def test_random_programs_equal_single_point_gradients(program, seed, local):
-    """tests/test_adjoint_plan.py's random programs (runs that share slots in every way),
+    """tests/analysis/test_adjoint_plan.py's random programs (runs that share slots in every way),
     4 threads walking 11 points: the kernels against the CPU's single-point sweeps."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(tjcuda, "THREADS_PER_BLOCK", 4)

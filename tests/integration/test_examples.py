@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.optimize import rosen, rosen_der
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 pytestmark = pytest.mark.integration
 
 

@@ -16,7 +16,7 @@ HERE = Path(__file__).parent
 def test_cuda_kernels_on_the_simulator():
     pytest.importorskip("numba.cuda", reason="numba-cuda is part of the test extra")
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "cuda_sim")],
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "sim")],
                           env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
 

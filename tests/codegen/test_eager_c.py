@@ -15,7 +15,7 @@ from tapejit.codegen import c_header as codegen_c
 from tapejit.ops.table import FIELDS, OPS, fields_used, uses_immediate
 
 T = sys.modules["tapejit.frontend.tensor"]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PURE = {**os.environ, "TAPEJIT_PURE_PYTHON": "1", "PYTHONPATH": str(ROOT)}
 
 
@@ -104,7 +104,7 @@ def test_c_and_python_record_identical_tapes(tmp_path):
 
 def test_the_eager_tests_pass_on_the_python_path_alone():
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             "tests/test_tensor.py", "tests/test_composite.py"],
+                             "tests/frontend/test_tensor.py", "tests/frontend/test_composite.py"],
                             env=PURE, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
