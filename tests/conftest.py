@@ -1,7 +1,11 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
+HERE = os.path.dirname(__file__)
+# helpers.py, and the test modules others reuse: test_opcodes' REFERENCE, the random
+# program builders of test_passes and test_adjoint_plan
+for folder in ("", "ops", "passes", "analysis"):
+    sys.path.insert(0, os.path.join(HERE, folder))
 
 # The CUDA simulator tests need a process of their own (tests/cuda/test_cuda_simulator.py
 # starts it with NUMBA_ENABLE_CUDASIM=1); they are not collected here.
