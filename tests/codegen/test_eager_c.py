@@ -91,7 +91,7 @@ def _program(seed: int, n_ops: int = 400):
 
 def test_c_and_python_record_identical_tapes(tmp_path):
     seeds = [0, 1, 2]
-    script = (f"import sys, numpy as np; sys.path.insert(0, {str(ROOT / 'tests')!r}); "
+    script = (f"import sys, numpy as np; sys.path.insert(0, {str(ROOT / 'tests' / 'codegen')!r}); "
               "import test_eager_c as m; assert m.T._eager is None\n"
               f"for s in {seeds}: np.savez({str(tmp_path)!r} + f'/pure{{s}}.npz', **m._program(s))")
     subprocess.run([sys.executable, "-c", script], check=True, env=PURE, cwd=tmp_path, timeout=300)
