@@ -230,6 +230,15 @@ for q in range(n // 4):
 {single}""".replace("o + i + 0]", "o + i]")
 
 
+#: what a reduction over the middle axis (sum, amax) reads: output k = (r, j) reads
+#: a + r*b*sa + j + t*sa for t < b (fields as in their ``fields`` text)
+_REDUCED_AXIS = dict(
+    reads=(("a", "a + (k // sb) * b * sa + k % sb", "sa", "b"),),
+    spans=(("a", (("b * sa", "n // pos(sb)"), ("sa", "b"), ("1", "sb")), "b > 0", "reduction input"),),
+)
+_REDUCED_AXIS_CHECKS = (("sb < 1", "inner size must be at least 1"), ("b < 0", "negative reduced length"),
+                        ("(sb >= 1) & (n % pos(sb) != 0)", "output count is not a multiple of the inner size"))
+
 STRUCTURAL = [
     OpDef(
         name="input",
@@ -328,10 +337,8 @@ for r in range(n // inner):
             H[a + (r * b + i) * sa + j] += H[o + r * inner + j]
 """,
         doc="sum over the middle axis of an (outer, m, inner) block",
-        reads=(("a", "a + (k // sb) * b * sa + k % sb", "sa", "b"),),
-        spans=(("a", (("b * sa", "n // pos(sb)"), ("sa", "b"), ("1", "sb")), "b > 0", "reduction input"),),
-        checks=(("sb < 1", "inner size must be at least 1"), ("b < 0", "negative reduced length"),
-                ("(sb >= 1) & (n % pos(sb) != 0)", "output count is not a multiple of the inner size")),
+        **_REDUCED_AXIS,
+        checks=_REDUCED_AXIS_CHECKS,
     ),
     OpDef(
         name="amax",
@@ -379,11 +386,8 @@ for r in range(n // inner):
             S0 = S0 + S1
 """,
         doc="maximum over the middle axis; the derivative goes to the first maximal element",
-        reads=(("a", "a + (k // sb) * b * sa + k % sb", "sa", "b"),),
-        spans=(("a", (("b * sa", "n // pos(sb)"), ("sa", "b"), ("1", "sb")), "b > 0", "reduction input"),),
-        checks=(("sb < 1", "inner size must be at least 1"), ("b < 0", "negative reduced length"),
-                ("(sb >= 1) & (n % pos(sb) != 0)", "output count is not a multiple of the inner size"),
-                ("(b < 1) & (n > 0)", "maximum of an empty axis")),
+        **_REDUCED_AXIS,
+        checks=_REDUCED_AXIS_CHECKS + (("(b < 1) & (n > 0)", "maximum of an empty axis"),),
     ),
     OpDef(
         name="affine",
