@@ -18,9 +18,9 @@ import numpy as np
 from numba.core.dispatcher import Dispatcher
 
 from ..ops.table import OPS
+from ..tape.reads import GATHERS
 
 _ELEMENTWISE = np.array([op.elementwise for op in OPS], np.bool_)
-_GATHERS = np.array([bool(op.gathers) for op in OPS])
 
 #: work (slot-element visits, see ``tape_work``) up to which a not yet compiled helper runs
 #: in Python. All the passes of a trace cost about 1 us per unit there (Rosenbrock of 300
@@ -70,6 +70,6 @@ def tape_work(ops: np.ndarray, ins: np.ndarray) -> int:
     n = ins[1].astype(np.int64)
     run = np.maximum(np.maximum(np.abs(ins[3]), np.abs(ins[4])), np.abs(ins[5])).astype(np.int64)
     # a gather's b is a position in the index pool, not a length
-    run = np.where(_GATHERS[ops], np.abs(ins[5]), run)
+    run = np.where(GATHERS[ops], np.abs(ins[5]), run)
     reads = np.where(_ELEMENTWISE[ops], 3, run + 1)
     return int(ops.shape[0] + (n * reads).sum())

@@ -905,7 +905,7 @@ def first_call_latency() -> dict:
         return float(out.stdout.strip().splitlines()[-1])
     # the same for a compiled Function (B1's): its kernel comes from the disk cache
     compiled = ("import time; t = time.perf_counter(); import numpy as np, tapejit as tj; "
-                "from tapejit import workloads; f = tj.trace(workloads.rosen, np.zeros(10)).compile(); "
+                "from tapejit.bench import workloads; f = tj.trace(workloads.rosen, np.zeros(10)).compile(); "
                 "f.batch_value_and_grad(np.ones((1000, 10))); print(time.perf_counter() - t)")
     return {"first_gradient_seconds": seconds(code), "first_compiled_batch_seconds": seconds(compiled)}
 

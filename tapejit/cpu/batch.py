@@ -14,13 +14,12 @@ import weakref
 import numpy as np
 from numba import njit, types
 
+from . import _sweeps as sweeps
+from . import _transpose
 from .._runtime import recycle as _recycle
 from ..analysis.adjoint_plan import plan_and_dirty
-
-from . import _sweeps as sweeps
 from .._runtime.modes import MODE_GRAD, MODE_HVP, MODE_JVP, MODE_VALUES, MODE_VJP
 from .._runtime.threads import get_num_threads, run_workers
-from . import _transpose
 from .._runtime.twins import HOT_CALLS
 from .._runtime.unlinked import unlinked
 from .._runtime.scalars import NO as _NO, YES as _YES, ZERO as _ZERO
@@ -59,8 +58,6 @@ WORKSPACE_BYTES = 1 << 20
 #: below this many slot-points (a slot or a constant-block entry, at one point, is about a
 #: nanosecond of work) a batch runs on the calling thread: a pool hand-off costs tens of us
 SERIAL_WORK = 200_000
-
-
 
 #: fewest points per chunk: each instruction costs ~20 ns of dispatch per chunk, which a
 #: scalar tape (one slot per instruction) only hides over this many points (a 2,500-slot
