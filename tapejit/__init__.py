@@ -36,7 +36,8 @@ from ._runtime.threads import get_num_threads, set_num_threads
 from .frontend.function import Function, grad, load, trace, value_and_grad
 from .frontend.debug import debug_nans
 from .apps.minimize import OptimizeResult, minimize, multistart
-from .ops.primitives import Primitive, PrimitiveWarning, primitive
+from .ops.primitives import BlockPrimitive, Primitive, PrimitiveWarning, custom_vjp, primitive
+from .frontend.checkpoint import checkpoint
 from .frontend.tensor import Tensor, as_tensor, is_grad_enabled, no_grad, tensor
 
 from . import cuda  # noqa: E402  (imports nothing from numba-cuda until used)
@@ -50,9 +51,9 @@ __version__ = "0.1.0"
 __all__ = [
     "abs", "absolute", "add", "all", "allclose", "amax", "amin", "any", "arange", "arccos", "arccosh",
     "arcsin", "arcsinh", "arctan", "arctan2", "arctanh", "argmax", "argmin", "argsort", "around", "as_tensor",
-    "asarray", "atleast_1d", "atleast_2d", "BackwardError", "BranchChangedError", "broadcast_to", "cbrt",
-    "ceil", "clip", "concatenate", "copysign", "cos", "cosh", "cuda", "CudaUnavailableError", "cumprod",
-    "cumsum", "dask", "debug_nans", "deg2rad", "diag", "diff", "divide", "dot", "DTypeError", "e", "einsum",
+    "asarray", "atleast_1d", "atleast_2d", "BackwardError", "BlockPrimitive", "BranchChangedError", "broadcast_to", "cbrt",
+    "ceil", "checkpoint", "clip", "concatenate", "copysign", "cos", "cosh", "cuda", "CudaUnavailableError", "cumprod",
+    "cumsum", "custom_vjp", "dask", "debug_nans", "deg2rad", "diag", "diff", "divide", "dot", "DTypeError", "e", "einsum",
     "equal", "erf", "exp", "exp2", "expand_dims", "expm1", "eye", "fix", "flip", "float64", "floor",
     "floor_divide", "fmax", "fmin", "fmod", "full", "full_like", "Function", "get_num_threads", "grad",
     "GradientLostError", "greater", "greater_equal", "heaviside", "hstack", "hypot", "inf", "inner", "interp",

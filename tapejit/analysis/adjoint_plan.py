@@ -26,7 +26,7 @@ from numba import njit
 
 from ..codegen import render as codegen
 from ..ops.table import OPS, OP
-from ..tape._reads import MAX_OPERANDS, index_reads, operand_reads
+from ..tape._reads import MAX_OPERANDS, distinct_reads, index_reads, operand_reads
 from .._runtime.scalars import ZERO as _ZERO
 from .._runtime.twins import jit_or_python, tape_work
 
@@ -111,9 +111,11 @@ def _plan(ops, ins, idx, n_slots, seeded, elementwise, arity, assignable, contri
                         dirty[s] = True
             # a reduction whose reverse can assign (a sum: opcodes.OpDef.reverse_assigns) does
             # when it reads each slot of operand a once and none has an adjoint yet
-            can_assign = (assignable[op] & 1) != 0
+            distinct = distinct_reads(op, n)
+            # (every element reading the same slots: each is read n times, none assigned)
+            can_assign = (assignable[op] & 1) != 0 and distinct == n
             if can_assign:
-                for k in range(n):
+                for k in range(distinct):
                     base, stride, count = operand_reads(op, n, a, sa, b, sb, k, _ZERO)
                     for q in range(count):
                         s = base + q * stride
@@ -122,7 +124,7 @@ def _plan(ops, ins, idx, n_slots, seeded, elementwise, arity, assignable, contri
                         seen[s] = i + 1
             if can_assign:
                 plan[i] |= 1
-            for k in range(n):
+            for k in range(distinct):
                 for which in range(MAX_OPERANDS):
                     base, stride, count = operand_reads(op, n, a, sa, b, sb, k, which)
                     for q in range(count):

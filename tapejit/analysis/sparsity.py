@@ -26,6 +26,7 @@ from ..ops.symbolic import depends_on
 from .._runtime.threads import get_num_threads, limit_threads, run_workers
 from .._runtime.scalars import NO as _NO, NO_LIMIT as _NO_LIMIT, ONE as _ONE, ZERO as _ZERO
 from .._runtime.twins import jit_or_python, tape_work
+from ..tape._reads import MAX_OPERANDS, operand_reads
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 MAX_STORED = 2**31 - 1        # slot sets are addressed with int32 positions
@@ -294,6 +295,12 @@ def _structural_sets(op, o, n, a, sa, b, sb, d, sd, consts, idx, elementwise,
             r = k // sb
             m = _add_progression(a + r * sb, _ONE, sb, run_o, run_n, run_inst, affine, fam_ptr, fam_off, fam_step,
                                  start, end, ind, stamp, mark, collected, m)
+        else:                                    # any other row (a block primitive): what its reads say
+            for which in range(MAX_OPERANDS):
+                first, stride, many = operand_reads(op, n, a, sa, b, sb, k, which)
+                if many > 0:
+                    m = _add_progression(first, np.int64(stride), np.int64(many), run_o, run_n, run_inst, affine,
+                                         fam_ptr, fam_off, fam_step, start, end, ind, stamp, mark, collected, m)
         if count + m > ind.shape[0]:
             return -1
         if m > 32 and 8 * m > stamp.shape[0]:
@@ -976,7 +983,17 @@ def jacobian_pattern(f) -> sp.csr_matrix:
     return cache["jacobian"]
 
 
+#: opcodes whose second derivatives nothing knows (a block primitive's user gives first-order rules)
+_FIRST_ORDER_ONLY = [code for code, op in enumerate(OPS) if op.cpu_only]
+
+
 def hessian_pattern(f) -> sp.csr_matrix:
+    blocks = np.flatnonzero(np.isin(f.arrays.ops, _FIRST_ORDER_ONLY))
+    if blocks.size:
+        from ..ops.primitives import BY_NUMBER
+        name = BY_NUMBER[int(f.arrays.cv[blocks[0]])].name
+        raise NotImplementedError(f"block primitive {name!r} has no second-order rule: the Hessian of a tape "
+                                  "that calls it is not available")
     cache = f.__dict__.setdefault("_sparsity", {})
     if "hessian" not in cache:
         a = f.arrays

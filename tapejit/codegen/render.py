@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 from ..ops import table as opcodes
-from ..ops.table import FIELDS, MATH_NAMES, OP, OPCODE as OP_CODE, OPS, PRIMITIVE_NAMES
+from ..ops.table import BLOCK_NAMES, FIELDS, MATH_NAMES, OP, OPCODE as OP_CODE, OPS, PRIMITIVE_NAMES
 
 PACKAGE = Path(__file__).parent.parent
 CPU_FILE = PACKAGE / "cpu" / "_sweeps.py"
@@ -376,7 +376,7 @@ def calls_user_kernels(op) -> bool:
     azmul branch (no select): a kernel is not SIMD code anyway, and a zero adjoint then
     never calls it, so an instruction no gradient flows through (an abandoned eager
     recording) never needs a derivative rule the user did not give."""
-    return any(expr_names(e) & set(PRIMITIVE_NAMES) for e in (op.value, *op.partials.values()))
+    return op.calls_user_kernels
 
 
 def _branch_free(lines: list[str]) -> list[str]:
@@ -571,7 +571,7 @@ def _dispatch(sweep_body, indent: str, only=None) -> list[str]:
     lines = []
     first = True
     for code, op in enumerate(OPS):
-        if only is not None and code not in only:
+        if (only is not None and code not in only) or op.cpu_only:
             continue
         body = sweep_body(op, indent + "    ")
         if not body:
@@ -801,7 +801,7 @@ def render_cpu() -> str:
         "from numba import njit, uint64",
         "from ._kernels import context, float64_at, float64_2d_at, int32_at, int32_2d_at, kernel_caller, uint8_at",
         "from ._select import select",
-        f"from ._primitive_calls import {', '.join(PRIMITIVE_NAMES)}",
+        f"from ._primitive_calls import {', '.join(PRIMITIVE_NAMES + BLOCK_NAMES)}",
         "from ._blas import BLAS_MIN_WORK, at, gemm_nn, gemm_nt, gemm_tn",
         "",
         "# vectorizable versions: loops over a chunk or a run of slots become SIMD code;",
@@ -1003,6 +1003,15 @@ def render_reads() -> str:
             '    gathering instruction reads (slots base + idx[entry]); count 0 for other opcodes."""']
     out += chain(gatherers, lambda op: [f"return ({op.gathers[0]}, {op.gathers[1]}, {op.gathers[2]})"])
     out += ["    return (0, 0, 0)", ""]
+    # every output element of these reads the same slots: the consumers visit element 0 only
+    # (a block primitive of n outputs over m inputs: n*m reads otherwise, 1e10 for a
+    # tridiagonal solve of 1e5 unknowns)
+    same = [op for op in readers if not op.gathers and not any(re.search(r"\bk\b", r[1]) for r in op.reads)]
+    out += ["", "@njit(**_JIT)", "def distinct_reads(op, n):",
+            '    """How many output elements of an instruction read different slots: 1 where all read',
+            '    the same (operand_reads does not depend on k), n otherwise."""']
+    out += chain(same, lambda op: ["return 1"])
+    out += ["    return n", ""]
     return "\n".join(out)
 
 

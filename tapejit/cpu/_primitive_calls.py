@@ -159,3 +159,56 @@ def _python(role: int):
 
 #: Python versions of the names above, for the table's expressions evaluated in Python
 PYTHON_NAMES = {name: _python(role) for name, (role, _) in RULES.items()}
+
+
+# --------------------------------------------------------------------------------------
+# block primitives (opcode ``block``): one call per point runs a user kernel on vectors
+# --------------------------------------------------------------------------------------
+#: the adapters of one block primitive, by role (tapejit.cpu._block_kernels builds them): the
+#: value, the reverse (vjp), the tangent (jvp) and the Hessian-vector sweep's step
+BLOCK_ROLES = 4
+BLOCK_VALUE, BLOCK_VJP, BLOCK_JVP, BLOCK_HVP = range(BLOCK_ROLES)
+#: an adapter's arguments: the sweep kernel's context (the workspace arrays, see
+#: tapejit.cpu._kernels), the primitive's number, then the instruction's o, n, a, sa, b, sb
+BLOCK_ARGS = (types.CPointer(types.int64),) + (types.int64,) * 7
+
+_BLOCK_SYMBOL = "tapejit_block_table"
+BLOCK_TABLE = (ctypes.c_void_p * (MAX_PRIMITIVES * BLOCK_ROLES))()
+ll.add_symbol(_BLOCK_SYMBOL, ctypes.addressof(BLOCK_TABLE))
+
+
+@intrinsic
+def block_call(typingctx, c, role, ctx, o, n, a, sa, b, sb):
+    """BLOCK_TABLE[c * BLOCK_ROLES + role](ctx, c, o, n, a, sa, b, sb), in Numba's calling
+    convention (an exception raised by the user's kernel reaches the sweep's caller)."""
+    fields = (o, n, a, sa, b, sb)
+    if not (isinstance(c, (types.Float, types.Integer)) and isinstance(role, types.Integer)
+            and ctx == types.CPointer(types.int64) and all(isinstance(f, types.Integer) for f in fields)):
+        return None
+
+    def codegen(context, builder, sig, llargs):
+        voidptr = ir.IntType(8).as_pointer()
+        table = builder.module.globals.get(_BLOCK_SYMBOL)
+        if table is None:           # declared, not defined: the linker finds BLOCK_TABLE
+            table = ir.GlobalVariable(builder.module, ir.ArrayType(voidptr, len(BLOCK_TABLE)), _BLOCK_SYMBOL)
+        number = context.cast(builder, llargs[0], sig.args[0], types.int64)
+        kind = context.cast(builder, llargs[1], sig.args[1], types.int64)
+        index = builder.add(builder.mul(number, ir.Constant(number.type, BLOCK_ROLES)), kind)
+        with cgutils.if_unlikely(builder, builder.icmp_unsigned(">=", index, ir.Constant(index.type, len(BLOCK_TABLE)))):
+            context.call_conv.return_user_exc(builder, IndexError, ("tapejit block primitive number out of range",))
+        pointer = builder.load(builder.gep(table, [ir.Constant(ir.IntType(32), 0), index]))
+        with cgutils.if_unlikely(builder, builder.icmp_unsigned("==", pointer, ir.Constant(voidptr, None))):
+            context.call_conv.return_user_exc(builder, NotImplementedError, _MISSING)
+        values = [llargs[2], number] + [context.cast(builder, v, t, types.int64)
+                                        for v, t in zip(llargs[3:], sig.args[3:])]
+        fnty = context.call_conv.get_function_type(types.none, BLOCK_ARGS)
+        status, _ = context.call_conv.call_function(
+            builder, builder.bitcast(pointer, fnty.as_pointer()), types.none, BLOCK_ARGS, values)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+    return types.none(c, role, ctx, o, n, a, sa, b, sb), codegen
+
+
+def set_block_entry(number: int, role: int, address: int) -> None:
+    BLOCK_TABLE[number * BLOCK_ROLES + role] = address

@@ -401,6 +401,11 @@ def render_source(f) -> str:
 
 
 def _render_source(f) -> str:
+    host_only = sorted({BY_CODE[int(op)].name for op in np.unique(f.arrays.ops) if BY_CODE[int(op)].cpu_only})
+    if host_only:
+        # a block primitive's kernels are reached through the sweeps' pointer table only
+        raise NotCompilableError(f"the tape calls {', '.join(host_only)} instructions (block primitives), "
+                                 "which only the interpreter runs")
     renderer = _Renderer(f)
     renderer.forward()
     forward = list(renderer.emitter.lines)

@@ -78,6 +78,7 @@
 #define TJ_OP_FMOD 71
 #define TJ_OP_PRIMITIVE1 72
 #define TJ_OP_PRIMITIVE2 73
+#define TJ_OP_BLOCK 74
 
 /* Store the value of elementwise opcode `code` in *out and return 1; return 0 for
    opcodes this switch does not compute (the caller takes the Python path). */

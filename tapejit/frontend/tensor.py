@@ -1452,4 +1452,36 @@ if _eager is not None:
     _use_the_c_recorder()
 
 
+def _record_block(prim, args: tuple) -> Tensor:
+    """One call of a block primitive: its operands as contiguous runs, one ``block``
+    instruction, the result the value kernel returns (run here, in Python, which also
+    gives the result's shape; the sweeps' adapter computes the same at replay)."""
+    tape = _recording_tape(args)
+    if tape is None:
+        operands = [np.ascontiguousarray(np.asarray(getattr(x, "_value", x), dtype=np.float64).reshape(-1))
+                    for x in args]
+        for x in operands:
+            if not x.size:
+                raise ShapeError(f"block primitive {prim.name!r}: an operand is empty")
+        out = prim.evaluate(operands)
+        return _constant(out if out.ndim else float(out), out.shape)
+    bases, operands = [], []
+    for x in args:
+        view = _slot_view(x, tape)
+        base, strides, shape = view
+        n = _size(shape)
+        if not n:
+            raise ShapeError(f"block primitive {prim.name!r}: an operand is empty")
+        if n > 1 and _uniform_step(shape, strides) != 1:
+            base = _gather(tape, 0, _positions(base, shape, strides).reshape(-1))
+        bases.append((base, n))
+        operands.append(np.array(tape.values[base: base + n]))
+    out = prim.evaluate(operands)
+    (a, sa), (b, sb) = bases[0], bases[1] if len(bases) == 2 else (0, 0)
+    base = tape.emit(OP.block, out.size, a=a, sa=sa, b=b, sb=sb, c=float(prim.number))
+    tape.values[base: base + out.size] = out.reshape(-1)
+    return _result(tape, base, out.shape, False)
+
+
 primitives.record_elementwise = _elementwise
+primitives.record_block = _record_block

@@ -21,6 +21,11 @@ On the GPU the rules are compiled by numba-cuda from the user's Python (``device
 into the tape's own device module, where ``prim1(c, a)`` and the others dispatch on the
 number (``codegen.render_cuda_primitives``); a device function cannot raise, so a mode
 whose rule is missing is refused before the launch (``require_gpu_rules``).
+
+Block primitives (``tj.custom_vjp``, ``BlockPrimitive`` below) take and return whole
+vectors: one ``block`` instruction per call, whose value, vjp and jvp kernels the sweeps
+reach through ``_primitive_calls.BLOCK_TABLE``. Both kinds share one numbering (the
+immediate of their instructions), one registry by name, and saved tapes' headers.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from typing import Callable, Optional
 import numpy as np
 from numba import float64, njit
 
+from ..cpu import _block_kernels as blocks
 from ..cpu import _primitive_calls as calls
 from ..errors import InvalidTapeError, PrimitiveError, TapejitError
 from .table import OP
@@ -42,11 +48,13 @@ _lock = threading.Lock()
 BY_NUMBER: list["Primitive"] = []
 #: the latest primitive registered under each name (what loading a saved tape finds)
 BY_NAME: dict[str, "Primitive"] = {}
-PRIMITIVE_OPS = (OP.primitive1, OP.primitive2)
+PRIMITIVE_OPS = (OP.primitive1, OP.primitive2, OP.block)
 #: records one elementwise instruction: (opcode, operands, immediate) -> Tensor. The front
 #: end (tapejit.frontend.tensor, which records every operation) installs it when imported,
 #: so that the table's package imports nothing above it
 record_elementwise: Optional[Callable] = None
+#: records one block instruction: (primitive, operands) -> Tensor (installed the same way)
+record_block: Optional[Callable] = None
 
 _FIRST = {1: ("d",), 2: ("da", "db")}
 _SECOND = {1: ("d2",), 2: ("daa", "dab", "dbb")}
@@ -228,6 +236,142 @@ def primitive(fn: Optional[Callable] = None, *, name: Optional[str] = None):
 
 
 # --------------------------------------------------------------------------------------
+# block primitives: vectors in, a vector out
+# --------------------------------------------------------------------------------------
+class BlockPrimitive:
+    """A function of one or two vectors returning a vector, whose value and derivatives
+    are the user's Numba kernels (the ``block`` opcode):
+
+        @tj.custom_vjp
+        def solve(diag, rhs):                  # kernels take and return float64 vectors
+            ...
+        solve.defvjp(lambda res, g, diag, rhs: (g_diag, g_rhs))   # cotangents, given the
+        solve.defjvp(lambda res, t_diag, t_rhs, diag, rhs: t_res) # result: reverse, forward
+
+    A primitive of one operand takes ``vjp(res, g, x) -> g_x`` and ``jvp(res, t, x) -> t_res``.
+    Every output may depend on every input (the sparsity passes assume so). Operands are
+    flattened in C order; the result takes the shape the value kernel returns when the
+    call is recorded, and must keep its length at every point. Each call copies the
+    operands of one point into fresh vectors, so a kernel may work in place.
+
+    Registering compiles the user's kernels and one adapter per rule
+    (tapejit.cpu._block_kernels), whose addresses the sweeps find in
+    ``_primitive_calls.BLOCK_TABLE``: nothing of the interpreter recompiles. The CPU
+    runs them, single point and batch; the GPU target refuses such tapes, and a
+    Hessian-vector product raises (a block primitive has no second-order rule)."""
+
+    def __init__(self, fn: Callable, name: Optional[str] = None):
+        self.name = name or getattr(fn, "__name__", "block_primitive")
+        py_func = getattr(fn, "py_func", fn)
+        try:
+            arity = len(inspect.signature(py_func).parameters)
+        except (TypeError, ValueError) as exc:
+            raise PrimitiveError(f"block primitive {self.name!r}: cannot read the number of its arguments") from exc
+        if arity not in (1, 2):
+            raise PrimitiveError(f"block primitive {self.name!r} takes {arity} arguments; block primitives "
+                                 "take 1 or 2 vectors")
+        self.arity = arity
+        self.fn = fn
+        self.kernel = fn if hasattr(fn, "py_func") else njit(error_model="numpy")(fn)
+        self.has_vjp = self.has_jvp = self._ready = False
+        self._adapters: dict = {}
+        with _lock:
+            if len(BY_NUMBER) >= calls.MAX_PRIMITIVES:
+                raise PrimitiveError(f"at most {calls.MAX_PRIMITIVES} primitives per process")
+            self.number = len(BY_NUMBER)
+            calls.KERNELS.append([None] * calls.ROLES)     # numbers are shared with Primitive's
+            self._register(calls.BLOCK_VALUE, "value kernel", lambda: blocks.value_adapter(
+                self.kernel, arity == 2, self.name))
+            BY_NUMBER.append(self)
+            BY_NAME[self.name] = self
+        self.__name__ = self.name
+        self.__doc__ = getattr(fn, "__doc__", None)
+
+    def _register(self, role: int, what: str, build: Callable) -> None:
+        """Compile an adapter (and the user kernel it calls) and write its address."""
+        try:
+            adapter = build()
+        except Exception as exc:      # Numba's typing errors are long: keep them, say whose they are
+            raise PrimitiveError(f"block primitive {self.name!r}'s {what} does not compile with Numba for "
+                                 f"{self.arity} float64 vector(s): {type(exc).__name__}: {exc}") from exc
+        self._adapters[role] = adapter     # referenced: its machine code lives as long as it does
+        calls.set_block_entry(self.number, role, blocks.address(adapter))
+
+    def defvjp(self, rule: Callable) -> "BlockPrimitive":
+        """The reverse rule: ``rule(res, g, *operands)`` returns the operands' cotangents
+        (a tuple for two operands), g being the result's adjoint."""
+        user = rule if hasattr(rule, "py_func") else njit(error_model="numpy")(rule)
+        self._register(calls.BLOCK_VJP, "vjp rule", lambda: blocks.vjp_adapter(user, self.arity == 2, self.name))
+        self.has_vjp = True
+        return self
+
+    def defjvp(self, rule: Callable) -> "BlockPrimitive":
+        """The forward rule: ``rule(res, *tangents, *operands)`` returns the result's tangent."""
+        user = rule if hasattr(rule, "py_func") else njit(error_model="numpy")(rule)
+        self._register(calls.BLOCK_JVP, "jvp rule", lambda: blocks.jvp_adapter(user, self.arity == 2, self.name))
+        self.has_jvp = True
+        return self
+
+    def ready(self) -> "BlockPrimitive":
+        """Fill the rules not given with adapters that raise naming them (once, before the
+        first call is recorded)."""
+        if not self._ready:
+            with _lock:
+                missing = {calls.BLOCK_VJP: ("vjp", "reverse-mode gradients, vjp and Jacobians need it",
+                                             "defvjp"),
+                           calls.BLOCK_JVP: ("jvp", "forward mode (jvp, jacobian(mode='forward')) needs it",
+                                             "defjvp")}
+                for role, (rule, why, how) in missing.items():
+                    if role not in self._adapters:
+                        message = f"block primitive {self.name!r} has no {rule} rule ({why}): give it with {self.name}.{how}(...)"
+                        self._register(role, f"{rule} stand-in", lambda m=message, r=role: blocks.raising_adapter(
+                            m, when_adjoints=r == calls.BLOCK_VJP))
+                message = (f"block primitive {self.name!r} has no second-order rule: Hessian-vector products "
+                           "and Hessians of a tape that calls it are not available")
+                self._register(calls.BLOCK_HVP, "hvp stand-in", lambda: blocks.raising_adapter(message, True))
+                self._ready = True
+        return self
+
+    def __call__(self, *args):
+        if len(args) != self.arity:
+            raise TypeError(f"block primitive {self.name!r} takes {self.arity} argument(s), got {len(args)}")
+        if not self._ready:
+            self.ready()
+        return record_block(self, args)
+
+    def evaluate(self, operands: list) -> np.ndarray:
+        """The value kernel on float64 vectors, in Python (recording, and calls that record
+        nothing), its failures reported with the primitive's name."""
+        try:
+            out = self.kernel(*operands)
+        except TapejitError:
+            raise
+        except Exception as exc:
+            raise PrimitiveError(f"block primitive {self.name!r} raised {type(exc).__name__}: {exc}") from exc
+        out = np.asarray(out, dtype=np.float64)
+        if out.size == 0:
+            raise PrimitiveError(f"block primitive {self.name!r} returned an empty result")
+        fresh = np.isnan(out).any() and not any(np.isnan(x).any() for x in operands)
+        if fresh:
+            warnings.warn(f"block primitive {self.name!r} returned nan for operands that hold none",
+                          PrimitiveWarning, stacklevel=4)
+        return out
+
+    def __repr__(self) -> str:
+        rules = ["value"] + (["vjp"] if self.has_vjp else []) + (["jvp"] if self.has_jvp else [])
+        return f"<tapejit block primitive {self.name!r} of {self.arity} operand(s): {', '.join(rules)}>"
+
+
+def custom_vjp(fn: Optional[Callable] = None, *, name: Optional[str] = None):
+    """Register a block primitive from a Numba-compilable kernel of one or two float64
+    vectors (a decorator, with or without ``name=``); its rules come with ``defvjp`` and
+    ``defjvp``. See BlockPrimitive."""
+    if fn is None:
+        return lambda f: BlockPrimitive(f, name)
+    return BlockPrimitive(fn, name)
+
+
+# --------------------------------------------------------------------------------------
 # what tapes say about primitives: checks before a replay, names in saved files
 # --------------------------------------------------------------------------------------
 def numbers_used(ops: np.ndarray, cv: np.ndarray) -> list[int]:
@@ -241,8 +385,8 @@ def names_of(numbers) -> dict[str, str]:
     return {str(k): BY_NUMBER[k].name for k in numbers}
 
 
-def check_numbers(ops: np.ndarray, cv: np.ndarray) -> None:
-    """Every primitive instruction names a registered primitive of its arity
+def check_numbers(ops: np.ndarray, cv: np.ndarray, ins: Optional[np.ndarray] = None) -> None:
+    """Every primitive instruction names a registered primitive of its kind and arity
     (tape.validate calls this: the sweeps would raise, not misread, but a tape that cannot
     run is refused before it starts)."""
     mask = np.isin(ops, PRIMITIVE_OPS)
@@ -253,10 +397,18 @@ def check_numbers(ops: np.ndarray, cv: np.ndarray) -> None:
     if bad.any():
         raise InvalidTapeError(f"a primitive instruction names primitive number {c[bad][0]!r}, "
                                f"which is not registered in this process")
-    arity = np.where(ops[mask] == OP.primitive1, 1, 2)
-    for k, n in zip(c.astype(np.int64), arity):
-        if BY_NUMBER[k].arity != n:
-            raise InvalidTapeError(f"primitive {BY_NUMBER[k].name!r} takes {BY_NUMBER[k].arity} operand(s), "
+    rows = np.flatnonzero(mask)
+    for i, k in zip(rows, c.astype(np.int64)):
+        p, op = BY_NUMBER[k], int(ops[i])
+        if (op == OP.block) != isinstance(p, BlockPrimitive):
+            kind = "a block" if op == OP.block else "an elementwise"
+            raise InvalidTapeError(f"instruction {i} is {kind} primitive call, but {p.name!r} is not one")
+        if op == OP.block:
+            n = 1 if ins is None or ins[5, i] == 0 else 2
+        else:
+            n = 1 if op == OP.primitive1 else 2
+        if p.arity != n:
+            raise InvalidTapeError(f"primitive {p.name!r} takes {p.arity} operand(s), "
                                    f"its instruction reads {n}")
 
 
@@ -270,6 +422,9 @@ def require_gpu_rules(ops: np.ndarray, cv: np.ndarray, mode: int) -> None:
     (a device kernel cannot raise, so a missing one is refused here, by name)."""
     for k in numbers_used(ops, cv):
         p = BY_NUMBER[k]
+        if isinstance(p, BlockPrimitive):
+            raise NotImplementedError(f"block primitive {p.name!r} runs on the CPU only: its kernels are "
+                                      "compiled for the host (replay this tape on the CPU)")
         for kind in _GPU_RULES[mode]:
             rules = {"value": ("value",), "first": _FIRST[p.arity], "second": _SECOND[p.arity]}[kind]
             for rule in rules:
@@ -333,4 +488,4 @@ def renumbered(ops: np.ndarray, cv: np.ndarray, saved: dict) -> np.ndarray:
     return out
 
 
-__all__ = ["Primitive", "PrimitiveWarning", "primitive"]
+__all__ = ["BlockPrimitive", "Primitive", "PrimitiveWarning", "custom_vjp", "primitive"]

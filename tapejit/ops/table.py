@@ -51,6 +51,9 @@ MATH_NAMES = (
 #: tapejit.ops.symbolic derives
 PRIMITIVE_NAMES = ("prim1", "prim1_d", "prim1_d2", "prim2", "prim2_da", "prim2_db",
                    "prim2_daa", "prim2_dab", "prim2_dbb")
+#: what the block-primitive row's templates call (tapejit.cpu._primitive_calls): the call and
+#: the role of the user kernel it runs
+BLOCK_NAMES = ("block_call", "BLOCK_VALUE", "BLOCK_VJP", "BLOCK_JVP", "BLOCK_HVP")
 
 TWO_OVER_SQRT_PI = "1.1283791670955126"
 
@@ -95,10 +98,22 @@ class OpDef:
     #: (bad, message): what validate() refuses, as numpy expressions over the fields'
     #: integer arrays, with pos(x) = max(x, 1)
     checks: tuple = ()
+    #: the templates call user kernels that exist on the CPU only (block primitives): the
+    #: CUDA sweeps leave the opcode out, and the GPU target and compile() refuse its tapes
+    cpu_only: bool = False
 
     @property
     def elementwise(self) -> bool:
         return bool(self.value)
+
+    @property
+    def calls_user_kernels(self) -> bool:
+        """Whether replaying the opcode runs a user's kernel (a user primitive): constant
+        folding must not run it on made-up inputs, and it never vectorizes."""
+        import re
+        names = PRIMITIVE_NAMES + BLOCK_NAMES[:1]
+        texts = (self.value, *self.partials.values(), self.forward)
+        return any(re.search(rf"\b({'|'.join(names)})\(", t) for t in texts if t)
 
     @property
     def reverse_first(self) -> str:
@@ -611,6 +626,27 @@ PRIMITIVES = [
     _ew("primitive1", 1, "prim1(c, a)", "out = f(a) for the user primitive number c", a="prim1_d(c, a, o)"),
     _ew("primitive2", 2, "prim2(c, a, b)", "out = f(a, b) for the user primitive number c",
         a="prim2_da(c, a, b, o)", b="prim2_db(c, a, b, o)"),
+    # a block primitive (tapejit.ops.primitives.BlockPrimitive): vectors in, a vector out, each
+    # output depending on every input. One call per point runs the user's kernel on the whole
+    # block (``ctx`` is the kernel's context: the workspace arrays it reads and writes)
+    OpDef(
+        name="block",
+        arity=2,
+        fields="n outputs; operand a: sa contiguous slots at a; operand b: sb contiguous slots at b "
+               "(sb = 0: a primitive of one operand); c = the primitive's number",
+        forward="block_call(c, BLOCK_VALUE, ctx, o, n, a, sa, b, sb)",
+        reverse="block_call(c, BLOCK_VJP, ctx, o, n, a, sa, b, sb)",
+        tangent="block_call(c, BLOCK_JVP, ctx, o, n, a, sa, b, sb)",
+        hvp="block_call(c, BLOCK_HVP, ctx, o, n, a, sa, b, sb)",
+        doc="out = f(V[a:a+sa], V[b:b+sb]) with the user's kernels for f and its derivatives",
+        reads=(("a", "a", "1", "sa"), ("b", "b", "1", "sb")),
+        spans=(("a", (("1", "sa"),), "sa > 0", "block operand a"),
+               ("b", (("1", "sb"),), "sb > 0", "block operand b")),
+        checks=(("sa < 1", "a block primitive's first operand is empty"),
+                ("sb < 0", "negative length of a block primitive's second operand"),
+                ("n < 1", "a block primitive's result is empty")),
+        cpu_only=True,
+    ),
 ]
 
 #: every opcode's code, pinned: saved tapes store these numbers (and tapejit.tape.io records
@@ -628,6 +664,7 @@ CODES: dict[str, int] = {
     "gather": 56, "sum": 57, "amax": 58, "affine": 59, "matmul": 60, "softmax": 61, "gather_sum": 62,
     "square_sub": 63, "square_rsub_c": 64, "add_scaled_square": 65, "minus_square": 66, "rint": 67,
     "floor": 68, "ceil": 69, "trunc": 70, "fmod": 71, "primitive1": 72, "primitive2": 73,
+    "block": 74,
 }
 
 _ROWS = ELEMENTWISE + STRUCTURAL + FUSED + ROUNDING + PRIMITIVES

@@ -35,7 +35,7 @@ from numba import njit
 
 from ..cpu import _sweeps as sweeps
 from ..ops.table import FIELDS, OP, OPS
-from ..tape._reads import MAX_OPERANDS, index_reads, operand_base, operand_reads
+from ..tape._reads import MAX_OPERANDS, distinct_reads, index_reads, operand_base, operand_reads
 from ..tape.reads import GATHERS, gathered_blocks, runs as read_runs
 from ..tape.tape import TapeArrays, validate
 from .._runtime.scalars import ONE as _ONE, ZERO as _ZERO
@@ -49,6 +49,7 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 _NO_RUNTIME = dict(_JIT, _nrt=False)
 _ELEMENTWISE = np.array([op.elementwise for op in OPS])
 _ARITY = np.array([op.arity if op.elementwise else 0 for op in OPS])
+_CALLS_USER_KERNELS = np.array([op.calls_user_kernels for op in OPS])
 #: structural opcodes that read runs of slots: where in ``ins[2:]`` each operand's base is
 _RUN_BASES = {code: tuple(FIELDS.index(r[0]) - 2 for r in op.reads) for code, op in enumerate(OPS) if op.reads}
 
@@ -131,7 +132,7 @@ def _remap_runs(ops, ins, slot_map, start, skip, elementwise, arity):
             if base < 0 or base >= n_slots:
                 continue
             shift = slot_map[base] - base
-            for k in range(n):
+            for k in range(distinct_reads(op, n)):
                 first, stride, count = operand_reads(op, n, a, sa, b, sb, k, which)
                 for q in range(count):
                     s = first + q * stride
@@ -214,9 +215,13 @@ def depends_forward(ops, ins, idx, dep, elementwise, arity):
     for i in range(ops.shape[0]):
         op = ops[i]
         o, n, a, sa, b, sb, d, sd = ins[0, i], ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i]
+        distinct = n if elementwise[op] else distinct_reads(op, n)
+        hit = False
         for k in range(n):
-            hit = False
-            if elementwise[op]:
+            if k >= distinct:           # reads what element 0 reads
+                pass
+            elif elementwise[op]:
+                hit = False
                 m = arity[op]
                 if m > 0 and dep[a + k * sa]:
                     hit = True
@@ -225,6 +230,7 @@ def depends_forward(ops, ins, idx, dep, elementwise, arity):
                 if m > 2 and dep[d + k * sd]:
                     hit = True
             else:
+                hit = False
                 base, first, count = index_reads(op, a, b, sb, k)
                 for q in range(first, first + count):
                     if dep[base + idx[q]]:
@@ -240,26 +246,26 @@ def depends_forward(ops, ins, idx, dep, elementwise, arity):
 
 
 @njit(**_NO_RUNTIME)
-def _count_reads(ops, ins, idx, i, k, counts, elementwise, arity):
-    """counts[slot] += 1 for every slot that output element k of instruction i reads."""
+def _count_reads(ops, ins, idx, i, k, counts, elementwise, arity, times):
+    """counts[slot] += times for every slot that output element k of instruction i reads."""
     op = ops[i]
     n, a, sa, b, sb, d, sd = ins[1, i], ins[2, i], ins[3, i], ins[4, i], ins[5, i], ins[6, i], ins[7, i]
     if elementwise[op]:
         m = arity[op]
         if m > 0:
-            counts[a + k * sa] += 1
+            counts[a + k * sa] += times
         if m > 1:
-            counts[b + k * sb] += 1
+            counts[b + k * sb] += times
         if m > 2:
-            counts[d + k * sd] += 1
+            counts[d + k * sd] += times
         return
     base, first, count = index_reads(op, a, b, sb, k)
     for q in range(first, first + count):
-        counts[base + idx[q]] += 1
+        counts[base + idx[q]] += times
     for which in range(MAX_OPERANDS):
         base, stride, count = operand_reads(op, n, a, sa, b, sb, k, which)
         for q in range(count):
-            counts[base + q * stride] += 1
+            counts[base + q * stride] += times
 
 
 @njit(**_JIT)
@@ -272,10 +278,19 @@ def needed_backward(ops, ins, idx, needed, is_input_op, elementwise, arity):
             live[i] = True
             continue
         o, n = ins[0, i], ins[1, i]
+        if not elementwise[ops[i]] and distinct_reads(ops[i], n) == 1:
+            wanted = _ZERO
+            for k in range(n):
+                if needed[o + k]:
+                    wanted += 1
+            if wanted:
+                live[i] = True
+                _count_reads(ops, ins, idx, i, _ZERO, needed, elementwise, arity, wanted)
+            continue
         for k in range(n):
             if needed[o + k]:
                 live[i] = True
-                _count_reads(ops, ins, idx, i, k, needed, elementwise, arity)
+                _count_reads(ops, ins, idx, i, k, needed, elementwise, arity, _ONE)
     return live
 
 
@@ -301,15 +316,23 @@ def _dependence(prog: Program) -> np.ndarray:
 
 def fold_constants(prog: Program) -> Program:
     dep = _dependence(prog)
-    values = np.zeros(prog.n_slots)
-    arrays = prog.arrays()
-    sweeps.forward_vector(*arrays.sweep_args, values, 0, len(arrays))   # inputs at zero: constants are exact
-    consts = [prog.consts]
-    offset = len(prog.consts)
     outs, lengths = prog.ins[0], prog.ins[1]
     # an instruction is constant when none of its outputs depends on an input
     dep_before = np.concatenate([[0], np.cumsum(dep, dtype=np.int64)])
     dependent = dep_before[outs + lengths] - dep_before[outs] > 0
+    values = np.zeros(prog.n_slots)
+    arrays = prog.arrays()
+    user = dependent & _CALLS_USER_KERNELS[prog.ops]
+    if user.any():
+        # a user's kernel never runs on the made-up inputs (it may raise there): its
+        # instructions that depend on inputs are fills here, whose values nobody folds
+        ops, ins = arrays.ops.copy(), arrays.ins.copy()
+        ops[user] = OP.fill
+        ins[2:, user] = 0
+        arrays = dataclasses.replace(arrays, ops=ops, ins=ins)
+    sweeps.forward_vector(*arrays.sweep_args, values, 0, len(arrays))   # inputs at zero: constants are exact
+    consts = [prog.consts]
+    offset = len(prog.consts)
     candidates = np.flatnonzero((lengths > 0) & ~dependent & ~np.isin(prog.ops, [OP.input, OP.const, OP.fill]))
     for i in candidates:
         op = prog.ops[i]
@@ -638,8 +661,12 @@ def eliminate_dead(prog: Program) -> Program:
 def read_counts(ops, ins, idx, counts, elementwise, arity):
     """counts[slot] += how many times an instruction reads it (each element of a run)."""
     for i in range(ops.shape[0]):
-        for k in range(ins[1, i]):
-            _count_reads(ops, ins, idx, i, k, counts, elementwise, arity)
+        n = ins[1, i]
+        if not elementwise[ops[i]] and distinct_reads(ops[i], n) == 1:
+            _count_reads(ops, ins, idx, i, _ZERO, counts, elementwise, arity, np.int64(n))
+            continue
+        for k in range(n):
+            _count_reads(ops, ins, idx, i, k, counts, elementwise, arity, _ONE)
 
 
 @njit(**_JIT)

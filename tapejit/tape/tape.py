@@ -337,7 +337,7 @@ def validate(t: TapeArrays, ssa: bool = True, canonical: bool = False) -> None:
     if bad.size:
         raise InvalidTapeError(f"instruction {bad[0]}: unknown opcode {ops[bad[0]]}")
     from ..ops.primitives import check_numbers
-    check_numbers(ops, t.cv)
+    check_numbers(ops, t.cv, ins)
 
     f = {name: ins[k].astype(np.int64) for k, name in enumerate(FIELDS)}
     out, n = f["out"], f["n"]

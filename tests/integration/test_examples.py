@@ -52,6 +52,17 @@ def test_multistart_finds_rastrigins_global_minimum():
     assert np.all(np.abs(best.all.x - np.round(best.all.x)) < 0.05)
 
 
+def test_tridiagonal_solve_gradients_match_central_differences():
+    error, values, grads, X, loss_np = load("tridiagonal_solve").main(n=20_000, verbose=False)
+    assert error < 1e-6
+    eps = 1e-6
+    for k in (0, 255, 511):                  # the batch's rows, first and last chunk among them
+        x = X[k]
+        assert values[k] == pytest.approx(loss_np(x), rel=1e-12)
+        fd = np.array([(loss_np(x + eps * e) - loss_np(x - eps * e)) / (2 * eps) for e in np.eye(x.size)])
+        np.testing.assert_allclose(grads[k], fd, rtol=1e-5, atol=1e-9)
+
+
 def test_batch_gradients_match_the_closed_form():
     assert load("batch_gradients").main() < 1e-10
 
