@@ -6,7 +6,8 @@ The first call traces ``fn`` at the operands' values into a Function of its own 
 segment) and records one ``block`` instruction (tapejit.ops.primitives.BlockPrimitive)
 whose kernels replay the segment's tape in scratch memory: the value runs its forward
 sweep; the reverse runs it again, then its reverse sweep, seeded with the result's
-adjoint; the tangent runs the forward tangent sweep. So the outer tape keeps the stretch's
+adjoint; the tangent runs the forward tangent sweep, the Hessian-vector step the forward
+and reverse tangent sweeps (tapejit.cpu._checkpoint_kernels). So the outer tape keeps the stretch's
 inputs and outputs only, and the scratch lives for one call (one stretch at a time).
 
 Segments are shared by their tape: calling the same stretch again, at any point of the
@@ -23,9 +24,6 @@ import hashlib
 from typing import Callable
 
 import numpy as np
-from numba import njit
-
-from ..cpu import _sweeps as sweeps
 from ..errors import TraceError
 from ..ops.primitives import BlockPrimitive
 
@@ -43,79 +41,22 @@ def _digest(f) -> str:
     return h.hexdigest()
 
 
-def _segment_kernels(f, split: int, binary: bool):
-    """The value kernel and the rules of a segment: its sweeps over scratch slots."""
-    a = f.arrays
-    ops, ins, cv, consts, idx = (np.ascontiguousarray(x) for x in (a.ops, a.ins, a.cv, a.consts, a.idx))
-    n_slots, n_ins = int(a.n_slots), len(a.ops)
-    in_pos = np.ascontiguousarray(f.in_pos, dtype=np.int64)
-    out_pos = np.ascontiguousarray(f.out_pos, dtype=np.int64)
-    forward, reverse, tangent = sweeps.forward_vector, sweeps.reverse_vector, sweeps.forward_tangent_vector
+def _segment(f, shapes: list, binary: bool, name: str) -> BlockPrimitive:
+    """The block primitive of a traced segment: its adapters replay f's tape (value, vjp,
+    jvp and the Hessian-vector step: a segment is made of table ops, which have them all)."""
+    from .._runtime.threads import get_num_threads
+    from ..cpu._checkpoint_kernels import SegmentAdapters
+    from ..cpu import _primitive_calls as calls
+    split = int(np.prod(shapes[0], dtype=np.int64))
+    adapters = SegmentAdapters(f.arrays, f.in_pos, f.out_pos, split, pool=get_num_threads() + 1)
 
-    @njit(error_model="numpy")
-    def values(x, y):
-        v = np.empty(n_slots)
-        for j in range(split):
-            v[in_pos[j]] = x[j]
-        for j in range(split, in_pos.shape[0]):
-            v[in_pos[j]] = y[j - split]
-        forward(ops, ins, cv, consts, idx, v, 0, n_ins)
-        return v
-
-    @njit(error_model="numpy")
-    def outputs(w):
-        out = np.empty(out_pos.shape[0])
-        for j in range(out_pos.shape[0]):
-            out[j] = w[out_pos[j]]
-        return out
-
-    @njit(error_model="numpy")
-    def cotangents(res, g, x, y):
-        v = values(x, y)
-        gv = np.zeros(n_slots)
-        for j in range(out_pos.shape[0]):
-            gv[out_pos[j]] += g[j]
-        reverse(ops, ins, cv, consts, idx, v, gv, 0, n_ins)
-        gx, gy = np.empty(split), np.empty(in_pos.shape[0] - split)
-        for j in range(split):
-            gx[j] = gv[in_pos[j]]
-        for j in range(split, in_pos.shape[0]):
-            gy[j - split] = gv[in_pos[j]]
-        return gx, gy
-
-    @njit(error_model="numpy")
-    def tangents(tx, ty, x, y):
-        v = np.empty(n_slots)
-        dv = np.zeros(n_slots)
-        for j in range(split):
-            v[in_pos[j]] = x[j]
-            dv[in_pos[j]] = tx[j]
-        for j in range(split, in_pos.shape[0]):
-            v[in_pos[j]] = y[j - split]
-            dv[in_pos[j]] = ty[j - split]
-        tangent(ops, ins, cv, consts, idx, v, dv, 0, n_ins)
-        return outputs(dv)
-
-    empty = np.zeros(0)
-    if binary:
-        def value(x, y):
-            return outputs(values(x, y))
-
-        def vjp(res, g, x, y):
-            return cotangents(res, g, x, y)
-
-        def jvp(res, tx, ty, x, y):
-            return tangents(tx, ty, x, y)
-    else:
-        def value(x):
-            return outputs(values(x, empty))
-
-        def vjp(res, g, x):
-            return cotangents(res, g, x, empty)[0]
-
-        def jvp(res, tx, x):
-            return tangents(tx, empty, x, empty)
-    return value, vjp, jvp
+    def evaluate(*operands):
+        return np.asarray(f(*(x.reshape(s) for x, s in zip(operands, shapes))), dtype=np.float64).reshape(-1)
+    prim = BlockPrimitive.from_adapters(evaluate, 2 if binary else 1, name, {
+        calls.BLOCK_VALUE: adapters.value, calls.BLOCK_VJP: adapters.vjp, calls.BLOCK_JVP: adapters.jvp,
+        calls.BLOCK_HVP: adapters.hvp})
+    prim.segment, prim.adapters = f, adapters       # referenced: the adapters read their arrays
+    return prim
 
 
 def checkpoint(fn: Callable) -> Callable:
@@ -129,7 +70,9 @@ def checkpoint(fn: Callable) -> Callable:
         if len(args) not in (1, 2):
             raise TraceError(f"tj.checkpoint: {getattr(fn, '__name__', 'fn')} takes 1 or 2 arrays, got {len(args)}")
         examples = [np.asarray(getattr(x, "_value", x), dtype=np.float64) for x in args]
-        f = trace(lambda *xs: fn(*xs), *examples, compile=False)
+        # recorded as is (cheap) to find the segment; optimized only when it is new (the
+        # passes of a 1e7-element stretch take about a second)
+        f = trace(lambda *xs: fn(*xs), *examples, compile=False, optimize=False)
         if len(f.guards):
             raise TraceError(f"tj.checkpoint: {getattr(fn, '__name__', 'fn')} branches on its inputs' values; "
                              "a checkpointed segment must not")
@@ -138,9 +81,7 @@ def checkpoint(fn: Callable) -> Callable:
         key = _digest(f)
         prim = _SEGMENTS.get(key)
         if prim is None:
-            value, vjp, jvp = _segment_kernels(f, examples[0].size, len(args) == 2)
-            prim = BlockPrimitive(value, name=f"checkpoint:{getattr(fn, '__name__', 'fn')}:{key[:16]}")
-            prim.defvjp(vjp).defjvp(jvp)
-            _SEGMENTS[key] = prim
-        return reshape(prim(*args), f.output_shape)
+            name = f"checkpoint:{getattr(fn, '__name__', 'fn')}:{key[:16]}"
+            prim = _SEGMENTS[key] = _segment(f.optimize(), [e.shape for e in examples], len(args) == 2, name)
+        return reshape(prim(*args), prim.segment.output_shape)
     return call

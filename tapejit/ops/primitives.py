@@ -287,6 +287,30 @@ class BlockPrimitive:
         self.__name__ = self.name
         self.__doc__ = getattr(fn, "__doc__", None)
 
+    @classmethod
+    def from_adapters(cls, evaluate: Callable, arity: int, name: str, adapters: dict) -> "BlockPrimitive":
+        """A block primitive whose adapters are built already (tapejit.frontend.checkpoint):
+        ``evaluate`` computes the value in Python at recording, ``adapters`` maps roles
+        (_primitive_calls.BLOCK_*) to compiled adapters; a role not given raises."""
+        self = cls.__new__(cls)
+        self.name, self.arity, self.fn, self.kernel = name, arity, evaluate, evaluate
+        self.has_vjp = calls.BLOCK_VJP in adapters
+        self.has_jvp = calls.BLOCK_JVP in adapters
+        self._ready = False
+        self._adapters = {}
+        with _lock:
+            if len(BY_NUMBER) >= calls.MAX_PRIMITIVES:
+                raise PrimitiveError(f"at most {calls.MAX_PRIMITIVES} primitives per process")
+            self.number = len(BY_NUMBER)
+            calls.KERNELS.append([None] * calls.ROLES)
+            for role, adapter in adapters.items():
+                self._register(role, "adapter", lambda adapter=adapter: adapter)
+            BY_NUMBER.append(self)
+            BY_NAME[self.name] = self
+        self.__name__ = self.name
+        self.__doc__ = getattr(evaluate, "__doc__", None)
+        return self.ready()
+
     def _register(self, role: int, what: str, build: Callable) -> None:
         """Compile an adapter (and the user kernel it calls) and write its address."""
         try:
@@ -328,7 +352,8 @@ class BlockPrimitive:
                             m, when_adjoints=r == calls.BLOCK_VJP))
                 message = (f"block primitive {self.name!r} has no second-order rule: Hessian-vector products "
                            "and Hessians of a tape that calls it are not available")
-                self._register(calls.BLOCK_HVP, "hvp stand-in", lambda: blocks.raising_adapter(message, True))
+                if calls.BLOCK_HVP not in self._adapters:
+                    self._register(calls.BLOCK_HVP, "hvp stand-in", lambda: blocks.raising_adapter(message, True))
                 self._ready = True
         return self
 
