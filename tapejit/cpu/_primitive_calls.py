@@ -56,6 +56,21 @@ _MISSING = ("a tapejit primitive has no kernel for this derivative (see the prim
             "defderiv/defhess)",)
 
 
+def _entry(context, builder, symbol: str, size: int, index, out_of_range: str):
+    """The pointer at ``index`` of the C array of ``size`` pointers named ``symbol`` (an
+    index past it raises IndexError, a null entry NotImplementedError, in the sweep)."""
+    voidptr = ir.IntType(8).as_pointer()
+    table = builder.module.globals.get(symbol)
+    if table is None:       # declared, not defined: the linker finds the array
+        table = ir.GlobalVariable(builder.module, ir.ArrayType(voidptr, size), symbol)
+    with cgutils.if_unlikely(builder, builder.icmp_unsigned(">=", index, ir.Constant(index.type, size))):
+        context.call_conv.return_user_exc(builder, IndexError, (out_of_range,))
+    pointer = builder.load(builder.gep(table, [ir.Constant(ir.IntType(32), 0), index]))
+    with cgutils.if_unlikely(builder, builder.icmp_unsigned("==", pointer, ir.Constant(voidptr, None))):
+        context.call_conv.return_user_exc(builder, NotImplementedError, _MISSING)
+    return pointer
+
+
 def _caller(n_args: int):
     """An intrinsic ``call(entry, x1..xn)``: TABLE[entry](x1..xn) as float64."""
     argtypes = (types.float64,) * n_args
@@ -67,16 +82,8 @@ def _caller(n_args: int):
             return None
 
         def codegen(context, builder, sig, llargs):
-            voidptr = ir.IntType(8).as_pointer()
-            table = builder.module.globals.get(_SYMBOL)
-            if table is None:       # declared, not defined: the linker finds TABLE
-                table = ir.GlobalVariable(builder.module, ir.ArrayType(voidptr, len(TABLE)), _SYMBOL)
             index = context.cast(builder, llargs[0], sig.args[0], types.int64)
-            with cgutils.if_unlikely(builder, builder.icmp_unsigned(">=", index, ir.Constant(index.type, len(TABLE)))):
-                context.call_conv.return_user_exc(builder, IndexError, ("tapejit primitive number out of range",))
-            pointer = builder.load(builder.gep(table, [ir.Constant(ir.IntType(32), 0), index]))
-            with cgutils.if_unlikely(builder, builder.icmp_unsigned("==", pointer, ir.Constant(voidptr, None))):
-                context.call_conv.return_user_exc(builder, NotImplementedError, _MISSING)
+            pointer = _entry(context, builder, _SYMBOL, len(TABLE), index, "tapejit primitive number out of range")
             values = [context.cast(builder, v, t, types.float64)
                       for v, t in zip(cgutils.unpack_tuple(builder, llargs[1]), packed.types)]
             fnty = context.call_conv.get_function_type(types.float64, argtypes)
@@ -187,18 +194,11 @@ def block_call(typingctx, c, role, ctx, o, n, a, sa, b, sb):
         return None
 
     def codegen(context, builder, sig, llargs):
-        voidptr = ir.IntType(8).as_pointer()
-        table = builder.module.globals.get(_BLOCK_SYMBOL)
-        if table is None:           # declared, not defined: the linker finds BLOCK_TABLE
-            table = ir.GlobalVariable(builder.module, ir.ArrayType(voidptr, len(BLOCK_TABLE)), _BLOCK_SYMBOL)
         number = context.cast(builder, llargs[0], sig.args[0], types.int64)
         kind = context.cast(builder, llargs[1], sig.args[1], types.int64)
         index = builder.add(builder.mul(number, ir.Constant(number.type, BLOCK_ROLES)), kind)
-        with cgutils.if_unlikely(builder, builder.icmp_unsigned(">=", index, ir.Constant(index.type, len(BLOCK_TABLE)))):
-            context.call_conv.return_user_exc(builder, IndexError, ("tapejit block primitive number out of range",))
-        pointer = builder.load(builder.gep(table, [ir.Constant(ir.IntType(32), 0), index]))
-        with cgutils.if_unlikely(builder, builder.icmp_unsigned("==", pointer, ir.Constant(voidptr, None))):
-            context.call_conv.return_user_exc(builder, NotImplementedError, _MISSING)
+        pointer = _entry(context, builder, _BLOCK_SYMBOL, len(BLOCK_TABLE), index,
+                         "tapejit block primitive number out of range")
         values = [llargs[2], number] + [context.cast(builder, v, t, types.int64)
                                         for v, t in zip(llargs[3:], sig.args[3:])]
         fnty = context.call_conv.get_function_type(types.none, BLOCK_ARGS)

@@ -110,34 +110,43 @@ def _missing_kernel(name: str, rule: str, how: str, n_args: int):
     return dispatcher, signature
 
 
+def _operand_count(fn, kind: str, name: str, what: str) -> int:
+    """How many operands fn takes (1 or 2), or a PrimitiveError naming the primitive."""
+    try:
+        arity = len(inspect.signature(getattr(fn, "py_func", fn)).parameters)
+    except (TypeError, ValueError) as exc:
+        raise PrimitiveError(f"{kind} {name!r}: cannot read the number of its arguments") from exc
+    if arity not in (1, 2):
+        raise PrimitiveError(f"{kind} {name!r} takes {arity} arguments; {kind}s take 1 or 2 {what}")
+    return arity
+
+
+def _numbered(p, register: Callable = lambda: None) -> None:
+    """Give p the next number and its name in the registries (Primitive and BlockPrimitive
+    share them), after ``register`` wrote its kernels (under the lock: numbers are dense)."""
+    with _lock:
+        if len(BY_NUMBER) >= calls.MAX_PRIMITIVES:
+            raise PrimitiveError(f"at most {calls.MAX_PRIMITIVES} primitives per process")
+        p.number = len(BY_NUMBER)
+        calls.KERNELS.append([None] * calls.ROLES)
+        register()
+        BY_NUMBER.append(p)
+        BY_NAME[p.name] = p
+    p.__name__ = p.name
+    p.__doc__ = getattr(p.fn, "__doc__", None)
+
+
 class Primitive:
     """An elementwise function of one or two operands with user kernels (see the module)."""
 
     def __init__(self, fn: Callable, name: Optional[str] = None):
         self.name = name or getattr(fn, "__name__", "primitive")
-        py_func = getattr(fn, "py_func", fn)
-        try:
-            arity = len(inspect.signature(py_func).parameters)
-        except (TypeError, ValueError) as exc:
-            raise PrimitiveError(f"primitive {self.name!r}: cannot read the number of its arguments") from exc
-        if arity not in (1, 2):
-            raise PrimitiveError(f"primitive {self.name!r} takes {arity} arguments; primitives take 1 or 2 "
-                                 "(scalars; the call broadcasts them over arrays)")
-        self.arity = arity
+        self.arity = _operand_count(fn, "primitive", self.name, "(scalars; the call broadcasts them over arrays)")
         self.fn = fn
         self.has_deriv = self.has_hess = self._ready = False
         self._python: dict = {}
         self._device: dict = {}
-        with _lock:
-            if len(BY_NUMBER) >= calls.MAX_PRIMITIVES:
-                raise PrimitiveError(f"at most {calls.MAX_PRIMITIVES} primitives per process")
-            self.number = len(BY_NUMBER)
-            calls.KERNELS.append([None] * calls.ROLES)
-            self._set("value", fn, arity)
-            BY_NUMBER.append(self)
-            BY_NAME[self.name] = self
-        self.__name__ = self.name
-        self.__doc__ = getattr(fn, "__doc__", None)
+        _numbered(self, lambda: self._set("value", fn, self.arity))
 
     def ready(self) -> "Primitive":
         """Fill the rules not given with kernels that raise naming them: once, before the
@@ -262,30 +271,13 @@ class BlockPrimitive:
 
     def __init__(self, fn: Callable, name: Optional[str] = None):
         self.name = name or getattr(fn, "__name__", "block_primitive")
-        py_func = getattr(fn, "py_func", fn)
-        try:
-            arity = len(inspect.signature(py_func).parameters)
-        except (TypeError, ValueError) as exc:
-            raise PrimitiveError(f"block primitive {self.name!r}: cannot read the number of its arguments") from exc
-        if arity not in (1, 2):
-            raise PrimitiveError(f"block primitive {self.name!r} takes {arity} arguments; block primitives "
-                                 "take 1 or 2 vectors")
-        self.arity = arity
+        self.arity = _operand_count(fn, "block primitive", self.name, "vectors")
         self.fn = fn
         self.kernel = fn if hasattr(fn, "py_func") else njit(error_model="numpy")(fn)
         self.has_vjp = self.has_jvp = self._ready = False
         self._adapters: dict = {}
-        with _lock:
-            if len(BY_NUMBER) >= calls.MAX_PRIMITIVES:
-                raise PrimitiveError(f"at most {calls.MAX_PRIMITIVES} primitives per process")
-            self.number = len(BY_NUMBER)
-            calls.KERNELS.append([None] * calls.ROLES)     # numbers are shared with Primitive's
-            self._register(calls.BLOCK_VALUE, "value kernel", lambda: blocks.value_adapter(
-                self.kernel, arity == 2, self.name))
-            BY_NUMBER.append(self)
-            BY_NAME[self.name] = self
-        self.__name__ = self.name
-        self.__doc__ = getattr(fn, "__doc__", None)
+        _numbered(self, lambda: self._register(calls.BLOCK_VALUE, "value kernel", lambda: blocks.value_adapter(
+            self.kernel, self.arity == 2, self.name)))
 
     @classmethod
     def from_adapters(cls, evaluate: Callable, arity: int, name: str, adapters: dict) -> "BlockPrimitive":
@@ -298,17 +290,11 @@ class BlockPrimitive:
         self.has_jvp = calls.BLOCK_JVP in adapters
         self._ready = False
         self._adapters = {}
-        with _lock:
-            if len(BY_NUMBER) >= calls.MAX_PRIMITIVES:
-                raise PrimitiveError(f"at most {calls.MAX_PRIMITIVES} primitives per process")
-            self.number = len(BY_NUMBER)
-            calls.KERNELS.append([None] * calls.ROLES)
+
+        def register():
             for role, adapter in adapters.items():
                 self._register(role, "adapter", lambda adapter=adapter: adapter)
-            BY_NUMBER.append(self)
-            BY_NAME[self.name] = self
-        self.__name__ = self.name
-        self.__doc__ = getattr(evaluate, "__doc__", None)
+        _numbered(self, register)
         return self.ready()
 
     def _register(self, role: int, what: str, build: Callable) -> None:
