@@ -177,8 +177,18 @@ def _any_in_runs(mask, starts, lengths):
     return out
 
 
+#: from this many slots the passes' per-slot helpers run as jitted loops; below, as numpy
+#: over every slot, which costs less than loading a jitted helper from Numba's disk cache
+#: (5-30 ms a function; W's trace, 3,600 slots: 20 -> 31 ms with the loops)
+LOOP_SLOTS = 1 << 21
+
+
 def _touched(prog: Program, mask: np.ndarray, starts, lengths) -> np.ndarray:
-    return _small(prog, _any_in_runs)(mask, np.asarray(starts, np.int64), np.asarray(lengths, np.int64))
+    starts, lengths = np.asarray(starts, np.int64), np.asarray(lengths, np.int64)
+    if mask.shape[0] < LOOP_SLOTS:
+        before = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
+        return before[starts + lengths] - before[starts] > 0
+    return _any_in_runs(mask, starts, lengths)
 
 
 def _apply_aliases(prog: Program, rows, targets) -> Program:
@@ -664,12 +674,24 @@ def fold_sign_flips(prog: Program) -> Program:
     return _apply_aliases(prog, list(alias), list(alias.values()))
 
 
-@njit(**_JIT)
-def _dense_numbering(outs, lengths, n_slots):
+def _dense_numbering(outs, lengths, n_slots: int):
     """(new_of, count, unchanged): each live run's slots numbered densely in instruction
     order (-1 for the others), how many there are, and whether that is every slot in its
-    place. One pass, no temporaries of the slot count's size (a tape of 5e7 slots: 2 GB
-    of numpy temporaries before)."""
+    place. Large tapes take one jitted pass without temporaries of the slot count's size
+    (5e7 slots: 2 GB of them in numpy)."""
+    if n_slots >= LOOP_SLOTS:
+        new_of, pos, unchanged = _dense_loop(outs, lengths, np.int64(n_slots))
+        return new_of, int(pos), bool(unchanged)
+    pos = int(lengths.sum())
+    new_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    new_of = np.full(n_slots, -1, dtype=np.int64)
+    within = np.arange(pos, dtype=np.int64) - np.repeat(new_starts, lengths)
+    new_of[np.repeat(outs, lengths) + within] = np.arange(pos, dtype=np.int64)
+    return new_of, pos, pos == n_slots and np.array_equal(new_of, np.arange(n_slots))
+
+
+@njit(**_JIT)
+def _dense_loop(outs, lengths, n_slots):
     new_of = np.full(n_slots, -1, np.int64)
     pos = 0
     unchanged = True
@@ -690,8 +712,7 @@ def eliminate_dead(prog: Program) -> Program:
     live = _small(prog, needed_backward)(prog.ops, prog.ins, prog.idx, needed, OP.input, *_codes())
     prog = _drop(prog, ~live)
     # dense renumbering: every live run keeps its length, in instruction order
-    new_of, pos, unchanged = _small(prog, _dense_numbering)(prog.ins[0], prog.ins[1], np.int64(prog.n_slots))
-    pos = int(pos)
+    new_of, pos, unchanged = _dense_numbering(prog.ins[0], prog.ins[1], prog.n_slots)
     if unchanged:
         prog.slot_map = new_of
         return prog                     # nothing was dropped: numbering unchanged

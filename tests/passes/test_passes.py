@@ -61,6 +61,21 @@ def test_optimize_keeps_results_on_random_programs(program, seed):
         same(f, g, np.random.default_rng(seed + k).standard_normal(4))
 
 
+@settings(max_examples=15, deadline=None)
+@given(program=st.lists(step, min_size=1, max_size=25), seed=st.integers(0, 1000))
+def test_the_loops_for_large_tapes_optimize_as_numpy_does(program, seed):
+    # the passes' per-slot helpers switch to jitted loops past LOOP_SLOTS slots: both sides
+    # give the same program, instruction for instruction
+    f = tj.trace(build(program), np.random.default_rng(seed).standard_normal(4), optimize=False)
+    g = f.optimize()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(passes, "LOOP_SLOTS", 0)
+        h = f.optimize()
+    for name in ("ops", "ins", "cv", "consts", "idx"):
+        np.testing.assert_array_equal(getattr(g.arrays, name), getattr(h.arrays, name))
+    assert g.n_slots == h.n_slots
+
+
 @settings(max_examples=20, deadline=None)
 @given(program=st.lists(step, min_size=1, max_size=20), seed=st.integers(0, 1000))
 def test_each_pass_keeps_results(program, seed):
