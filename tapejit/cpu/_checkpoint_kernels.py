@@ -129,6 +129,13 @@ def _build(s: SegmentAdapters, n_slots: int, split: int, pool: int):
         if k >= 0:
             int64_at(a_dirty, pool)[k] = 0
 
+    wrong = "a checkpoint instruction's lengths differ from its segment's (validate() refuses such tapes)"
+
+    @njit(inline="always")
+    def check(n, sa, sb):
+        if n != n_out or sa != split or sb != n_in - split:
+            raise ValueError(wrong)
+
     @njit(inline="always")
     def load(row, W, a, b, p):
         inp = int64_at(a_in, n_in)
@@ -149,6 +156,7 @@ def _build(s: SegmentAdapters, n_slots: int, split: int, pool: int):
             row[inp[j]] = 0.0
 
     def value(ctx, number, o, n, a, sa, b, sb):
+        check(n, sa, sb)
         V = workspace(ctx, _V)
         ops, ins, cv, consts, idx = tape()
         outp = int64_at(a_out, n_out)
@@ -163,6 +171,7 @@ def _build(s: SegmentAdapters, n_slots: int, split: int, pool: int):
         done(k)
 
     def vjp(ctx, number, o, n, a, sa, b, sb):
+        check(n, sa, sb)
         V, G = workspace(ctx, _V), workspace(ctx, _G)
         ops, ins, cv, consts, idx = tape()
         outp = int64_at(a_out, n_out)
@@ -188,6 +197,7 @@ def _build(s: SegmentAdapters, n_slots: int, split: int, pool: int):
         done(k)
 
     def jvp(ctx, number, o, n, a, sa, b, sb):
+        check(n, sa, sb)
         V, T = workspace(ctx, _V), workspace(ctx, _DV)
         ops, ins, cv, consts, idx = tape()
         outp = int64_at(a_out, n_out)
@@ -203,6 +213,7 @@ def _build(s: SegmentAdapters, n_slots: int, split: int, pool: int):
         done(k)
 
     def hvp(ctx, number, o, n, a, sa, b, sb):
+        check(n, sa, sb)
         V, T, G, H = workspace(ctx, _V), workspace(ctx, _DV), workspace(ctx, _G), workspace(ctx, _DG)
         ops, ins, cv, consts, idx = tape()
         outp = int64_at(a_out, n_out)

@@ -56,6 +56,8 @@ def _segment(f, shapes: list, binary: bool, name: str) -> BlockPrimitive:
         calls.BLOCK_VALUE: adapters.value, calls.BLOCK_VJP: adapters.vjp, calls.BLOCK_JVP: adapters.jvp,
         calls.BLOCK_HVP: adapters.hvp})
     prim.segment, prim.adapters = f, adapters       # referenced: the adapters read their arrays
+    # what its instructions must read and write (validate() checks each: the adapters index by them)
+    prim.sizes = (split, len(f.in_pos) - split, len(f.out_pos))
     return prim
 
 

@@ -416,6 +416,10 @@ def check_numbers(ops: np.ndarray, cv: np.ndarray, ins: Optional[np.ndarray] = N
             raise InvalidTapeError(f"instruction {i} is {kind} primitive call, but {p.name!r} is not one")
         if op == OP.block:
             n = 1 if ins is None or ins[5, i] == 0 else 2
+            sizes = getattr(p, "sizes", None)        # (sa, sb, n) where the primitive fixes them
+            if sizes is not None and ins is not None and tuple(int(ins[f, i]) for f in (3, 5, 1)) != sizes:
+                raise InvalidTapeError(f"instruction {i} calls {p.name!r} with operand and result lengths "
+                                       f"{tuple(int(ins[f, i]) for f in (3, 5, 1))}, it takes {sizes}")
         else:
             n = 1 if op == OP.primitive1 else 2
         if p.arity != n:

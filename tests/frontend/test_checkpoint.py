@@ -101,3 +101,15 @@ def test_what_a_segment_cannot_be_is_refused():
         tj.trace(lambda x: tj.sum(tj.checkpoint(branchy)(x)), np.ones(3))
     with pytest.raises(tj.TraceError, match="1 or 2 arrays"):
         tj.checkpoint(lambda a, b, c: a)(np.ones(2), np.ones(2), np.ones(2))
+
+
+def test_an_instruction_with_other_lengths_than_its_segment_is_refused():
+    import dataclasses
+    from tapejit.tape.tape import validate
+    a = F_CK.arrays
+    i = int(np.flatnonzero(a.ops == OP.block)[0])
+    for field in (1, 3):                     # the result's length, the operand's
+        ins = a.ins.copy()
+        ins[field, i] -= 1
+        with pytest.raises(tj.InvalidTapeError, match="lengths"):
+            validate(dataclasses.replace(a, ins=ins))
