@@ -983,7 +983,7 @@ def jacobian_pattern(f) -> sp.csr_matrix:
     return cache["jacobian"]
 
 
-#: opcodes whose second derivatives nothing knows (a block primitive's user gives first-order rules)
+#: opcodes whose second-order pattern the analysis does not know (block primitives)
 _FIRST_ORDER_ONLY = [code for code, op in enumerate(OPS) if op.cpu_only]
 
 
@@ -992,8 +992,9 @@ def hessian_pattern(f) -> sp.csr_matrix:
     if blocks.size:
         from ..ops.primitives import BY_NUMBER
         name = BY_NUMBER[int(f.arrays.cv[blocks[0]])].name
-        raise NotImplementedError(f"block primitive {name!r} has no second-order rule: the Hessian of a tape "
-                                  "that calls it is not available")
+        raise NotImplementedError(f"the sparse Hessian of a tape that calls the block primitive {name!r} is not "
+                                  "available (its second-order pattern is unknown); hessian(sparse=False) and hvp "
+                                  "work where the primitive has second order (tj.checkpoint segments do)")
     cache = f.__dict__.setdefault("_sparsity", {})
     if "hessian" not in cache:
         a = f.arrays

@@ -1009,8 +1009,8 @@ def render_reads() -> str:
     same = [op for op in readers if not op.gathers and not any(re.search(r"\bk\b", r[1]) for r in op.reads)]
     out += ["", "@njit(**_JIT)", "def distinct_reads(op, n):",
             '    """How many output elements of an instruction read different slots: 1 where all read',
-            '    the same (operand_reads does not depend on k), n otherwise."""']
-    out += chain(same, lambda op: ["return 1"])
+            '    the same (operand_reads does not depend on k; 0 without outputs), n otherwise."""']
+    out += chain(same, lambda op: ["return 1 if n > 0 else 0"])     # (no outputs: nothing read)
     out += ["    return n", ""]
     return "\n".join(out)
 

@@ -8,8 +8,8 @@ operands out of their slots, calls the user's kernel on them and writes its resu
 values into ``v``, adjoints added into ``g``, tangents into ``dv``. The user's kernel gets
 fresh contiguous float64 vectors it may modify, never a view of the workspace.
 
-The points past a partial chunk's last one hold zeros (tapejit.cpu.batch): a kernel runs
-there too, and its result is never read (under IEEE arithmetic, as in the sweeps).
+The points past a partial chunk's last one repeat it (tapejit.cpu.batch): a kernel runs
+there too, on inputs it accepts, and its result is never read.
 """
 from __future__ import annotations
 
@@ -44,16 +44,28 @@ def _as_vector(r):
     raise TypeError(f"a block primitive's kernel must return an array, not {r}")
 
 
-def cotangent(r, which):
-    """Operand ``which``'s cotangent in a vjp rule's result: the array itself for a
-    primitive of one operand, else item ``which`` of the tuple."""
+def cotangent_a(r):
+    """The first operand's cotangent in a vjp rule's result: the array itself for a
+    primitive of one operand, else the tuple's first item."""
 
 
-@overload(cotangent)
-def _cotangent(r, which):
+@overload(cotangent_a)
+def _cotangent_a(r):
     if isinstance(r, types.BaseTuple):
-        return lambda r, which: as_vector(r[which])
-    return lambda r, which: as_vector(r)
+        return lambda r: as_vector(r[0])
+    return lambda r: as_vector(r)
+
+
+def cotangent_b(r):
+    """The second operand's cotangent: the tuple's second item (one array for two
+    operands would give both the same cotangent, silently: a typing error instead)."""
+
+
+@overload(cotangent_b)
+def _cotangent_b(r):
+    if isinstance(r, types.BaseTuple) and len(r) == 2:
+        return lambda r: as_vector(r[1])
+    raise TypeError("a vjp rule of a block primitive of two operands returns a tuple (g_a, g_b)")
 
 
 @njit(inline="always")
@@ -125,7 +137,7 @@ def vjp_adapter(rule: Callable, binary: bool, name: str):
                 column(xa, v, a, sa, p)
                 column(xb, v, b, sb, p)
                 r = rule(res, gr, xa, xb)
-                ga, gb = cotangent(r, 0), cotangent(r, 1)
+                ga, gb = cotangent_a(r), cotangent_b(r)
                 if ga.shape[0] != sa or gb.shape[0] != sb:
                     raise ValueError(wrong)
                 for j in range(sa):
@@ -145,7 +157,7 @@ def vjp_adapter(rule: Callable, binary: bool, name: str):
                 if not flows:
                     continue
                 column(xa, v, a, sa, p)
-                ga = cotangent(rule(res, gr, xa), 0)
+                ga = cotangent_a(rule(res, gr, xa))
                 if ga.shape[0] != sa:
                     raise ValueError(wrong)
                 for j in range(sa):

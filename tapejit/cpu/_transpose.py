@@ -96,8 +96,9 @@ def _rows_to_points_block(out, v, rows, n, width, d, p, j):
 # helper call (~16 ns), which at 128 points a chunk and three moves was ~1 ns a point.
 @njit(**_JIT)
 def points_to_rows(v, rows, X, p0, P):
-    """v[rows[j], p] = X[p0 + p, j] for the chunk's P points, and zeros in the rest of
-    each row, so that the sweeps can always run whole rows. X is C-contiguous."""
+    """v[rows[j], p] = X[p0 + p, j] for the chunk's P points, and the last point again in
+    the rest of each row, so that the sweeps can always run whole rows, on inputs a user
+    kernel accepts (a block primitive's solve raises on zeros). X is C-contiguous."""
     n, width, P4, n4 = _checked_sizes(v, rows, X, p0, P)
     for j in range(0, n4, 4):
         _points_to_rows_block(v, rows, X, n, width, p0, P4, j)
@@ -114,8 +115,9 @@ def points_to_rows(v, rows, X, p0, P):
         r = rows[j]
         for p in range(P4, P):
             v[r, p] = X[p0 + p, j]
+        pad = X[p0 + P - 1, j] if P > 0 else 0.0
         for p in range(P, width):
-            v[r, p] = 0.0
+            v[r, p] = pad
 
 
 @njit(**_JIT)
@@ -168,8 +170,9 @@ def move_plain(v, rows, points, p0, P, into_rows, clear):
         if into_rows:
             for p in range(P):
                 v[r, p] = points[p0 + p, j]
+            pad = points[p0 + P - 1, j] if P > 0 else 0.0
             for p in range(P, width):
-                v[r, p] = 0.0
+                v[r, p] = pad
         else:
             for p in range(P):
                 points[p0 + p, j] = v[r, p]

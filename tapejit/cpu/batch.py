@@ -126,7 +126,7 @@ def _run_chunks(worker, n_workers, ops, ins, cv, consts, idx, plan, n_slots, in_
 
     mode 0: values; 1: values and the gradient of out_pos[0]; 2: values and u^T J with
     the rows of ``seeds`` as u (vector-Jacobian products). Sweeps run whole rows of
-    ``chunk`` points; a last, partial chunk computes on zeros past its P points."""
+    ``chunk`` points; a last, partial chunk computes on copies of its last point past its P."""
     B = X.shape[0]
     n_ins = ops.shape[0]
     n_chunks = (B + chunk - 1) // chunk

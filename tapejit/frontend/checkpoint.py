@@ -31,9 +31,11 @@ from ..ops.primitives import BlockPrimitive
 _SEGMENTS: dict[str, BlockPrimitive] = {}
 
 
-def _digest(f) -> str:
+def _digest(f, shapes) -> str:
+    """The segment's key: its tape and its operands' shapes (an elementwise stretch records
+    the same tape for a (2, 3) and a (6,) operand, whose results differ in shape)."""
     a = f.arrays
-    h = hashlib.sha256()
+    h = hashlib.sha256(repr(shapes).encode())
     for x in (a.ops, a.ins, a.cv, a.consts, a.idx, np.asarray(f.in_pos), np.asarray(f.out_pos)):
         h.update(np.ascontiguousarray(x).tobytes())
         h.update(b"|")
@@ -80,7 +82,7 @@ def checkpoint(fn: Callable) -> Callable:
                              "a checkpointed segment must not")
         if len(f.params):
             raise TraceError("tj.checkpoint: a segment has no parameters (pass them as arguments)")
-        key = _digest(f)
+        key = _digest(f, [e.shape for e in examples])
         prim = _SEGMENTS.get(key)
         if prim is None:
             name = f"checkpoint:{getattr(fn, '__name__', 'fn')}:{key[:16]}"

@@ -21,7 +21,8 @@ def test_moves_match_numpy_indexing(n, P):
     v = np.full((n + 4, width), np.nan)
     points_to_rows(v, rows, X, p0, P)
     np.testing.assert_array_equal(v[rows, :P], X[p0:p0 + P].T)
-    np.testing.assert_array_equal(v[rows, P:], 0.0)          # the sweeps run whole rows
+    # the sweeps run whole rows: past P, the last point again (inputs a user kernel accepts)
+    np.testing.assert_array_equal(v[rows, P:], np.repeat(X[p0 + P - 1][:, None], width - P, axis=1))
     others = np.setdiff1d(np.arange(n + 4), rows)
     assert np.isnan(v[others]).all()
 

@@ -94,6 +94,23 @@ def test_a_segment_keeps_its_output_shape():
     close(F.grad(x), (2 * np.ones((3, 3)) @ m).reshape(-1))
 
 
+def test_one_stretch_on_operands_of_other_shapes_keeps_each_shape():
+    def outer(x):
+        s = tj.checkpoint(lambda v: tj.sin(v) * 2.0)
+        a = s(tj.reshape(x, (2, 3)))
+        b = s(x)
+        assert a.shape == (2, 3) and b.shape == (6,)
+        return tj.sum(a[0] * b[:3])
+    x = RNG.normal(size=6)
+    F = tj.trace(outer, x)
+    close(F(x), np.sum(2 * np.sin(x[:3]) * 2 * np.sin(x[:3])))
+
+
+def test_a_dense_hessian_through_checkpoints_matches_the_plain_tape():
+    x = RNG.normal(size=N)
+    close(F_CK.hessian(x), F_PLAIN.hessian(x), 1e-10, 1e-10)
+
+
 def test_what_a_segment_cannot_be_is_refused():
     def branchy(x):
         return x * 2.0 if float(tj.sum(x)) > 0 else x

@@ -145,6 +145,20 @@ def test_batch_modes_match_the_table_ops():
     close(F_BLOCK.batch_vjp(X, U=U), F_OPS.batch_vjp(X, U=U))
 
 
+def test_a_partial_chunk_never_gives_a_kernel_the_zeros_of_its_padding():
+    @tj.custom_vjp
+    def strict(x):
+        if np.any(x == 0.0):
+            raise ZeroDivisionError("strict got a zero")
+        return 1.0 / x
+    strict.defvjp(lambda res, g, x: -g * res * res)
+    F = tj.trace(lambda x: tj.sum(strict(x)), np.ones(3))
+    X = 1.0 + RNG.random((37, 3))                  # 37 points: the last chunk is partial
+    values, grads = F.batch_value_and_grad(X)
+    close(values, np.sum(1.0 / X, axis=1), 1e-14, 1e-14)
+    close(grads, -1.0 / X ** 2, 1e-14, 1e-14)
+
+
 def test_eager_backward_matches_the_table_ops():
     x = RNG.normal(size=2 * N)
     grads = []
@@ -244,6 +258,8 @@ def test_second_order_is_refused_by_name():
         F_BLOCK.hvp(x, v=x)
     with pytest.raises(NotImplementedError, match="'solve' has no second-order rule"):
         F_BLOCK.hessian(x)
+    with pytest.raises(NotImplementedError, match="sparse Hessian.*'solve'"):
+        F_BLOCK.hessian(x, sparse=True)
 
 
 def test_missing_rules_raise_naming_them():
@@ -258,6 +274,8 @@ def test_missing_rules_raise_naming_them():
         F.jvp(np.ones(3), v=np.ones(3))
     with pytest.raises(tj.PrimitiveError, match="take 1 or 2 vectors"):
         tj.custom_vjp(lambda a, b, c: a)
+    with pytest.raises(tj.PrimitiveError, match="returns a tuple"):     # one array for two operands
+        tj.custom_vjp(lambda a, b: a * b, name="one_cotangent").defvjp(lambda res, g, a, b: g * b)
     with pytest.raises(tj.PrimitiveError, match="'bad_rule'.*vjp rule does not compile"):
         tj.custom_vjp(lambda a: a, name="bad_rule").defvjp(lambda res, g, a: undefined_name(g))  # noqa: F821
 
