@@ -14,8 +14,9 @@ Segments are shared by their tape: calling the same stretch again, at any point 
 computation, records another instruction of the same primitive, compiled once.
 
 ``fn`` takes one or two arrays and returns one array; it must depend on its arguments
-only (a tensor it captures from outside is a constant of the segment), and must not
-branch on their values (a segment is replayed without its guards).
+only (reading a tensor recorded outside the segment raises TraceError: as a constant its
+gradient would be lost), and must not branch on their values (a segment is replayed
+without its guards).
 """
 from __future__ import annotations
 
@@ -76,7 +77,13 @@ def checkpoint(fn: Callable) -> Callable:
         examples = [np.asarray(getattr(x, "_value", x), dtype=np.float64) for x in args]
         # recorded as is (cheap) to find the segment; optimized only when it is new (the
         # passes of a 1e7-element stretch take about a second)
-        f = trace(lambda *xs: fn(*xs), *examples, compile=False, optimize=False)
+        from .tensor import _state
+        outer = _state.segment_outer
+        _state.segment_outer = _state.trace if _state.trace is not None else _state.tape
+        try:
+            f = trace(lambda *xs: fn(*xs), *examples, compile=False, optimize=False)
+        finally:
+            _state.segment_outer = outer
         if len(f.guards):
             raise TraceError(f"tj.checkpoint: {getattr(fn, '__name__', 'fn')} branches on its inputs' values; "
                              "a checkpointed segment must not")

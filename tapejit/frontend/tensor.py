@@ -50,6 +50,9 @@ class _State(threading.local):
         # tracing, else the eager tape while grad is enabled and it is not consumed
         self.active: Optional[Tape] = None
         self.spare: Optional[Tape] = None     # the tape before: a loop's last tensors may hold it
+        # while tj.checkpoint traces its segment: the tape recording around it, whose tensors
+        # the segment must take as arguments (read as constants, their gradient would be lost)
+        self.segment_outer: Optional[Tape] = None
         self.adjoints = np.zeros(256)         # reused by backward(): the sweep leaves it zeroed
         self.adjoints_mv = memoryview(self.adjoints)
 
@@ -939,6 +942,9 @@ def _slot_view(x, tape: Tape):
             return x._base, x._strides, x._shape
         if x._tape is None and x._rg and _state.trace is None:
             return _bind_leaf(x, tape), x._strides, x._shape
+        if _state.segment_outer is not None and (x._tape is _state.segment_outer or x._rg):
+            raise TraceError("tj.checkpoint: the segment reads a tensor recorded outside it; pass it to the "
+                             "segment as an argument (as a constant its gradient would be lost)")
         value, shape = x._value, x._shape
     else:
         value = _as_float_array(x)

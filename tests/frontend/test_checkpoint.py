@@ -111,6 +111,17 @@ def test_a_dense_hessian_through_checkpoints_matches_the_plain_tape():
     close(F_CK.hessian(x), F_PLAIN.hessian(x), 1e-10, 1e-10)
 
 
+def test_a_segment_that_reads_an_outer_tensor_is_refused():
+    def outer(x):
+        w = tj.exp(x)                        # recorded outside the segment
+        return tj.sum(tj.checkpoint(lambda v: v * w)(x))
+    with pytest.raises(tj.TraceError, match="outside it"):
+        tj.trace(outer, np.ones(4))
+    t = tj.tensor(np.ones(4), requires_grad=True)
+    with pytest.raises(tj.TraceError, match="outside it"):
+        tj.checkpoint(lambda v: v * t)(tj.tensor(np.ones(4), requires_grad=True))
+
+
 def test_what_a_segment_cannot_be_is_refused():
     def branchy(x):
         return x * 2.0 if float(tj.sum(x)) > 0 else x
