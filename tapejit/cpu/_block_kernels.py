@@ -87,115 +87,94 @@ def column(x, w, first, count, p):
         x[j] = w[first + j, p]
 
 
+def _of_two(fn: Callable, binary: bool, kind: str):
+    """fn called with both operands' arguments: a primitive of one operand ignores the
+    second's (empty: sb = 0) and, for a vjp rule, gives it the empty cotangent. One adapter
+    per role then serves both arities."""
+    if binary:
+        return fn
+    if kind == "value":
+        def wrapped(xa, xb):
+            return fn(xa)
+    elif kind == "vjp":
+        def wrapped(res, g, xa, xb):
+            return cotangent_a(fn(res, g, xa)), xb
+    else:
+        def wrapped(res, ta, tb, xa, xb):
+            return fn(res, ta, xa)
+    return njit(inline="always", **_JIT)(wrapped)
+
+
 def value_adapter(user: Callable, binary: bool, name: str):
     """v[o:o+n] = user(v[a:a+sa], v[b:b+sb]) at every point."""
     wrong = (f"block primitive {name!r}: its value kernel returned a result of another length "
              "than when it was recorded")
-    if binary:
-        def adapter(ctx, number, o, n, a, sa, b, sb):
-            v = workspace(ctx, _V)
-            xa, xb = np.empty(sa), np.empty(sb)
-            for p in range(width(ctx)):
-                column(xa, v, a, sa, p)
-                column(xb, v, b, sb, p)
-                r = as_vector(user(xa, xb))
-                if r.shape[0] != n:
-                    raise ValueError(wrong)
-                for j in range(n):
-                    v[o + j, p] = r[j]
-    else:
-        def adapter(ctx, number, o, n, a, sa, b, sb):
-            v = workspace(ctx, _V)
-            xa = np.empty(sa)
-            for p in range(width(ctx)):
-                column(xa, v, a, sa, p)
-                r = as_vector(user(xa))
-                if r.shape[0] != n:
-                    raise ValueError(wrong)
-                for j in range(n):
-                    v[o + j, p] = r[j]
+    call = _of_two(user, binary, "value")
+
+    def adapter(ctx, number, o, n, a, sa, b, sb):
+        v = workspace(ctx, _V)
+        xa, xb = np.empty(sa), np.empty(sb)
+        for p in range(width(ctx)):
+            column(xa, v, a, sa, p)
+            column(xb, v, b, sb, p)
+            r = as_vector(call(xa, xb))
+            if r.shape[0] != n:
+                raise ValueError(wrong)
+            for j in range(n):
+                v[o + j, p] = r[j]
     return njit(SIGNATURE, **_JIT)(adapter)
 
 
 def vjp_adapter(rule: Callable, binary: bool, name: str):
     """g[a:a+sa] (and g[b:b+sb]) += the rule's cotangents, given the result and its
     adjoint. A point whose result adjoint is zero calls nothing (no gradient flows there:
-    an abandoned eager recording, a padding point)."""
+    an abandoned eager recording)."""
     wrong = f"block primitive {name!r}: its vjp rule returned a cotangent of another length than its operand"
-    if binary:
-        def adapter(ctx, number, o, n, a, sa, b, sb):
-            v, g = workspace(ctx, _V), workspace(ctx, _G)
-            xa, xb, res, gr = np.empty(sa), np.empty(sb), np.empty(n), np.empty(n)
-            for p in range(width(ctx)):
-                flows = False
-                for j in range(n):
-                    res[j] = v[o + j, p]
-                    gr[j] = g[o + j, p]
-                    flows = flows or gr[j] != 0.0
-                if not flows:
-                    continue
-                column(xa, v, a, sa, p)
-                column(xb, v, b, sb, p)
-                r = rule(res, gr, xa, xb)
-                ga, gb = cotangent_a(r), cotangent_b(r)
-                if ga.shape[0] != sa or gb.shape[0] != sb:
-                    raise ValueError(wrong)
-                for j in range(sa):
-                    g[a + j, p] += ga[j]
-                for j in range(sb):
-                    g[b + j, p] += gb[j]
-    else:
-        def adapter(ctx, number, o, n, a, sa, b, sb):
-            v, g = workspace(ctx, _V), workspace(ctx, _G)
-            xa, res, gr = np.empty(sa), np.empty(n), np.empty(n)
-            for p in range(width(ctx)):
-                flows = False
-                for j in range(n):
-                    res[j] = v[o + j, p]
-                    gr[j] = g[o + j, p]
-                    flows = flows or gr[j] != 0.0
-                if not flows:
-                    continue
-                column(xa, v, a, sa, p)
-                ga = cotangent_a(rule(res, gr, xa))
-                if ga.shape[0] != sa:
-                    raise ValueError(wrong)
-                for j in range(sa):
-                    g[a + j, p] += ga[j]
+    call = _of_two(rule, binary, "vjp")
+
+    def adapter(ctx, number, o, n, a, sa, b, sb):
+        v, g = workspace(ctx, _V), workspace(ctx, _G)
+        xa, xb, res, gr = np.empty(sa), np.empty(sb), np.empty(n), np.empty(n)
+        for p in range(width(ctx)):
+            flows = False
+            for j in range(n):
+                res[j] = v[o + j, p]
+                gr[j] = g[o + j, p]
+                flows = flows or gr[j] != 0.0
+            if not flows:
+                continue
+            column(xa, v, a, sa, p)
+            column(xb, v, b, sb, p)
+            r = call(res, gr, xa, xb)
+            ga, gb = cotangent_a(r), cotangent_b(r)
+            if ga.shape[0] != sa or gb.shape[0] != sb:
+                raise ValueError(wrong)
+            for j in range(sa):
+                g[a + j, p] += ga[j]
+            for j in range(sb):
+                g[b + j, p] += gb[j]
     return njit(SIGNATURE, **_JIT)(adapter)
 
 
 def jvp_adapter(rule: Callable, binary: bool, name: str):
     """dv[o:o+n] = the rule's tangent, given the result and the operands' tangents."""
     wrong = f"block primitive {name!r}: its jvp rule returned a tangent of another length than its result"
-    if binary:
-        def adapter(ctx, number, o, n, a, sa, b, sb):
-            v, dv = workspace(ctx, _V), workspace(ctx, _DV)
-            xa, xb, ta, tb, res = np.empty(sa), np.empty(sb), np.empty(sa), np.empty(sb), np.empty(n)
-            for p in range(width(ctx)):
-                column(xa, v, a, sa, p)
-                column(xb, v, b, sb, p)
-                column(ta, dv, a, sa, p)
-                column(tb, dv, b, sb, p)
-                column(res, v, o, n, p)
-                r = as_vector(rule(res, ta, tb, xa, xb))
-                if r.shape[0] != n:
-                    raise ValueError(wrong)
-                for j in range(n):
-                    dv[o + j, p] = r[j]
-    else:
-        def adapter(ctx, number, o, n, a, sa, b, sb):
-            v, dv = workspace(ctx, _V), workspace(ctx, _DV)
-            xa, ta, res = np.empty(sa), np.empty(sa), np.empty(n)
-            for p in range(width(ctx)):
-                column(xa, v, a, sa, p)
-                column(ta, dv, a, sa, p)
-                column(res, v, o, n, p)
-                r = as_vector(rule(res, ta, xa))
-                if r.shape[0] != n:
-                    raise ValueError(wrong)
-                for j in range(n):
-                    dv[o + j, p] = r[j]
+    call = _of_two(rule, binary, "jvp")
+
+    def adapter(ctx, number, o, n, a, sa, b, sb):
+        v, dv = workspace(ctx, _V), workspace(ctx, _DV)
+        xa, xb, ta, tb, res = np.empty(sa), np.empty(sb), np.empty(sa), np.empty(sb), np.empty(n)
+        for p in range(width(ctx)):
+            column(xa, v, a, sa, p)
+            column(xb, v, b, sb, p)
+            column(ta, dv, a, sa, p)
+            column(tb, dv, b, sb, p)
+            column(res, v, o, n, p)
+            r = as_vector(call(res, ta, tb, xa, xb))
+            if r.shape[0] != n:
+                raise ValueError(wrong)
+            for j in range(n):
+                dv[o + j, p] = r[j]
     return njit(SIGNATURE, **_JIT)(adapter)
 
 
