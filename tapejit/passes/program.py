@@ -363,6 +363,12 @@ def fold_constants(prog: Program) -> Program:
     outs, lengths = prog.ins[0], prog.ins[1]
     # an instruction is constant when none of its outputs depends on an input
     dependent = _touched(prog, dep, outs, lengths)
+    candidates = np.flatnonzero((lengths > 0) & ~dependent & ~np.isin(prog.ops, [OP.input, OP.const, OP.fill]))
+    if not candidates.size:
+        return prog
+    # the values up to the last candidate (zeros: untouched pages of the rest cost nothing;
+    # a tape of 5e7 slots with no constant to fold skipped a 0.6 s sweep)
+    stop = int(candidates[-1]) + 1
     values = np.zeros(prog.n_slots)
     arrays = prog.arrays()
     user = dependent & _CALLS_USER_KERNELS[prog.ops]
@@ -373,10 +379,9 @@ def fold_constants(prog: Program) -> Program:
         ops[user] = OP.fill
         ins[2:, user] = 0
         arrays = dataclasses.replace(arrays, ops=ops, ins=ins)
-    sweeps.forward_vector(*arrays.sweep_args, values, 0, len(arrays))   # inputs at zero: constants are exact
+    sweeps.forward_vector(*arrays.sweep_args, values, 0, stop)   # inputs at zero: constants are exact
     consts = [prog.consts]
     offset = len(prog.consts)
-    candidates = np.flatnonzero((lengths > 0) & ~dependent & ~np.isin(prog.ops, [OP.input, OP.const, OP.fill]))
     for i in candidates:
         op = prog.ops[i]
         out, n = int(outs[i]), int(lengths[i])
