@@ -246,7 +246,7 @@ def _contiguous_case(op, body: list[str], indent: str, reverse: bool) -> list[st
     negative-index fix-ups and LLVM vectorizes the loop (with runtime alias checks).
     Tangent sweeps get views of dv and dg the same way."""
     operands = "abd"[: op.arity]
-    if not operands or calls_user_kernels(op):     # a user kernel does not vectorize
+    if not operands or op.calls_user_kernels:     # a user kernel does not vectorize
         return []
     text = "\n".join(body)
     tangent, second = "dv[" in text, "dg[" in text
@@ -261,7 +261,7 @@ def _contiguous_case(op, body: list[str], indent: str, reverse: bool) -> list[st
         views += [f"rh_{x} = dg[{x}:{x} + n]" for x in operands] + ["rh_o = dg[o:o + n]"]
     prefix = {"dv": "rt_", "dg": "rh_", "v": "rv_", "g": "rg_"}
     loop = _rewrite_slots(body, lambda array, x: f"{prefix[array]}{x}[k]")
-    loop = _as_selects(_branch_free(loop) if reverse and not calls_user_kernels(op) else loop)
+    loop = _as_selects(_branch_free(loop) if reverse and not op.calls_user_kernels else loop)
     # unsigned slot indices (the kernels' uint64(...)) are not rewritten: their loops need
     # no views, and a dead view still costs its typing at every cold compile
     text = "\n".join(loop)
@@ -315,7 +315,7 @@ def _flat_case(op, vector_lines: list[str], indent: str, reverse: bool, planned:
            f"{indent}else:",
            f"{indent}    n_rows, width = n, P",
            f"{indent}for row in range(n_rows):"] + [f"{indent}    {ln}" for ln in views]
-    loop = _as_selects(_branch_free(loop) if reverse and not calls_user_kernels(op) else loop)
+    loop = _as_selects(_branch_free(loop) if reverse and not op.calls_user_kernels else loop)
     if planned:
         return out + _first_write_loops(op, loop, indent + "    ")
     out += [f"{indent}    for k in range(width):"]
@@ -369,14 +369,6 @@ def _first_write_loops(op, loop: list[str], indent: str) -> list[str]:
     out += [f"{indent}if plan[i] & {ZERO_AFTER_READ}:",
             f"{indent}    wg_o[:] = 0.0"]
     return out
-
-
-def calls_user_kernels(op) -> bool:
-    """Whether the op's expressions call a user primitive's kernels. Their loops keep the
-    azmul branch (no select): a kernel is not SIMD code anyway, and a zero adjoint then
-    never calls it, so an instruction no gradient flows through (an abandoned eager
-    recording) never needs a derivative rule the user did not give."""
-    return op.calls_user_kernels
 
 
 def _branch_free(lines: list[str]) -> list[str]:

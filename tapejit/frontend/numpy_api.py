@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ShapeError, TapejitError
 from ..ops.table import OP
-from .tensor import (ArrayLike, Tensor, _accelerated, _as_float_array, _binary, _compare, _constant, _fast_unary,
+from .tensor import (ArrayLike, Tensor, _accelerated, _contiguous, _as_float_array, _binary, _compare, _constant, _fast_unary,
                      _cstrides, _elementwise, _gather, _on_tape, _positions, _recording_tape,
                      _result, _run_last, _size, _slot_view, _state, _uniform_step, _vector_on_tape, _is_number)
 
@@ -205,14 +205,6 @@ def _normalize_axes(axis: Axis, ndim: int) -> Optional[tuple]:
     if len(set(out)) != len(out):
         raise ShapeError(f"repeated axis in {axis}")
     return tuple(sorted(out))
-
-
-def _contiguous(tape, view) -> int:
-    """Base slot of a contiguous copy of the view (the view itself when it already is)."""
-    base, strides, shape = view
-    if _uniform_step(shape, strides) == 1 or _size(shape) <= 1:
-        return base
-    return _gather(tape, 0, _positions(base, shape, strides).reshape(-1))
 
 
 def _reduce(code: int, numpy_fn, x: ArrayLike, axis: Axis, keepdims: bool) -> Tensor:

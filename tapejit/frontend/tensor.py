@@ -1081,6 +1081,14 @@ def _gather(tape: Tape, base: int, offsets: np.ndarray) -> int:
 # ----------------------------------------------------------------------------------------
 # elementwise operations
 # ----------------------------------------------------------------------------------------
+def _contiguous(tape: Tape, view) -> int:
+    """Base slot of a contiguous copy of the view (the view itself when it already is)."""
+    base, strides, shape = view
+    if _uniform_step(shape, strides) == 1 or _size(shape) <= 1:
+        return base
+    return _gather(tape, 0, _positions(base, shape, strides).reshape(-1))
+
+
 def _is_number(x) -> bool:
     return type(x) in (float, int, bool) or isinstance(x, (np.floating, np.integer, np.bool_))
 
@@ -1474,12 +1482,10 @@ def _record_block(prim, args: tuple) -> Tensor:
     bases, operands = [], []
     for x in args:
         view = _slot_view(x, tape)
-        base, strides, shape = view
-        n = _size(shape)
+        n = _size(view[2])
         if not n:
             raise ShapeError(f"block primitive {prim.name!r}: an operand is empty")
-        if n > 1 and _uniform_step(shape, strides) != 1:
-            base = _gather(tape, 0, _positions(base, shape, strides).reshape(-1))
+        base = _contiguous(tape, view)
         bases.append((base, n))
         operands.append(np.array(tape.values[base: base + n]))
     out = prim.evaluate(operands)

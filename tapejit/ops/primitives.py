@@ -478,7 +478,8 @@ def name_the_primitives(exc: BaseException, arrays) -> BaseException:
     """exc, raised by a replay, with a note naming the tape's primitives when it has any
     (an exception from a user kernel carries the user's message, not the primitive's name)."""
     used = numbers_used(arrays.ops, arrays.cv)
-    if used and not isinstance(exc, TapejitError):
+    named = any("user primitive" in note for note in getattr(exc, "__notes__", ()))
+    if used and not named and not isinstance(exc, TapejitError):
         names = ", ".join(repr(BY_NUMBER[k].name) for k in used)
         exc.add_note(f"(raised while replaying a tape that calls the user primitive(s) {names})")
     return exc

@@ -109,7 +109,10 @@ class OpDef:
     @property
     def calls_user_kernels(self) -> bool:
         """Whether replaying the opcode runs a user's kernel (a user primitive): constant
-        folding must not run it on made-up inputs, and it never vectorizes."""
+        folding must not run it on made-up inputs, and its loops keep the azmul branch (no
+        select: a kernel is not SIMD code anyway, and a zero adjoint then never calls it, so
+        an instruction no gradient flows through, an abandoned eager recording, never needs
+        a derivative rule the user did not give)."""
         import re
         names = PRIMITIVE_NAMES + BLOCK_NAMES[:1]
         texts = (self.value, *self.partials.values(), self.forward)

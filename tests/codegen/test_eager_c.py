@@ -27,7 +27,7 @@ def test_every_two_operand_elementwise_opcode_has_a_c_value():
     text = codegen_c.HEADER_FILE.read_text()
     for code, op in enumerate(OPS):
         # a user primitive's kernels take Numba's calling convention, not C's: Python path
-        if op.elementwise and op.arity <= 2 and not codegen.calls_user_kernels(op):
+        if op.elementwise and op.arity <= 2 and not op.calls_user_kernels:
             assert f"case {code}: " in text, op.name
 
 
